@@ -1,0 +1,72 @@
+"""Fast row access to Zarr arrays, and the teacher cache as a student reads it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from cache.blocks import read_manifest
+
+DEFAULT_BUDGET = 2 << 30  # bytes an array may take in memory before reads go to disk
+
+
+class Rows:
+    """Rows of a Zarr array by integer index. Held in memory when it fits the budget,
+    so a random minibatch is a numpy gather; otherwise each read touches only the
+    chunks it needs."""
+
+    def __init__(self, array: zarr.Array, budget: int = DEFAULT_BUDGET):
+        self.shape, self.dtype = array.shape, array.dtype
+        fits = np.prod(array.shape) * array.dtype.itemsize <= budget
+        self._data = array[...] if fits else array
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: np.ndarray) -> np.ndarray:
+        return self.take(index)
+
+    def take(self, index: np.ndarray, column: np.ndarray | None = None) -> np.ndarray:
+        """Rows `index` (any order, repeats allowed); with `column`, element column[i] of
+        row index[i] (e.g. one view per image)."""
+        index = np.asarray(index)
+        if isinstance(self._data, np.ndarray):
+            return self._data[index] if column is None else self._data[index, column]
+        order = np.argsort(index, kind="stable")
+        out = np.empty((len(index), *self.shape[1:]), dtype=self.dtype)
+        out[order] = self._data.oindex[index[order]]
+        return out if column is None else out[np.arange(len(index)), column]
+
+
+class CacheMismatch(ValueError):
+    """The cache was made for another teacher, data set or view setting."""
+
+
+class TeacherCache:
+    """A finished teacher cache. `identity` says what it was made from; `check` refuses
+    to serve a caller that expects something else."""
+
+    def __init__(self, path: str | Path, budget: int = DEFAULT_BUDGET):
+        if read_manifest(path) is None:
+            raise FileNotFoundError(f"{path} is not a finished teacher cache (no manifest.json); "
+                                    "run CacheTeacher for this data set")
+        self.path = Path(path)
+        self.group = zarr.open_group(str(path), mode="r")
+        self.attrs = self.group.attrs.asdict()
+        self.identity: dict = self.attrs["identity"]
+        self.views: int = self.identity["views"]
+        self.eval_logits = Rows(self.group["eval/logits"], budget)
+        self.eval_features = Rows(self.group["eval/features"], budget)
+        if self.views:
+            self.aug_rows = self.group["aug/rows"][...]
+            self.aug_params = Rows(self.group["aug/params"], budget)
+            self.aug_logits = Rows(self.group["aug/logits"], budget)
+            self.aug_features = Rows(self.group["aug/features"], budget)
+
+    def check(self, expected: dict) -> None:
+        """Raise CacheMismatch naming every setting where the cache differs from `expected`."""
+        diffs = [f"{key}: cache has {self.identity.get(key)!r}, expected {value!r}"
+                 for key, value in expected.items() if self.identity.get(key) != value]
+        if diffs:
+            raise CacheMismatch(f"teacher cache {self.path} does not match: " + "; ".join(diffs))

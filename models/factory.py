@@ -1,0 +1,59 @@
+"""Build any timm classifier as a `Net`: [0, 1] RGB in, (logits, pooled features) out."""
+from __future__ import annotations
+
+import dataclasses
+
+import timm
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    """A timm backbone that normalises its input the way it was trained and returns
+    (logits, pooled pre-logit features), the two things a student distills from."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        cfg = backbone.pretrained_cfg
+        self.register_buffer("mean", torch.tensor(cfg["mean"]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(cfg["std"]).view(1, 3, 1, 1), persistent=False)
+        self.num_features: int = backbone.num_features
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        maps = self.backbone.forward_features((x - self.mean) / self.std)
+        # Two head calls rather than guessing which layer is the classifier: cheap and
+        # right for every timm family.
+        features = self.backbone.forward_head(maps, pre_logits=True)
+        return self.backbone.forward_head(maps), features
+
+
+def _mvit_cfg(name: str, kwargs: dict) -> dict:
+    # timm's MViT v2 sizes its stages through a config dataclass, not keyword arguments;
+    # `cfg={...}` overrides fields of the named variant's config.
+    from timm.models import mvitv2
+    overrides = kwargs.pop("cfg")
+    variant = f"{name}-{sorted(overrides.items())}"
+    mvitv2.model_cfgs[variant] = dataclasses.replace(mvitv2.model_cfgs[name], **overrides)
+    return {"cfg_variant": variant}
+
+
+def create(name: str, num_classes: int, pretrained: bool | str = False, **kwargs) -> Net:
+    """A timm model by name and kwargs, wrapped as a Net. `pretrained` is False, True
+    (timm's weights for the name) or a local weights file handed to timm's own loader."""
+    kwargs = dict(kwargs)
+    if name.startswith("mvitv2") and "cfg" in kwargs:
+        from timm.models.mvitv2 import _create_mvitv2
+        extra = _mvit_cfg(name, kwargs)
+        backbone = _create_mvitv2(name, pretrained=bool(pretrained), num_classes=num_classes,
+                                  **extra, **_pretrained_file(pretrained), **kwargs)
+    else:
+        backbone = timm.create_model(name, pretrained=bool(pretrained), num_classes=num_classes,
+                                     **_pretrained_file(pretrained), **kwargs)
+    return Net(backbone)
+
+
+def _pretrained_file(pretrained: bool | str) -> dict:
+    if isinstance(pretrained, str):
+        return {"pretrained_cfg_overlay": {"file": pretrained}}
+    return {}

@@ -1,0 +1,1 @@
+"""The work itself, free of Luigi: sources, image store, views, teacher pass, training, metrics, report."""

@@ -1,0 +1,98 @@
+"""Training minibatches: stored images seen through views, with the teacher's cached
+outputs for exactly those views. The loader reads a cache; it never builds a teacher."""
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from cache.reader import TeacherCache
+from pipeline.imagestore import ImageStore
+from pipeline.views import random_views, render, whole_views
+
+
+class Batch(NamedTuple):
+    images: torch.Tensor                    # float (B, 3, H, W) in [0, 1]
+    labels: torch.Tensor                    # int64 (B,)
+    teacher_logits: torch.Tensor | None     # float16 (B, C)
+    teacher_features: torch.Tensor | None   # float16 (B, D)
+
+
+class TrainLoader:
+    """Epoch e of a seeded run: a permutation of the training rows and, per image, a view.
+
+    - with a cache of V views: view (seed, e)-chosen among the V the teacher saw, its
+      cached logits and features as targets;
+    - with a cache of the eval view only: the whole image and its eval outputs;
+    - without a cache (baseline): a fresh random view per (image, epoch) when `augment`,
+      else the whole image.
+    """
+
+    def __init__(self, store: ImageStore, image_size: int, batch_size: int, seed: int,
+                 cache: TeacherCache | None = None, augment: bool = True):
+        self.store, self.image_size, self.batch_size = store, image_size, batch_size
+        self.seed, self.cache, self.augment = seed, cache, augment
+        self.rows = store.rows("train")
+        if cache is not None and cache.views and not np.array_equal(cache.aug_rows, self.rows):
+            raise ValueError(f"teacher cache {cache.path} covers other training rows than "
+                             f"image store {store.path}: rebuild the cache")
+
+    def __len__(self) -> int:
+        return -(-len(self.rows) // self.batch_size)
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self.rows))
+        views = rng.integers(self.cache.views, size=len(self.rows)) if self._replay else None
+        for start in range(0, len(order), self.batch_size):
+            pos = order[start:start + self.batch_size]
+            yield self._batch(pos, None if views is None else views[pos], epoch)
+
+    @property
+    def _replay(self) -> bool:
+        return self.cache is not None and self.cache.views > 0
+
+    def _batch(self, pos: np.ndarray, view: np.ndarray | None, epoch: int) -> Batch:
+        rows, size = self.rows[pos], self.store.size
+        teacher = None
+        if self._replay:
+            params = self.cache.aug_params.take(pos, view)
+            teacher = (self.cache.aug_logits.take(pos, view), self.cache.aug_features.take(pos, view))
+        elif self.cache is not None:
+            params = whole_views(len(rows), size)
+            teacher = (self.cache.eval_logits[rows], self.cache.eval_features[rows])
+        elif self.augment:
+            keys = np.stack([rows, np.full_like(rows, epoch)], axis=1)
+            params = random_views(self.seed, keys, 1, size)[:, 0]
+        else:
+            params = whole_views(len(rows), size)
+        images = render(self.store.images[rows], params, self.image_size)
+        labels = torch.as_tensor(self.store.labels[rows])
+        if teacher is None:
+            return Batch(images, labels, None, None)
+        return Batch(images, labels, torch.as_tensor(teacher[0]), torch.as_tensor(teacher[1]))
+
+
+def prefetch(batches: Iterator[Batch], depth: int = 2) -> Iterator[Batch]:
+    """Build the next batches on a background thread while the model trains on this one
+    (rendering and gathers release the GIL)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def fill() -> None:
+        try:
+            for batch in batches:
+                q.put(batch)
+            q.put(done)
+        except BaseException as err:  # re-raised in the consumer
+            q.put(err)
+
+    threading.Thread(target=fill, daemon=True).start()
+    while (item := q.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item

@@ -1,0 +1,21 @@
+"""One-line specs used in luigi.cfg: a name followed by key=value options."""
+from __future__ import annotations
+
+import ast
+import shlex
+
+
+def parse_spec(text: str) -> tuple[str, dict]:
+    """'vit_tiny_patch16_224 img_size=64 depths=(1,1,2,1)' -> (name, kwargs); values are
+    Python literals, bare words stay strings; quote a value that holds spaces."""
+    name, *pairs = shlex.split(text)
+    kwargs = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"spec {text!r}: expected key=value, got {pair!r}")
+        try:
+            kwargs[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            kwargs[key] = value
+    return name, kwargs

@@ -1,0 +1,85 @@
+"""The teacher pass: run the teacher once over every stored image and write its logits
+and pooled features, for the eval view of every split and for V recorded random views
+of every training image, into the Zarr cache (cache/schema.py)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import zarr
+
+import models
+from cache import blocks
+from cache.reader import Rows
+from cache.schema import aug_shard_rows, create_cache
+from pipeline.inference import predict
+from pipeline.views import random_views, whole_views
+
+
+@lru_cache(maxsize=2)
+def _teacher(model: str, kwargs_json: str, classes: int, weights: str) -> torch.nn.Module:
+    # Once per process: dask's process and cluster workers each build their own.
+    net = models.create(model, classes, **json.loads(kwargs_json))
+    return models.load_weights(net, weights).eval()
+
+
+@dataclass(frozen=True)
+class TeacherJob:
+    """Everything a worker needs to fill one shard of the cache; picklable."""
+    store: str
+    out: str
+    model: str
+    kwargs_json: str
+    weights: str
+    classes: int
+    image_size: int
+    views: int
+    seed: int
+    batch_size: int = 256
+    threads: int = 0  # torch threads per worker; 0 keeps torch's default
+
+    def __call__(self, block: tuple) -> None:
+        tag, start, stop = block
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        group = zarr.open_group(self.out, mode="r+")
+        images = zarr.open_array(f"{self.store}/images", mode="r")
+        size = images.shape[1]
+        if tag == "eval":
+            rows = np.arange(start, stop)
+            params = whole_views(len(rows), size)[:, None]
+        else:
+            rows = group["aug/rows"][start:stop]
+            params = random_views(self.seed, rows, self.views, size)
+        v = params.shape[1]
+        pixels = Rows(images, budget=0)[rows]
+        net = _teacher(self.model, self.kwargs_json, self.classes, self.weights)
+        logits, features = predict(net, np.repeat(pixels, v, axis=0), params.reshape(-1, 5),
+                                   self.image_size, self.batch_size)
+        if tag == "eval":
+            group["eval/logits"][start:stop] = logits.astype(np.float16)
+            group["eval/features"][start:stop] = features.astype(np.float16)
+        else:
+            group["aug/params"][start:stop] = params
+            group["aug/logits"][start:stop] = logits.reshape(len(rows), v, -1).astype(np.float16)
+            group["aug/features"][start:stop] = features.reshape(len(rows), v, -1).astype(np.float16)
+        blocks.mark_done(self.out, block)
+
+
+def cache_teacher(job: TeacherJob, train_rows: np.ndarray, count: int, feature_dim: int,
+                  attrs: dict, scheduler: str = "threads", workers: int = 1,
+                  shard_rows: int = 512, progress=None) -> dict:
+    """Write (or resume) the cache at job.out and return its manifest. `count` is the
+    number of store rows, `train_rows` the rows that get random views."""
+    create_cache(job.out, count, train_rows, job.views, job.classes, feature_dim, shard_rows, attrs)
+    work = blocks.shard_blocks(count, shard_rows, "eval")
+    if job.views:
+        work += blocks.shard_blocks(len(train_rows), aug_shard_rows(shard_rows, job.views), "aug")
+    blocks.run_blocks(job, blocks.pending(job.out, work), scheduler, workers, progress)
+    manifest = {**attrs, "shards": len(work)}
+    blocks.finish(job.out, manifest)
+    return manifest

@@ -1,0 +1,110 @@
+"""The training loop shared by students and the teacher's fine-tuning: seeded,
+checkpointed every epoch, resumable, and blind to any teacher but its cache."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import models
+from cache.reader import TeacherCache
+from pipeline.imagestore import ImageStore
+from pipeline.inference import predict_rows
+from pipeline.loader import TrainLoader, prefetch
+from pipeline.losses import DistillationLoss
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    image_size: int = 64
+    seed: int = 0
+    augment: bool = True
+
+
+def lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    """Linear warm-up, then cosine decay to zero."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def fit(model: str, model_kwargs: dict, store: ImageStore, settings: TrainSettings, workdir: Path,
+        cache: TeacherCache | None = None, distill: dict | None = None,
+        init: bool | str = False, progress=None) -> tuple[torch.nn.Module, list[dict]]:
+    """Train `model` (a timm name and kwargs) on the store's train split and return it with
+    its per-epoch history. With a cache, the loss is DistillationLoss(**distill) on the
+    cached teacher outputs of the very views the student sees; without, plain CE.
+    `init` is False, True (timm pretrained) or a weights file. A rerun in the same
+    workdir resumes from the last finished epoch and ends with identical weights."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(settings.seed)
+    net = models.create(model, len(store.classes), pretrained=init, **model_kwargs)
+    teacher_dim = cache.eval_features.shape[1] if cache is not None else None
+    loss_fn = DistillationLoss(**(distill or {}), student_dim=net.num_features, teacher_dim=teacher_dim)
+    params = list(net.parameters()) + list(loss_fn.parameters())
+    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    loader = TrainLoader(store, settings.image_size, settings.batch_size, settings.seed, cache,
+                         settings.augment)
+    start, history = _resume(workdir / "train_state.pt", net, loss_fn, opt)
+    total, warmup = settings.epochs * len(loader), round(settings.warmup_epochs * len(loader))
+    val_rows = store.rows("val")
+    for epoch in range(start, settings.epochs):
+        tic, losses = time.perf_counter(), []
+        net.train()
+        for i, batch in enumerate(prefetch(loader.epoch(epoch))):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(epoch * len(loader) + i, total, warmup, settings.lr)
+            logits, features = net(batch.images)
+            loss = loss_fn(logits, batch.labels, batch.teacher_logits, features, batch.teacher_features)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        record = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
+                  "seconds": round(time.perf_counter() - tic, 2)}
+        if len(val_rows):
+            logits, _ = predict_rows(net, store, val_rows, settings.image_size)
+            record["val_top1"] = float(np.mean(logits.argmax(1) == store.labels[val_rows]))
+        history.append(record)
+        log.info("epoch %s", record)
+        _save_state(workdir / "train_state.pt", net, loss_fn, opt, epoch + 1, history)
+        if progress:
+            progress(epoch + 1, settings.epochs, json.dumps(record))
+    return net, history
+
+
+def _save_state(path: Path, net, loss_fn, opt, epoch: int, history: list) -> None:
+    state = {"net": net.state_dict(), "loss": loss_fn.state_dict(), "opt": opt.state_dict(),
+             "epoch": epoch, "history": json.dumps(history), "rng": torch.get_rng_state()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _resume(path: Path, net, loss_fn, opt) -> tuple[int, list]:
+    if not path.exists():
+        return 0, []
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    net.load_state_dict(state["net"])
+    loss_fn.load_state_dict(state["loss"])
+    opt.load_state_dict(state["opt"])
+    torch.set_rng_state(state["rng"])
+    log.info("resuming %s after epoch %d", path.parent, state["epoch"])
+    return state["epoch"], json.loads(state["history"])
+
+

@@ -1,0 +1,9 @@
+"""Luigi tasks only: `luigi --module tasks RunAll` imports this package. The work itself
+lives in pipeline/, models/ and cache/."""
+from tasks.data import PrepareDataset
+from tasks.report import Report, RunAll
+from tasks.student import EvaluateStudent, TrainStudent
+from tasks.teacher import CacheTeacher, EvaluateTeacher, FineTuneTeacher, TeacherCheckpoint
+
+__all__ = ["PrepareDataset", "FineTuneTeacher", "TeacherCheckpoint", "CacheTeacher", "EvaluateTeacher",
+           "TrainStudent", "EvaluateStudent", "Report", "RunAll"]

@@ -1,0 +1,58 @@
+"""What every task of the pipeline shares: an identity fingerprint and an output folder."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import luigi
+import torch
+
+from cache.fingerprint import digest
+from pipeline.progress import Progress
+from tasks.config import compute, paths
+
+
+class Step(luigi.Task):
+    """A task whose outputs live in work/<dataset>/<kind>-<fingerprint>/.
+
+    The fingerprint covers the task's class, its `settings()` (everything besides its
+    requirements that changes its output) and its requirements' fingerprints, so a
+    changed setting anywhere upstream makes a new folder and reruns what depends on it.
+    """
+
+    dataset = luigi.Parameter(description="a name from luigi.cfg's [datasets] section")
+    kind = "step"
+
+    def settings(self) -> dict:
+        return {}
+
+    def fingerprint(self) -> str:
+        if not hasattr(self, "_fingerprint"):
+            upstream = [t.fingerprint() for t in luigi.task.flatten(self.requires())]
+            self._fingerprint = digest(type(self).__name__, self.settings(), upstream)
+        return self._fingerprint
+
+    def folder(self) -> Path:
+        return Path(paths().work) / self.dataset / f"{self.kind}-{self.fingerprint()[:12]}"
+
+    def progress(self, total: int, text: str) -> Progress:
+        """A progress counter that drives Luigi's status message and percentage too."""
+        def report(done: int, total: int, message: str) -> None:
+            self.set_progress_percentage(round(100 * done / max(1, total)))
+            self.set_status_message(message)
+        return Progress(total, f"{self.task_id}: {text}", report)
+
+    def use_threads(self) -> None:
+        if compute().threads:
+            torch.set_num_threads(compute().threads)
+
+    def write_settings(self) -> None:
+        """Record what made this folder, for people reading the work tree."""
+        self.folder().mkdir(parents=True, exist_ok=True)
+        (self.folder() / "settings.json").write_text(json.dumps(
+            {"task": self.task_id, "settings": self.settings(), "fingerprint": self.fingerprint()},
+            indent=1, sort_keys=True, default=str))
+
+
+def memory_budget() -> int:
+    return int(compute().memory_budget_gb * (1 << 30))

@@ -1,0 +1,70 @@
+"""The experiment as luigi.cfg declares it. Each class is a section; any value can be
+overridden on the command line, e.g. `--train-epochs 3`."""
+from __future__ import annotations
+
+import luigi
+from luigi.configuration import get_config
+
+
+class paths(luigi.Config):  # noqa: N801 (Luigi names a config section after its class)
+    work = luigi.Parameter(default="work", description="folder for every output")
+
+
+class data(luigi.Config):  # noqa: N801
+    store_size = luigi.IntParameter(default=64, description="side of the stored square images")
+    val_fraction = luigi.FloatParameter(default=0.1, description="train fraction held out for validation when a source has no val split")
+    seed = luigi.IntParameter(default=0)
+    on_bad_image = luigi.ChoiceParameter(default="fail", choices=["fail", "skip"])
+
+
+class compute(luigi.Config):  # noqa: N801
+    scheduler = luigi.Parameter(default="threads", description="dask scheduler: threads, processes, synchronous or a cluster address tcp://host:port")
+    workers = luigi.IntParameter(default=1, description="dask workers for decoding and the teacher pass")
+    threads = luigi.IntParameter(default=0, description="torch threads per worker; 0 = torch's default")
+    shard_rows = luigi.IntParameter(default=256, description="image rows per shard, the unit of parallel work")
+    memory_budget_gb = luigi.FloatParameter(default=2.0, description="arrays up to this size are read into memory for training")
+
+
+class teacher(luigi.Config):  # noqa: N801
+    model = luigi.Parameter(default="convnext_atto", description="timm name and key=value kwargs")
+    init = luigi.Parameter(default="scratch", description="fine-tuning starts from: scratch, pretrained (timm's weights) or a weights file")
+    checkpoint = luigi.Parameter(default="", description="a finished teacher for this data set; skips fine-tuning")
+    epochs = luigi.IntParameter(default=20)
+    lr = luigi.FloatParameter(default=2e-3)
+    views = luigi.IntParameter(default=8, description="random views cached per training image; 0 = the eval view only")
+    seed = luigi.IntParameter(default=0)
+
+
+class train(luigi.Config):  # noqa: N801
+    epochs = luigi.IntParameter(default=15)
+    batch_size = luigi.IntParameter(default=64)
+    lr = luigi.FloatParameter(default=1e-3)
+    weight_decay = luigi.FloatParameter(default=0.05)
+    warmup_epochs = luigi.FloatParameter(default=1.0)
+    image_size = luigi.IntParameter(default=64, description="input side for the teacher and the students")
+    seed = luigi.IntParameter(default=0)
+    augment = luigi.BoolParameter(default=True, description="random crops and flips for baseline training")
+
+
+class kd(luigi.Config):  # noqa: N801
+    alpha = luigi.FloatParameter(default=0.7)
+    temperature = luigi.FloatParameter(default=4.0)
+    beta = luigi.FloatParameter(default=0.0, description="weight of the feature-distillation term")
+    feature_loss = luigi.ChoiceParameter(default="mse", choices=["mse", "cosine"])
+    hard = luigi.BoolParameter(default=False, description="DeiT-style hard distillation")
+
+
+def section(name: str) -> dict[str, str]:
+    """A free-form section of luigi.cfg, e.g. [datasets] or [students], as name -> spec."""
+    config = get_config()
+    if not config.has_section(name):
+        raise ValueError(f"luigi.cfg has no [{name}] section")
+    return {key: config.get(name, key) for key in config.options(name)}
+
+
+def datasets() -> dict[str, str]:
+    return section("datasets")
+
+
+def students() -> dict[str, str]:
+    return section("students")

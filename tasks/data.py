@@ -1,0 +1,49 @@
+"""PrepareDataset: a data set from luigi.cfg's [datasets] section, as an image store."""
+from __future__ import annotations
+
+from functools import cached_property
+
+import luigi
+
+from pipeline.imagestore import STORE_VERSION, write_image_store
+from pipeline.sources import carve_validation, open_source
+from pipeline.spec import parse_spec
+from tasks.base import Step
+from tasks.config import compute, data, datasets
+
+
+class PrepareDataset(Step):
+    """Decode, convert and resize every image of the data set once, in parallel."""
+
+    kind = "store"
+
+    @cached_property
+    def source(self):
+        specs = datasets()
+        if self.dataset not in specs:
+            raise ValueError(f"data set {self.dataset!r} is not in luigi.cfg's [datasets] "
+                             f"section (it has: {', '.join(specs) or 'nothing'})")
+        spec, options = parse_spec(specs[self.dataset])
+        return open_source(spec, **options)
+
+    def settings(self) -> dict:
+        d = data()
+        return {"source": datasets().get(self.dataset), "content": self.source.fingerprint(),
+                "size": d.store_size, "val_fraction": d.val_fraction, "seed": d.seed,
+                "on_bad_image": d.on_bad_image, "version": STORE_VERSION}
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(self.folder() / "store.zarr" / "manifest.json")
+
+    def run(self) -> None:
+        d, c = data(), compute()
+        items = carve_validation(self.source.items(), d.val_fraction, d.seed)
+        progress = self.progress(-(-len(items) // c.shard_rows), "decoding shards")
+        self.write_settings()
+        write_image_store(self.source, items, self.folder() / "store.zarr", d.store_size,
+                          {"dataset": self.dataset, "fingerprint": self.fingerprint(), **self.settings()},
+                          d.on_bad_image, c.scheduler, c.workers, c.shard_rows, progress)
+        progress.close()
+
+    def store_path(self):
+        return self.folder() / "store.zarr"

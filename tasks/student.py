@@ -1,0 +1,118 @@
+"""Students: training (labels only, or distilling from the cache) and evaluation."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import luigi
+import numpy as np
+
+import models
+from cache.reader import TeacherCache
+from pipeline.imagestore import ImageStore
+from pipeline.inference import predict_rows
+from pipeline.metrics import classification_metrics
+from pipeline.spec import parse_spec
+from pipeline.train import TrainSettings, fit
+from tasks.base import Step, memory_budget
+from tasks.config import kd, students, train
+from tasks.data import PrepareDataset
+from tasks.teacher import CacheTeacher
+
+MODES = ["baseline", "kd"]
+
+
+def student_spec(student: str) -> str:
+    specs = students()
+    if student not in specs:
+        raise ValueError(f"student {student!r} is not in luigi.cfg's [students] section "
+                         f"(it has: {', '.join(specs) or 'nothing'})")
+    return specs[student]
+
+
+class StudentStep(Step):
+    student = luigi.Parameter(description="a name from luigi.cfg's [students] section")
+    mode = luigi.ChoiceParameter(choices=MODES)
+
+    def folder(self) -> Path:
+        path = super().folder()
+        return path.with_name(f"{self.kind}-{self.student}-{self.mode}-{self.fingerprint()[:12]}")
+
+
+class TrainStudent(StudentStep):
+    """Train one student; in mode kd it distills from the teacher cache and never
+    builds the teacher."""
+
+    kind = "student"
+
+    def requires(self):
+        reqs = {"store": PrepareDataset(self.dataset)}
+        if self.mode == "kd":
+            reqs["cache"] = CacheTeacher(self.dataset)
+        return reqs
+
+    def settings(self) -> dict:
+        k = kd()
+        distill = {"alpha": k.alpha, "temperature": k.temperature, "beta": k.beta,
+                   "feature_loss": k.feature_loss, "hard": k.hard}
+        return {"student": student_spec(self.student), "train": vars(self.train_settings()),
+                "distill": distill if self.mode == "kd" else None}
+
+    def train_settings(self) -> TrainSettings:
+        s = train()
+        return TrainSettings(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, weight_decay=s.weight_decay,
+                             warmup_epochs=s.warmup_epochs, image_size=s.image_size, seed=s.seed,
+                             augment=s.augment)
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(self.folder() / f"{self.student}-{self.mode}.safetensors")
+
+    def run(self) -> None:
+        self.use_threads()
+        self.write_settings()
+        store = ImageStore(self.requires()["store"].store_path(), memory_budget())
+        cache = None
+        if self.mode == "kd":
+            cache = TeacherCache(self.requires()["cache"].cache_path(), memory_budget())
+            cache.check(self.requires()["cache"].identity())
+        name, kwargs = parse_spec(student_spec(self.student))
+        settings = self.train_settings()
+        progress = self.progress(settings.epochs, "epochs")
+        net, history = fit(name, kwargs, store, settings, self.folder(), cache=cache,
+                           distill=self.settings()["distill"], progress=progress)
+        progress.close()
+        (self.folder() / "history.json").write_text(json.dumps(history, indent=1))
+        models.save_weights(net, self.output().path)
+
+
+class EvaluateStudent(StudentStep):
+    """Test metrics of a trained student, and its agreement with the teacher."""
+
+    kind = "student-eval"
+
+    def requires(self):
+        return {"store": PrepareDataset(self.dataset), "cache": CacheTeacher(self.dataset),
+                "model": TrainStudent(self.dataset, self.student, self.mode)}
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(self.folder() / "metrics.json")
+
+    def run(self) -> None:
+        self.use_threads()
+        store = ImageStore(self.requires()["store"].store_path(), budget=0)
+        cache = TeacherCache(self.requires()["cache"].cache_path(), budget=0)
+        name, kwargs = parse_spec(student_spec(self.student))
+        net = models.load_weights(models.create(name, len(store.classes), **kwargs),
+                                  self.input()["model"].path)
+        rows = store.rows("test")
+        logits, _ = predict_rows(net, store, rows, train().image_size)
+        metrics = classification_metrics(logits, store.labels[rows], cache.eval_logits[rows])
+        metrics.update(model=name, params=sum(p.numel() for p in net.parameters()),
+                       mode=self.mode, student=self.student)
+        self.folder().mkdir(parents=True, exist_ok=True)
+        with self.output().temporary_path() as tmp:
+            Path(tmp).write_text(json.dumps(metrics, indent=1, default=_plain))
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else str(value)

@@ -1,0 +1,155 @@
+"""The teacher: its weights (fine-tuned here or given), its one pass into the cache,
+and its evaluation from the cache alone."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import luigi
+import torch
+
+import models
+from cache.fingerprint import digest, file_sha256
+from cache.reader import TeacherCache
+from cache.schema import FORMAT_VERSION
+from pipeline.imagestore import ImageStore
+from pipeline.metrics import classification_metrics
+from pipeline.spec import parse_spec
+from pipeline.teacher_pass import TeacherJob, cache_teacher
+from pipeline.train import TrainSettings, fit
+import models
+from tasks.base import Step, memory_budget
+from tasks.config import compute, teacher, train
+from tasks.data import PrepareDataset
+
+
+class TeacherCheckpoint(luigi.ExternalTask):
+    """A finished teacher named by luigi.cfg's [teacher] checkpoint; identified by its content."""
+
+    dataset = luigi.Parameter()
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(teacher().checkpoint)
+
+    def fingerprint(self) -> str:
+        path = Path(teacher().checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"[teacher] checkpoint = {path}: no such file")
+        return file_sha256(path)
+
+
+class FineTuneTeacher(Step):
+    """Train the ConvNeXt teacher on the train split, from scratch, timm's pretrained
+    weights or a local weights file ([teacher] init)."""
+
+    kind = "teacher"
+
+    def requires(self):
+        return PrepareDataset(self.dataset)
+
+    def settings(self) -> dict:
+        t = teacher()
+        init = t.init if t.init in ("scratch", "pretrained") else file_sha256(t.init)
+        return {"model": t.model, "init": init, "settings": vars(self.train_settings())}
+
+    def train_settings(self) -> TrainSettings:
+        t, s = teacher(), train()
+        return TrainSettings(epochs=t.epochs, batch_size=s.batch_size, lr=t.lr, weight_decay=s.weight_decay,
+                             warmup_epochs=s.warmup_epochs, image_size=s.image_size, seed=t.seed,
+                             augment=s.augment)
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(self.folder() / "weights.safetensors")
+
+    def run(self) -> None:
+        self.use_threads()
+        self.write_settings()
+        t = teacher()
+        init = {"scratch": False, "pretrained": True}.get(t.init, t.init)
+        name, kwargs = parse_spec(t.model)
+        settings = self.train_settings()
+        progress = self.progress(settings.epochs, "fine-tuning the teacher")
+        store = ImageStore(self.input().path.removesuffix("/manifest.json"), memory_budget())
+        net, history = fit(name, kwargs, store, settings, self.folder(), init=init, progress=progress)
+        progress.close()
+        (self.folder() / "history.json").write_text(json.dumps(history, indent=1))
+        models.save_weights(net, self.output().path)
+
+
+def teacher_weights(dataset: str) -> luigi.Task:
+    return TeacherCheckpoint(dataset) if teacher().checkpoint else FineTuneTeacher(dataset)
+
+
+class CacheTeacher(Step):
+    """Run the teacher once over the data set: eval view of every image and [teacher]
+    views random views of every training image, logits and features, into Zarr."""
+
+    kind = "cache"
+
+    def requires(self):
+        return {"store": PrepareDataset(self.dataset), "teacher": teacher_weights(self.dataset)}
+
+    def settings(self) -> dict:
+        return {"model": teacher().model, "image_size": train().image_size, "views": teacher().views,
+                "seed": teacher().seed, "format_version": FORMAT_VERSION}
+
+    def identity(self) -> dict:
+        """What a student checks the cache against before it trusts it."""
+        name, kwargs = parse_spec(teacher().model)
+        weights = self.input()["teacher"].path
+        return {"store": self.requires()["store"].fingerprint(), "teacher": name,
+                "teacher_kwargs": digest(kwargs), "teacher_sha256": file_sha256(weights),
+                "image_size": train().image_size, "views": teacher().views, "seed": teacher().seed,
+                "format_version": FORMAT_VERSION}
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(self.folder() / "cache.zarr" / "manifest.json")
+
+    def run(self) -> None:
+        self.use_threads()
+        self.write_settings()
+        c = compute()
+        store = ImageStore(self.requires()["store"].store_path(), budget=0)
+        name, kwargs = parse_spec(teacher().model)
+        net = models.create(name, len(store.classes), **kwargs)
+        job = TeacherJob(str(store.path), str(self.folder() / "cache.zarr"), name, json.dumps(kwargs),
+                         self.input()["teacher"].path, len(store.classes), train().image_size,
+                         teacher().views, teacher().seed, train().batch_size * 4, c.threads)
+        attrs = {"identity": self.identity(), "classes": store.classes,
+                 "teacher_params": sum(p.numel() for p in net.parameters()),
+                 "versions": {"torch": torch.__version__, **_versions()}}
+        train_rows = store.rows("train")
+        progress = self.progress(1, "teacher pass (shards)")
+        cache_teacher(job, train_rows, len(store.labels), net.num_features, attrs, c.scheduler,
+                      c.workers, c.shard_rows, progress)
+        progress.close()
+
+    def cache_path(self) -> Path:
+        return self.folder() / "cache.zarr"
+
+
+def _versions() -> dict:
+    import timm
+    import zarr
+    return {"timm": timm.__version__, "zarr": zarr.__version__}
+
+
+class EvaluateTeacher(Step):
+    """The teacher's test metrics, from the cache's eval view alone."""
+
+    kind = "teacher-eval"
+
+    def requires(self):
+        return {"store": PrepareDataset(self.dataset), "cache": CacheTeacher(self.dataset)}
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(self.folder() / "metrics.json")
+
+    def run(self) -> None:
+        store = ImageStore(self.requires()["store"].store_path(), budget=0)
+        cache = TeacherCache(self.requires()["cache"].cache_path())
+        rows = store.rows("test")
+        metrics = classification_metrics(cache.eval_logits[rows], store.labels[rows])
+        metrics.update(model=cache.identity["teacher"], params=cache.attrs["teacher_params"])
+        with self.output().temporary_path() as tmp:
+            Path(tmp).write_text(json.dumps(metrics, indent=1))

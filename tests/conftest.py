@@ -1,0 +1,67 @@
+"""Shared fixtures: a tiny experiment (small images, tiny models, two epochs) that
+replaces luigi.cfg for the duration of a test."""
+from __future__ import annotations
+
+import luigi
+import pytest
+import torch
+from luigi.configuration import get_config
+from luigi.task_register import Register
+
+torch.set_num_threads(2)
+
+TINY_VIT = "vit_tiny_patch16_224 img_size=32 patch_size=8 embed_dim=32 depth=1 num_heads=2"
+TINY_CONVIT = "convit_tiny img_size=32 patch_size=8 embed_dim=16 depth=1 num_heads=2 local_up_to_layer=1"
+
+
+def tiny_settings(work: str) -> dict:
+    return {
+        "core": {"local_scheduler": "true", "log_level": "WARNING"},
+        "paths": {"work": work},
+        "datasets": {"demo": "synthetic seed=0 train_per_class=12 test_per_class=6 size=32"},
+        "data": {"store_size": "32", "val_fraction": "0.1", "seed": "0"},
+        "compute": {"scheduler": "synchronous", "workers": "1", "threads": "2", "shard_rows": "32"},
+        "teacher": {"model": "convnext_atto", "init": "scratch", "checkpoint": "", "epochs": "2",
+                    "lr": "0.002", "views": "2", "seed": "0"},
+        "students": {"vit": TINY_VIT},
+        "train": {"epochs": "2", "batch_size": "16", "image_size": "32", "seed": "0", "lr": "0.001"},
+        "kd": {"alpha": "0.7", "temperature": "4"},
+    }
+
+
+@pytest.fixture
+def luigi_config(tmp_path):
+    """Install a tiny experiment as Luigi's configuration; returns a function that
+    changes values (section, key, value) between builds."""
+    config = get_config()
+
+    def replace(settings: dict) -> None:
+        for section in config.sections():
+            config.remove_section(section)
+        config.read_dict(settings)
+        Register.clear_instance_cache()
+
+    def set_value(section: str, key: str, value: str) -> None:
+        if not config.has_section(section):
+            config.add_section(section)
+        config.set(section, key, value)
+        Register.clear_instance_cache()
+
+    replace(tiny_settings(str(tmp_path / "work")))
+    set_value.work = tmp_path / "work"
+    yield set_value
+    replace({})
+    config.reload()
+
+
+_RAN: list[luigi.Task] = []
+luigi.Task.event_handler(luigi.Event.SUCCESS)(_RAN.append)
+
+
+def build(*tasks: luigi.Task) -> tuple[bool, list[luigi.Task]]:
+    """Build with the local scheduler and one worker; return (success, the tasks that ran)."""
+    _RAN.clear()
+    Register.clear_instance_cache()
+    result = luigi.build(list(tasks), local_scheduler=True, workers=1, detailed_summary=True,
+                         log_level="WARNING")
+    return result.status.name.startswith("SUCCESS"), list(_RAN)

@@ -1,0 +1,61 @@
+"""The whole graph on a tiny experiment: it runs, reports, and reruns only what is new."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+from conftest import TINY_CONVIT, build
+
+from tasks import Report, RunAll
+from tasks.config import datasets
+
+
+def kinds(tasks) -> Counter:
+    return Counter(type(t).__name__ for t in tasks)
+
+
+def test_runall_reports_every_student_and_reruns_only_what_is_new(luigi_config):
+    ok, ran = build(RunAll())
+    assert ok
+    assert kinds(ran) == Counter(PrepareDataset=1, FineTuneTeacher=1, CacheTeacher=1, EvaluateTeacher=1,
+                                 TrainStudent=2, EvaluateStudent=2, Report=1, RunAll=1)
+    report = Path(Report("demo").output().path)
+    rows = list(csv.reader(open(report.with_suffix(".csv"))))
+    assert [r[0] for r in rows[1:]] == ["teacher (teacher)", "vit"]
+    assert all(0 <= float(v) <= 100 for v in rows[2][3:7])
+    assert report.with_suffix(".png").stat().st_size > 1000
+
+    ok, ran = build(RunAll())
+    assert ok and ran == []  # nothing changed: nothing runs
+
+    luigi_config("students", "convit", TINY_CONVIT)
+    ok, ran = build(RunAll())
+    assert ok
+    assert kinds(ran) == Counter(TrainStudent=2, EvaluateStudent=2, Report=1, RunAll=1)
+    assert {t.student for t in ran if hasattr(t, "student")} == {"convit"}
+    rows = list(csv.reader(open(Path(Report("demo").output().path).with_suffix(".csv"))))
+    assert [r[0] for r in rows[1:]] == ["teacher (teacher)", "vit", "convit"]
+
+
+def test_changed_kd_setting_retrains_only_kd_students(luigi_config):
+    assert build(RunAll())[0]
+    luigi_config("kd", "alpha", "0.3")
+    ok, ran = build(RunAll())
+    assert ok
+    assert {(type(t).__name__, getattr(t, "mode", None)) for t in ran} == {
+        ("TrainStudent", "kd"), ("EvaluateStudent", "kd"), ("Report", None), ("RunAll", None)}
+
+
+def test_failed_task_exits_nonzero(tmp_path):
+    cfg = tmp_path / "bad.cfg"
+    cfg.write_text(f"[paths]\nwork = {tmp_path}/work\n[datasets]\nbroken = imagefolder:{tmp_path}/missing\n")
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "luigi", "--module", "tasks", "PrepareDataset",
+                           "--dataset", "broken"], cwd=repo, env={"LUIGI_CONFIG_PATH": str(cfg), "PATH": ""},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "missing" in proc.stderr + proc.stdout

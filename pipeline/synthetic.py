@@ -49,6 +49,13 @@ POSES: dict[str, tuple[tuple[float, float], ...]] = {
                 (-5, 15), (-10, 10), (-15, 5), (-10, 10)),
 }
 JITTER_DEG = 11.0  # per-joint noise on top of the class range; makes neighbouring classes overlap
+# Difficulty: figure height as a fraction of the image, limb width relative to the head,
+# clutter shapes behind and in front of the figure, chance of a second, cut-off figure.
+HEIGHT = (0.45, 0.85)
+LIMB_WIDTH = (0.35, 0.75)
+CLUTTER_BEHIND = (3, 9)
+CLUTTER_FRONT = (0, 3)
+DISTRACTOR = 0.35
 
 # Bone lengths in torso units, same order as the angles (torso, arm a, forearm a, ...).
 _LENGTHS = np.array([1.0, 0.48, 0.42, 0.48, 0.42, 0.58, 0.55, 0.58, 0.55])
@@ -67,15 +74,15 @@ def render(seed: int, index: int, label: int, size: int) -> np.ndarray:
     draw = ImageDraw.Draw(img)
     bg_lum = _luminance(np.asarray(img.resize((1, 1), Image.BOX), float)[0, 0])
     colour = _contrasting(rng, bg_lum)
-    joints, head_r = _place(rng, _skeleton(rng, label), canvas)
-    width = head_r * rng.uniform(0.35, 0.75)  # limb thickness relative to figure scale
+    joints, head_r = _place(rng, _skeleton(rng, label), canvas, HEIGHT)
+    width = head_r * rng.uniform(*LIMB_WIDTH)  # limb thickness relative to figure scale
 
-    _clutter(draw, rng, int(rng.integers(3, 9)), canvas, head_r * 2.5, width, colour, 0.22)
-    if rng.random() < 0.35:
+    _clutter(draw, rng, int(rng.integers(*CLUTTER_BEHIND)), canvas, head_r * 2.5, width, colour, 0.22)
+    if rng.random() < DISTRACTOR:
         _distractor(draw, rng, canvas, head_r, width, bg_lum)
     _draw_figure(draw, rng, joints, head_r, width, colour)
     # Occluders in front of the figure: small, so the pose stays readable.
-    _clutter(draw, rng, int(rng.integers(0, 3)), canvas, head_r * 2.5, width, colour, 0.08)
+    _clutter(draw, rng, int(rng.integers(*CLUTTER_FRONT)), canvas, head_r * 2.5, width, colour, 0.08)
 
     small = np.asarray(img.reduce(SUPERSAMPLE), np.float32)
     gain = rng.uniform(0.7, 1.2) * rng.uniform(0.88, 1.12, 3)
@@ -97,7 +104,7 @@ def _skeleton(rng: np.random.Generator, label: int) -> np.ndarray:
 
 
 def _place(rng: np.random.Generator, joints: np.ndarray, canvas: int,
-           height: tuple[float, float] = (0.45, 0.85), centre: np.ndarray | None = None,
+           height: tuple[float, float], centre: np.ndarray | None = None,
            ) -> tuple[np.ndarray, float]:
     """Mirror, rotate, scale and move the skeleton onto the canvas; returns pixels and head radius."""
     joints = joints * [rng.choice([-1, 1]), 1]

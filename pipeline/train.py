@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import models
 from cache.reader import TeacherCache
 from pipeline.imagestore import ImageStore
 from pipeline.inference import predict_rows
-from pipeline.loader import TrainLoader, prefetch
+from pipeline.loader import Batch, TrainLoader, prefetch
 from pipeline.losses import DistillationLoss
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,31 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
+def student_loss(net: torch.nn.Module, loss_fn: DistillationLoss) -> Callable[[Batch], torch.Tensor]:
+    """The loss of one batch: the student's outputs against the labels and, when the
+    batch carries them, the cached teacher outputs."""
+    def loss_of(batch: Batch) -> torch.Tensor:
+        logits, features = net(batch.images)
+        return loss_fn(logits, batch.labels, batch.teacher_logits, features, batch.teacher_features)
+    return loss_of
+
+
+def train_epoch(loss_of: Callable[[Batch], torch.Tensor], opt: torch.optim.Optimizer,
+                batches: Iterable[Batch], lr: Callable[[int], float]) -> list[float]:
+    """One optimizer step per batch, step i at learning rate lr(i); returns the losses.
+    Shared by fit and the benchmark, so both time the same step."""
+    losses = []
+    for i, batch in enumerate(batches):
+        for group in opt.param_groups:
+            group["lr"] = lr(i)
+        loss = loss_of(batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
 def fit(model: str, model_kwargs: dict, store: ImageStore, settings: TrainSettings, workdir: Path,
         cache: TeacherCache | None = None, distill: dict | None = None,
         init: bool | str = False, progress=None) -> tuple[torch.nn.Module, list[dict]]:
@@ -63,18 +89,12 @@ def fit(model: str, model_kwargs: dict, store: ImageStore, settings: TrainSettin
     start, history = _resume(workdir / "train_state.pt", net, loss_fn, opt)
     total, warmup = settings.epochs * len(loader), round(settings.warmup_epochs * len(loader))
     val_rows = store.rows("val")
+    loss_of = student_loss(net, loss_fn)
     for epoch in range(start, settings.epochs):
-        tic, losses = time.perf_counter(), []
+        tic, first = time.perf_counter(), epoch * len(loader)
         net.train()
-        for i, batch in enumerate(prefetch(loader.epoch(epoch))):
-            for group in opt.param_groups:
-                group["lr"] = lr_at(epoch * len(loader) + i, total, warmup, settings.lr)
-            logits, features = net(batch.images)
-            loss = loss_fn(logits, batch.labels, batch.teacher_logits, features, batch.teacher_features)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
+        losses = train_epoch(loss_of, opt, prefetch(loader.epoch(epoch)),
+                             lambda i: lr_at(first + i, total, warmup, settings.lr))
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
                   "seconds": round(time.perf_counter() - tic, 2)}
         if len(val_rows):

@@ -17,7 +17,6 @@ from pipeline.metrics import classification_metrics
 from pipeline.spec import parse_spec
 from pipeline.teacher_pass import TeacherJob, cache_teacher
 from pipeline.train import TrainSettings, fit
-import models
 from tasks.base import Step, memory_budget
 from tasks.config import compute, teacher, train
 from tasks.data import PrepareDataset

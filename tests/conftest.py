@@ -65,3 +65,34 @@ def build(*tasks: luigi.Task) -> tuple[bool, list[luigi.Task]]:
     result = luigi.build(list(tasks), local_scheduler=True, workers=1, detailed_summary=True,
                          log_level="WARNING")
     return result.status.name.startswith("SUCCESS"), list(_RAN)
+
+
+TEACHER = "convnext_atto"
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A tiny image store and a teacher cache with 2 views, made without Luigi.
+    The teacher is randomly initialised: these tests check plumbing, not accuracy."""
+    import models
+    from pipeline.imagestore import write_image_store
+    from pipeline.sources import carve_validation
+    from pipeline.synthetic import SyntheticSource
+    from pipeline.teacher_pass import TeacherJob, cache_teacher
+    from pipeline.imagestore import ImageStore
+
+    root = tmp_path_factory.mktemp("tiny")
+    source = SyntheticSource(seed=1, train_per_class=6, test_per_class=2, size=32)
+    items = carve_validation(source.items(), 0.2, 0)
+    write_image_store(source, items, root / "store.zarr", 32, {}, scheduler="synchronous", shard_rows=16)
+    store = ImageStore(root / "store.zarr")
+    torch.manual_seed(0)
+    teacher = models.create(TEACHER, len(store.classes))
+    models.save_weights(teacher, root / "teacher.safetensors")
+    job = TeacherJob(str(root / "store.zarr"), str(root / "cache.zarr"), TEACHER, "{}",
+                     str(root / "teacher.safetensors"), len(store.classes), 32, 2, 0, 16)
+    identity = {"teacher": TEACHER, "views": 2, "seed": 0, "image_size": 32}
+    cache_teacher(job, store.rows("train"), len(store.labels), teacher.num_features,
+                  {"identity": identity}, "synchronous", 1, 16)
+    return {"root": root, "store": root / "store.zarr", "cache": root / "cache.zarr",
+            "weights": root / "teacher.safetensors", "job": job, "identity": identity}

@@ -1,0 +1,408 @@
+"""Benchmark of the teacher cache against its alternatives, on a synthetic data set made
+on the spot with a random-init teacher (nothing is downloaded).
+
+Every metric is a ratio of two timings taken in this one run, with the same threads,
+their repetitions interleaved (A B A B ...) so load that drifts during the run hits
+both sides alike; the table gives the median ratio with its min and max.
+
+    python -m pipeline.bench --json bench.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, fields, replace
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+import zarr
+from timm.task import LogitDistillationTask
+
+import models
+from cache.reader import TeacherCache
+from pipeline.imagestore import ImageStore, write_image_store
+from pipeline.loader import Batch, TrainLoader, prefetch
+from pipeline.losses import DistillationLoss
+from pipeline.spec import parse_spec
+from pipeline.synthetic import CLASSES, SyntheticSource
+from pipeline.teacher_pass import TeacherJob, cache_teacher
+from pipeline.train import TrainSettings, lr_at, student_loss, train_epoch
+
+STUDENTS = ("vit_tiny_patch16_224 img_size=64 patch_size=8 embed_dim=96 depth=4 num_heads=3",
+            "pvt_v2_b0 depths=(1,1,2,1)",
+            "convit_tiny img_size=64 patch_size=8 embed_dim=32 depth=4 num_heads=3 local_up_to_layer=2")
+GOALS = {"teacher_pass_ratio": (">=", 0.90), "cached_kd_overhead": ("<=", 1.05),
+         "online_fraction_of_theory": (">=", 0.95), "loader_headroom": (">=", 5.0),
+         "cache_bytes_over_raw_fp16": ("<=", 1.10), "peak_rss_growth_teacher_pass": ("<=", 1.10),
+         "peak_rss_growth_cached_epoch": ("<=", 1.10)}
+_T0 = time.perf_counter()
+
+
+@dataclass(frozen=True)
+class Settings:
+    per_class: int = 32
+    image_size: int = 64
+    batch_size: int = 64
+    teacher_batch_size: int = 256
+    views: int = 8
+    teacher: str = "convnext_atto"
+    students: tuple[str, ...] = STUDENTS
+    reps: int = 3
+    threads: int = os.cpu_count() or 1
+    epochs: int = 1
+    shard_rows: int = 256
+    alpha: float = 0.7
+    temperature: float = 4.0
+    seed: int = 0
+
+
+HELP = {"per_class": "training images per class (8 classes), plus a quarter as many test images",
+        "image_size": "side of the stored images and of the model input",
+        "batch_size": "training batch size (students, online teacher)",
+        "teacher_batch_size": "teacher-pass batch size (the pipeline uses 4x the training one)",
+        "views": "random views cached per training image",
+        "teacher": "teacher spec: timm name and key=value kwargs (random init)",
+        "students": "student specs; the first is used for the single-student metrics",
+        "reps": "repetitions of each interleaved measurement",
+        "threads": "torch threads, everywhere",
+        "epochs": "epochs of each run in students_from_one_pass",
+        "shard_rows": "store and cache rows per shard",
+        "alpha": "weight of the distillation term", "temperature": "distillation temperature",
+        "seed": "seed of data, views and initialisations"}
+
+
+def say(message: str) -> None:
+    print(f"[{time.perf_counter() - _T0:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def seconds(fn: Callable[[], object]) -> float:
+    tic = time.perf_counter()
+    fn()
+    return time.perf_counter() - tic
+
+
+def interleave(reps: int, **runs: Callable[[], float]) -> dict[str, np.ndarray]:
+    """Call every run `reps` times, in turn (A B C A B C ...); each returns seconds."""
+    out: dict[str, list[float]] = {name: [] for name in runs}
+    for rep in range(reps):
+        for name, run in runs.items():
+            out[name].append(run())
+            say(f"rep {rep + 1}/{reps} {name}: {out[name][-1]:.2f} s")
+    return {name: np.array(values) for name, values in out.items()}
+
+
+def metric(name: str, values) -> dict:
+    """Median, min and max of per-repetition values, and whether the median meets the goal."""
+    values = np.atleast_1d(np.asarray(values, dtype=float))
+    median = float(np.median(values))
+    op, bound = GOALS.get(name, (None, None))
+    met = None if op is None else bool(median >= bound if op == ">=" else median <= bound)
+    return {"median": median, "min": float(values.min()), "max": float(values.max()),
+            "values": values.tolist(), "goal": op and f"{op} {bound:g}", "met": met}
+
+
+@dataclass(frozen=True)
+class Bench:
+    """What the measurements share; picklable, for the fresh processes of the memory probe."""
+    s: Settings
+    store: Path
+    weights: Path
+    cache: Path
+    classes: int
+    teacher_dim: int
+
+    def teacher(self) -> torch.nn.Module:
+        name, kwargs = parse_spec(self.s.teacher)
+        return models.load_weights(models.create(name, self.classes, **kwargs), self.weights).eval()
+
+    def teacher_pass(self) -> float:
+        """Seconds for cache_teacher into a fresh cache, as tasks.CacheTeacher runs it."""
+        shutil.rmtree(self.cache, ignore_errors=True)
+        return seconds(self._teacher_pass)
+
+    def _teacher_pass(self) -> None:
+        s, store = self.s, ImageStore(self.store, budget=0)
+        name, kwargs = parse_spec(s.teacher)
+        job = TeacherJob(str(self.store), str(self.cache), name, json.dumps(kwargs), str(self.weights),
+                         self.classes, s.image_size, s.views, s.seed, s.teacher_batch_size, s.threads)
+        identity = {"teacher": s.teacher, "image_size": s.image_size, "views": s.views, "seed": s.seed}
+        cache_teacher(job, store.rows("train"), len(store.labels), self.teacher_dim,
+                      {"identity": identity, "classes": store.classes}, shard_rows=s.shard_rows)
+
+    def counts(self) -> tuple[int, int]:
+        """(images, training images) in the store."""
+        store = ImageStore(self.store, budget=0)
+        return len(store.labels), len(store.rows("train"))
+
+
+def make_store(path: Path, s: Settings, per_class: int) -> None:
+    source = SyntheticSource(seed=s.seed, train_per_class=per_class, test_per_class=max(1, per_class // 4),
+                             size=s.image_size)
+    write_image_store(source, source.items(), path, s.image_size,
+                      {"source": "synthetic", "fingerprint": source.fingerprint()}, shard_rows=s.shard_rows)
+
+
+def prepare(s: Settings, workdir: Path) -> Bench:
+    """The image store and the teacher's weights (random init, saved as a checkpoint)."""
+    make_store(workdir / "store", s, s.per_class)
+    name, kwargs = parse_spec(s.teacher)
+    torch.manual_seed(s.seed)
+    teacher = models.create(name, len(CLASSES), **kwargs)
+    models.save_weights(teacher, workdir / "teacher.safetensors")
+    return Bench(s, workdir / "store", workdir / "teacher.safetensors", workdir / "cache.zarr",
+                 len(CLASSES), teacher.num_features)
+
+
+class Run:
+    """A student's training run, an epoch at a time, in one of three modes: baseline
+    (labels only), kd (from the teacher cache) or online (timm's LogitDistillationTask,
+    running the teacher on every batch). All three step through pipeline.train.train_epoch."""
+
+    def __init__(self, s: Settings, spec: str, store: ImageStore, mode: str, epochs: int,
+                 cache: TeacherCache | None = None, teacher: torch.nn.Module | None = None):
+        name, kwargs = parse_spec(spec)
+        torch.manual_seed(s.seed)
+        net = models.create(name, len(store.classes), **kwargs)
+        self.settings = TrainSettings(epochs=epochs, batch_size=s.batch_size, image_size=s.image_size,
+                                      seed=s.seed)
+        self.loader = TrainLoader(store, s.image_size, s.batch_size, s.seed, cache)
+        if mode == "online":
+            task = LogitDistillationTask(net.backbone, teacher.backbone, temperature=s.temperature,
+                                         task_loss_weight=1 - s.alpha, distill_loss_weight=s.alpha,
+                                         verbose=False)
+            # timm's task takes inputs normalised for the student, as a Net normalises them.
+            self.loss_of = lambda batch: task((batch.images - net.mean) / net.std, batch.labels)["loss"]
+            self.module, params = task, list(task.trainable_module.parameters())
+        else:
+            loss_fn = DistillationLoss(s.alpha, s.temperature)
+            self.loss_of = student_loss(net, loss_fn)
+            self.module, params = net, [*net.parameters(), *loss_fn.parameters()]
+        self.opt = torch.optim.AdamW(params, lr=self.settings.lr, weight_decay=self.settings.weight_decay)
+        self.done = 0
+
+    def epoch(self) -> float:
+        """Seconds for the next epoch."""
+        epoch, steps = self.done, len(self.loader)
+        self.done += 1
+        total, warmup = self.settings.epochs * steps, round(self.settings.warmup_epochs * steps)
+        self.module.train()
+        return seconds(lambda: train_epoch(self.loss_of, self.opt, prefetch(self.loader.epoch(epoch)),
+                                           lambda i: lr_at(epoch * steps + i, total, warmup, self.settings.lr)))
+
+    def steps(self, batch: Batch, count: int) -> float:
+        """Seconds per training step on one in-memory batch: the student's cost alone."""
+        self.module.train()
+        return seconds(lambda: train_epoch(self.loss_of, self.opt, [batch] * count,
+                                           lambda i: self.settings.lr)) / count
+
+
+@torch.inference_mode()
+def forward_seconds(net: torch.nn.Module, batch_size: int, image_size: int, batches: int) -> float:
+    """Seconds per bare forward of an in-memory batch, after one untimed warm-up."""
+    x = torch.rand(batch_size, 3, image_size, image_size)
+    net(x)
+    return seconds(lambda: [net(x) for _ in range(batches)]) / batches
+
+
+def teacher_pass_metrics(b: Bench) -> tuple[dict, dict]:
+    """cache_teacher images/s (every teacher forward: eval view of each image, V views of
+    each training image) over bare teacher forward images/s at the same batch size."""
+    images, train = b.counts()
+    forwards, tbs = images + train * b.s.views, b.s.teacher_batch_size
+    batches = max(1, round(forwards / tbs))
+    teacher = b.teacher()
+    t = interleave(b.s.reps, teacher_pass=b.teacher_pass,
+                   bare_forward=lambda: batches * forward_seconds(teacher, tbs, b.s.image_size, batches))
+    ratio = (forwards / t["teacher_pass"]) / (batches * tbs / t["bare_forward"])
+    return {"teacher_pass_ratio": metric("teacher_pass_ratio", ratio)}, t
+
+
+def cache_size_metrics(b: Bench) -> tuple[dict, dict]:
+    """On-disk bytes of the cache per store image, against the same outputs as plain float16."""
+    images, train = b.counts()
+    on_disk = sum(f.stat().st_size for f in b.cache.rglob("*") if f.is_file())
+    per_view = b.classes + b.teacher_dim  # logits and features
+    raw = 2 * (images * per_view + train * b.s.views * (per_view + 5)) / images  # +5: view params
+    return {"cache_bytes_per_image": metric("cache_bytes_per_image", on_disk / images),
+            "cache_bytes_raw_fp16": metric("cache_bytes_raw_fp16", raw),
+            "cache_bytes_over_raw_fp16": metric("cache_bytes_over_raw_fp16", on_disk / images / raw)
+            }, {"cache_bytes_on_disk": on_disk}
+
+
+def training_metrics(b: Bench) -> tuple[dict, dict]:
+    """One student's baseline, cached-kd and online-kd epochs, its bare training step, the
+    teacher's forward at the training batch size and the loader alone, interleaved."""
+    s = b.s
+    store, cache, teacher = ImageStore(b.store), TeacherCache(b.cache), b.teacher()
+    runs = {mode: Run(s, s.students[0], store, mode, s.reps, cache if mode == "kd" else None, teacher)
+            for mode in ("baseline", "kd", "online")}
+    kd = runs["kd"]
+    batch, steps = next(kd.loader.epoch(0)), len(kd.loader)
+    t = interleave(s.reps, **{mode: run.epoch for mode, run in runs.items()},
+                   student_step=lambda: kd.steps(batch, steps),
+                   teacher_forward=lambda: forward_seconds(teacher, s.batch_size, s.image_size, steps),
+                   loader=lambda: seconds(lambda: deque(kd.loader.epoch(0), maxlen=0)))
+    online = t["online"] / t["kd"]
+    theory = 1 + t["teacher_forward"] / t["student_step"]
+    headroom = (len(kd.loader.rows) / t["loader"]) / (len(batch.labels) / t["student_step"])
+    return {"cached_kd_overhead": metric("cached_kd_overhead", t["kd"] / t["baseline"]),
+            "online_over_cached": metric("online_over_cached", online),
+            "online_over_cached_theory": metric("online_over_cached_theory", theory),
+            "online_fraction_of_theory": metric("online_fraction_of_theory", online / theory),
+            "loader_headroom": metric("loader_headroom", headroom)}, t
+
+
+def run_seconds(b: Bench, spec: str, mode: str) -> float:
+    """Seconds for a whole run of s.epochs epochs, building the student (and the teacher,
+    or opening the cache) included."""
+    def run() -> None:
+        store = ImageStore(b.store)
+        cache = TeacherCache(b.cache) if mode == "kd" else None
+        teacher = b.teacher() if mode == "online" else None
+        student = Run(b.s, spec, store, mode, b.s.epochs, cache, teacher)
+        for _ in range(b.s.epochs):
+            student.epoch()
+    return seconds(run)
+
+
+def students_metrics(b: Bench) -> tuple[dict, dict]:
+    """One teacher pass plus M cached runs, over M online runs."""
+    t = interleave(b.s.reps,
+                   one_pass_and_cached=lambda: b.teacher_pass() + sum(run_seconds(b, spec, "kd")
+                                                                     for spec in b.s.students),
+                   online=lambda: sum(run_seconds(b, spec, "online") for spec in b.s.students))
+    return {"students_from_one_pass": metric("students_from_one_pass",
+                                             t["one_pass_and_cached"] / t["online"])}, t
+
+
+def _status_mb(key: str) -> float:
+    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(key))
+    return int(line.split()[1]) / 1024
+
+
+def memory_of(b: Bench, what: str) -> dict:
+    """Resident memory (MB) of this process before, and at its peak during, a teacher pass
+    or a cached epoch, both reading from disk (memory budget 0) so the peak shows what
+    grows with the data set."""
+    torch.set_num_threads(b.s.threads)
+    before = _status_mb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # peak (VmHWM) counts from here, not from the imports
+    if what == "teacher_pass":
+        b.teacher_pass()
+    else:
+        store, cache = ImageStore(b.store, budget=0), TeacherCache(b.cache, budget=0)
+        Run(b.s, b.s.students[0], store, "kd", 1, cache).epoch()
+    peak = _status_mb("VmHWM")
+    return {"before_mb": before, "peak_mb": peak, "work_mb": peak - before}
+
+
+def in_fresh_process(fn: Callable, *args):
+    """fn(*args) in a process forked from a server that only imported this module: none of
+    this process's data, and no second import of torch."""
+    context = get_context("forkserver")
+    context.set_forkserver_preload(["pipeline.bench"])
+    with ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def memory_metrics(b: Bench) -> tuple[dict, dict]:
+    """Peak memory above the process's baseline (the imports) of a teacher pass and of a
+    cached epoch, at 4N over at N images, each in a fresh process."""
+    workdir = b.store.parent
+    make_store(workdir / "store-4n", b.s, 4 * b.s.per_class)
+    sizes = {"n": replace(b, cache=workdir / "rss-n.zarr"),
+             "4n": replace(b, store=workdir / "store-4n", cache=workdir / "rss-4n.zarr")}
+    memory = {}
+    for what in ("teacher_pass", "cached_epoch"):
+        for size, bench in sizes.items():
+            memory[f"{what}_{size}"] = m = in_fresh_process(memory_of, bench, what)
+            say(f"memory of a {what} at {size.upper()}: {m['work_mb']:.0f} MB above {m['before_mb']:.0f} MB")
+    return {f"peak_rss_growth_{what}": metric(f"peak_rss_growth_{what}",
+                                              memory[f"{what}_4n"]["work_mb"] / memory[f"{what}_n"]["work_mb"])
+            for what in ("teacher_pass", "cached_epoch")}, memory
+
+
+def machine(s: Settings) -> dict:
+    return {"cores": os.cpu_count(), "threads": s.threads, "platform": platform.platform(),
+            "processor": platform.processor(), "python": platform.python_version(),
+            "torch": torch.__version__, "timm": timm.__version__, "zarr": zarr.__version__,
+            "numpy": np.__version__, "load_average_at_start": os.getloadavg()}
+
+
+def benchmark(s: Settings, workdir: Path) -> dict:
+    tic = time.perf_counter()
+    say(f"making the data set and teacher in {workdir}")
+    b = prepare(s, workdir)
+    images, train = b.counts()
+    settings = {**asdict(s), "images": images, "train_images": train,
+                "teacher_forwards_per_pass": images + train * s.views}
+    result = {"machine": machine(s), "settings": settings, "metrics": {}, "timings": {}}
+    for name, measure in (("teacher pass", teacher_pass_metrics), ("cache size", cache_size_metrics),
+                          ("training", training_metrics), ("students", students_metrics),
+                          ("memory", memory_metrics)):
+        say(f"measuring: {name}")
+        metrics, timings = measure(b)
+        result["metrics"].update(metrics)
+        result["timings"][name] = {k: np.asarray(v).tolist() if isinstance(v, np.ndarray) else v
+                                   for k, v in timings.items()}
+    result["machine"]["load_average_at_end"] = os.getloadavg()
+    result["wall_seconds"] = time.perf_counter() - tic
+    return result
+
+
+def table(metrics: dict) -> str:
+    rows = [("metric", "median", "min", "max", "goal", "met?")]
+    rows += [(name, f"{m['median']:.4g}", f"{m['min']:.4g}", f"{m['max']:.4g}", m["goal"] or "",
+              {True: "yes", False: "NO", None: ""}[m["met"]]) for name, m in metrics.items()]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.bench",
+                                     description=__doc__.split("\n\n")[0])
+    for field in fields(Settings):
+        flag, default = "--" + field.name.replace("_", "-"), field.default
+        if isinstance(default, tuple):
+            parser.add_argument(flag, nargs="+", default=list(default), help=HELP[field.name])
+        else:
+            parser.add_argument(flag, type=type(default), default=default, help=HELP[field.name])
+    parser.add_argument("--json", type=Path, help="write every result, setting and timing here")
+    parser.add_argument("--workdir", type=Path, help="keep the data here (default: a temporary folder, removed)")
+    args = parser.parse_args(argv)
+    values = {f.name: getattr(args, f.name) for f in fields(Settings)}
+    return Settings(**{**values, "students": tuple(values["students"])}), args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark, print its table, optionally write JSON; returns the results."""
+    s, args = parse_args(argv)
+    torch.set_num_threads(s.threads)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kd-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        result = benchmark(s, workdir)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(table(result["metrics"]))
+    print(f"wall time {result['wall_seconds']:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()

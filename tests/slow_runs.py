@@ -1,0 +1,78 @@
+"""A small image store and teacher cache, written the same way by tests/test_store.py and by
+the subprocess it kills midway:
+
+    python tests/slow_runs.py store OUT               OUT = the store folder
+    python tests/slow_runs.py cache STORE WEIGHTS OUT OUT = the cache folder
+
+The subprocess sleeps in every image (or block) so that a kill lands between blocks.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import models
+from pipeline.imagestore import ImageStore, write_image_store
+from pipeline.synthetic import CLASSES, SyntheticSource
+from pipeline.teacher_pass import TeacherJob, cache_teacher
+
+SOURCE_ARGS = {"seed": 0, "train_per_class": 4, "test_per_class": 2, "size": 24}  # 48 images
+SOURCE = SyntheticSource(**SOURCE_ARGS)
+SIZE = 20  # smaller than the source's images, so the store really resizes
+SHARD_ROWS = 8
+TEACHER = "convnext_atto"
+
+
+@dataclass
+class SlowSource(SyntheticSource):
+    delay: float = 0.05
+
+    def load(self, item):
+        time.sleep(self.delay)
+        return super().load(item)
+
+
+@dataclass(frozen=True)
+class SlowTeacherJob(TeacherJob):
+    delay: float = 0.3
+
+    def __call__(self, block: tuple) -> None:
+        time.sleep(self.delay)
+        super().__call__(block)
+
+
+def write_store(out: Path, source: SyntheticSource = SOURCE,
+                scheduler: str = "synchronous", workers: int = 1, progress=None) -> dict:
+    return write_image_store(source, source.items(), out, SIZE, {"source": "synthetic"}, scheduler=scheduler,
+                             workers=workers, shard_rows=SHARD_ROWS, progress=progress)
+
+
+def save_teacher(weights: Path) -> None:
+    torch.manual_seed(0)
+    models.save_weights(models.create(TEACHER, len(CLASSES)), weights)
+
+
+def teacher_job(store: Path, weights: Path, out: Path, job: type[TeacherJob] = TeacherJob) -> TeacherJob:
+    # Two torch threads in every process: the subprocess then computes what the test process does.
+    return job(str(store), str(out), TEACHER, "{}", str(weights), len(CLASSES), image_size=32, views=2,
+               seed=0, batch_size=64, threads=2)
+
+
+def write_cache(job: TeacherJob, progress=None) -> dict:
+    store = ImageStore(job.store)
+    features = models.create(TEACHER, len(CLASSES)).num_features
+    return cache_teacher(job, store.rows("train"), len(store.labels), features,
+                         {"identity": {"teacher": TEACHER, "views": job.views}}, "synchronous", 1,
+                         SHARD_ROWS, progress)
+
+
+if __name__ == "__main__":
+    kind, *paths = sys.argv[1:]
+    if kind == "store":
+        write_store(Path(paths[0]), SlowSource(**SOURCE_ARGS))
+    else:
+        write_cache(teacher_job(*map(Path, paths), job=SlowTeacherJob))

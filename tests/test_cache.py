@@ -1,0 +1,79 @@
+"""The teacher cache: what a student reads equals what the teacher would say online
+about exactly the images the student sees, and a foreign cache is refused."""
+import numpy as np
+import pytest
+import timm
+import torch
+
+import models
+from cache.reader import CacheMismatch, TeacherCache
+from conftest import TEACHER
+from pipeline.imagestore import ImageStore
+from pipeline.loader import TrainLoader
+from pipeline.losses import DistillationLoss
+
+
+def online_teacher(tiny_data, classes):
+    net = models.create(TEACHER, classes)
+    return models.load_weights(net, tiny_data["weights"]).eval()
+
+
+@pytest.mark.parametrize("beta,feature_loss", [(0.0, "mse"), (0.5, "mse"), (0.5, "cosine")])
+def test_cached_loss_equals_online_loss_on_replayed_views(tiny_data, beta, feature_loss):
+    store, cache = ImageStore(tiny_data["store"]), TeacherCache(tiny_data["cache"])
+    teacher = online_teacher(tiny_data, len(store.classes))
+    loader = TrainLoader(store, 32, 8, seed=0, cache=cache)
+    torch.manual_seed(0)
+    student = models.create("resnet10t", len(store.classes))
+    loss_fn = DistillationLoss(alpha=0.7, temperature=4, beta=beta, feature_loss=feature_loss,
+                               student_dim=student.num_features, teacher_dim=cache.eval_features.shape[1])
+    for epoch in (0, 1):
+        for batch in loader.epoch(epoch):
+            with torch.no_grad():
+                logits, features = student(batch.images)
+                online_logits, online_features = teacher(batch.images)
+                cached = loss_fn(logits, batch.labels, batch.teacher_logits, features, batch.teacher_features)
+                online = loss_fn(logits, batch.labels, online_logits, features, online_features)
+            assert torch.allclose(batch.teacher_logits.float(), online_logits, rtol=2e-3, atol=2e-3)
+            assert torch.allclose(cached, online, rtol=1e-3, atol=1e-4)
+            # The same check fails on any other view: mirrored images give other targets.
+            assert not torch.allclose(batch.teacher_logits.float(), teacher(batch.images.flip(-1))[0],
+                                      rtol=2e-3, atol=2e-3)
+
+
+def test_loader_replays_different_views_across_epochs(tiny_data):
+    store, cache = ImageStore(tiny_data["store"]), TeacherCache(tiny_data["cache"])
+    loader = TrainLoader(store, 32, 1000, seed=0, cache=cache)
+    first, second = next(loader.epoch(0)), next(loader.epoch(1))
+    assert not torch.equal(first.teacher_logits.sort(0).values, second.teacher_logits.sort(0).values)
+    again = next(TrainLoader(store, 32, 1000, seed=0, cache=cache).epoch(0))
+    assert torch.equal(first.images, again.images) and torch.equal(first.teacher_logits, again.teacher_logits)
+
+
+def test_loader_never_builds_a_model(tiny_data, monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the training loader built a model")
+    monkeypatch.setattr(timm, "create_model", forbidden)
+    monkeypatch.setattr(models, "create", forbidden)
+    store, cache = ImageStore(tiny_data["store"]), TeacherCache(tiny_data["cache"])
+    batches = list(TrainLoader(store, 32, 16, seed=0, cache=cache).epoch(0))
+    assert sum(len(b.labels) for b in batches) == len(store.rows("train"))
+    assert all(b.teacher_logits is not None for b in batches)
+
+
+def test_cache_for_another_teacher_is_refused(tiny_data):
+    cache = TeacherCache(tiny_data["cache"])
+    cache.check(tiny_data["identity"])  # its own identity passes
+    wrong = {**tiny_data["identity"], "views": 8, "teacher_sha256": "abc"}
+    with pytest.raises(CacheMismatch, match=r"views: cache has 2, expected 8.*teacher_sha256"):
+        cache.check(wrong)
+
+
+def test_eval_view_outputs_are_the_teacher_on_whole_images(tiny_data):
+    store, cache = ImageStore(tiny_data["store"]), TeacherCache(tiny_data["cache"])
+    teacher = online_teacher(tiny_data, len(store.classes))
+    rows = store.rows("test")
+    from pipeline.inference import predict_rows
+    logits, features = predict_rows(teacher, store, rows, 32)
+    assert np.allclose(cache.eval_logits[rows], logits, rtol=2e-3, atol=2e-3)
+    assert np.allclose(cache.eval_features[rows], features, rtol=2e-3, atol=2e-3)

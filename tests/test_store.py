@@ -1,0 +1,117 @@
+"""The image store and the teacher pass: exact round trip, the same bytes whatever the
+parallelism, and the same bytes after a SIGKILL midway and a rerun."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import slow_runs
+from slow_runs import SIZE, SOURCE, save_teacher, teacher_job, write_cache, write_store
+
+from cache import blocks
+from cache.reader import TeacherCache
+from pipeline.imagestore import ImageStore, square
+from pipeline.source import SPLITS
+from pipeline.synthetic import CLASSES
+
+
+class Blocks:
+    """A progress callback that records how many blocks a run had to do."""
+
+    todo = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        self.todo = total
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict:
+    """An uninterrupted, single-worker store and teacher cache, and their block counts."""
+    root = tmp_path_factory.mktemp("reference")
+    store_blocks, cache_blocks = Blocks(), Blocks()
+    write_store(root / "store.zarr", progress=store_blocks)
+    save_teacher(root / "teacher.safetensors")
+    write_cache(teacher_job(root / "store.zarr", root / "teacher.safetensors", root / "cache.zarr"),
+                cache_blocks)
+    return {"root": root, "store_blocks": store_blocks.todo, "cache_blocks": cache_blocks.todo}
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def assert_same_files(a: Path, b: Path) -> None:
+    """Every file (array shards, metadata, manifest) byte for byte."""
+    fa, fb = files(a), files(b)
+    assert sorted(fa) == sorted(fb)
+    assert [name for name in fa if fa[name] != fb[name]] == []
+
+
+def kill_after_first_block(args: list[str], root: Path, log: Path) -> int:
+    """Run tests/slow_runs.py with `args`, SIGKILL it as soon as a block of `root` is marked
+    done, and return how many blocks were done by then."""
+    markers = root / blocks._MARKERS
+
+    def done() -> int:
+        return sum(not p.name.startswith(".") for p in markers.iterdir()) if markers.is_dir() else 0
+
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, slow_runs.__file__, *args], stderr=stderr)
+    deadline = time.monotonic() + 60
+    while not done():
+        assert proc.poll() is None, f"the writer exited early: {log.read_text()}"
+        assert time.monotonic() < deadline, "no block was done within 60 s"
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    return done()
+
+
+def test_store_holds_every_image_squared_with_its_label_id_and_split(reference):
+    store = ImageStore(reference["root"] / "store.zarr")
+    items = SOURCE.items()
+    expected = np.stack([square(SOURCE.load(item), SIZE) for item in items])
+    np.testing.assert_array_equal(store.images[np.arange(len(items))], expected)
+    assert store.images.dtype == np.uint8 and store.size == SIZE and store.classes == CLASSES
+    assert store.labels.tolist() == [item.label for item in items]
+    assert store.ids.tolist() == [item.id for item in items]
+    assert store.split.tolist() == [SPLITS.index(item.split) for item in items]
+    assert store.manifest["split_counts"] == {"train": 32, "val": 0, "test": 16}
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "processes"])
+def test_parallel_store_equals_single_worker_store(reference, tmp_path, scheduler):
+    write_store(tmp_path / "store.zarr", scheduler=scheduler, workers=2)
+    assert_same_files(tmp_path / "store.zarr", reference["root"] / "store.zarr")
+
+
+def test_killed_store_preparation_resumes_to_the_same_store(reference, tmp_path):
+    store = tmp_path / "store.zarr"
+    done = kill_after_first_block(["store", str(store)], store, tmp_path / "log")
+    assert 1 <= done < reference["store_blocks"]
+    assert not (store / blocks.MANIFEST).exists()
+    with pytest.raises(FileNotFoundError, match="not a finished image store"):
+        ImageStore(store)
+
+    rerun = Blocks()
+    write_store(store, progress=rerun)
+    assert rerun.todo == reference["store_blocks"] - done  # only the unfinished shards were redone
+    assert_same_files(store, reference["root"] / "store.zarr")
+
+
+def test_killed_teacher_pass_resumes_to_the_same_cache(reference, tmp_path):
+    root, cache = reference["root"], tmp_path / "cache.zarr"
+    args = [root / "store.zarr", root / "teacher.safetensors", cache]
+    done = kill_after_first_block(["cache", *map(str, args)], cache, tmp_path / "log")
+    assert 1 <= done < reference["cache_blocks"]
+    with pytest.raises(FileNotFoundError, match="not a finished teacher cache"):
+        TeacherCache(cache)
+
+    rerun = Blocks()
+    write_cache(teacher_job(*args), rerun)
+    assert rerun.todo == reference["cache_blocks"] - done
+    assert_same_files(cache, root / "cache.zarr")

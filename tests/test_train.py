@@ -1,0 +1,57 @@
+"""Training: seeded, resumable, and in kd mode driven by the cache alone."""
+import pytest
+import timm
+import torch
+
+from cache.reader import TeacherCache
+from conftest import TEACHER, TINY_VIT
+from pipeline.imagestore import ImageStore
+from pipeline.spec import parse_spec
+from pipeline.train import TrainSettings, fit
+
+SETTINGS = TrainSettings(epochs=2, batch_size=16, image_size=32, seed=0)
+DISTILL = {"alpha": 0.7, "temperature": 4.0}
+
+
+def train(tiny_data, workdir, cache=False, settings=SETTINGS, **kwargs):
+    name, model_kwargs = parse_spec(TINY_VIT)
+    store = ImageStore(tiny_data["store"])
+    teacher_cache = TeacherCache(tiny_data["cache"]) if cache else None
+    return fit(name, model_kwargs, store, settings, workdir, cache=teacher_cache,
+               distill=DISTILL if cache else None, **kwargs)
+
+
+def same_weights(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_same_seed_same_model(tiny_data, tmp_path):
+    first, history = train(tiny_data, tmp_path / "a")
+    second, _ = train(tiny_data, tmp_path / "b")
+    assert same_weights(first, second)
+    assert [h["epoch"] for h in history] == [1, 2] and all("val_top1" in h for h in history)
+    other, _ = train(tiny_data, tmp_path / "c", settings=TrainSettings(**{**vars(SETTINGS), "seed": 1}))
+    assert not same_weights(first, other)
+
+
+def test_kd_reads_only_the_cache_and_changes_the_result(tiny_data, tmp_path, monkeypatch):
+    built = []
+    create = timm.create_model
+    monkeypatch.setattr(timm, "create_model", lambda name, **kw: built.append(name) or create(name, **kw))
+    distilled, _ = train(tiny_data, tmp_path / "kd", cache=True)
+    assert built == ["vit_tiny_patch16_224"] and TEACHER not in built
+    baseline, _ = train(tiny_data, tmp_path / "baseline")
+    assert not same_weights(distilled, baseline)
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tiny_data, tmp_path):
+    whole, history = train(tiny_data, tmp_path / "whole", cache=True)
+
+    def stop_after_first_epoch(done, total, message):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_data, tmp_path / "resumed", cache=True, progress=stop_after_first_epoch)
+    resumed, resumed_history = train(tiny_data, tmp_path / "resumed", cache=True)
+    assert same_weights(whole, resumed)
+    assert [h["loss"] for h in resumed_history] == [h["loss"] for h in history]

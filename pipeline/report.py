@@ -20,7 +20,7 @@ def table_rows(teacher: dict, students: list[dict]) -> list[list]:
     """teacher: {name, model, params, metrics}; students: {name, model, params, baseline, kd}
     where baseline/kd are metric dicts. Percentages with one decimal."""
     pct = lambda x: round(100 * x, 1)  # noqa: E731
-    rows = [[f"{teacher['name']} (teacher)", teacher["model"], round(teacher["params"] / 1e6, 2),
+    rows = [[teacher["name"], teacher["model"], round(teacher["params"] / 1e6, 2),
              pct(teacher["metrics"]["top1"]), pct(teacher["metrics"]["mAP"]), "", "", "", ""]]
     for s in students:
         b, k = s["baseline"], s["kd"]

@@ -17,5 +17,9 @@ def parse_spec(text: str) -> tuple[str, dict]:
         try:
             kwargs[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
+            if value[:1] in "([{":
+                raise ValueError(f"spec {text!r}: {key}={value} is not a Python literal; "
+                                 "wrap the whole pair in double quotes if it holds quotes "
+                                 "or spaces") from None
             kwargs[key] = value
     return name, kwargs

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torchvision.ops import roi_align
 
-SCALE = (0.25, 1.0)      # crop area as a fraction of the image
+SCALE = (0.35, 1.0)      # crop area as a fraction of the image
 RATIO = (3 / 4, 4 / 3)   # crop aspect ratio w / h
 
 

@@ -11,7 +11,7 @@ class paths(luigi.Config):  # noqa: N801 (Luigi names a config section after its
 
 
 class data(luigi.Config):  # noqa: N801
-    store_size = luigi.IntParameter(default=64, description="side of the stored square images")
+    store_size = luigi.IntParameter(default=32, description="side of the stored square images")
     val_fraction = luigi.FloatParameter(default=0.1, description="train fraction held out for validation when a source has no val split")
     seed = luigi.IntParameter(default=0)
     on_bad_image = luigi.ChoiceParameter(default="fail", choices=["fail", "skip"])
@@ -29,19 +29,19 @@ class teacher(luigi.Config):  # noqa: N801
     model = luigi.Parameter(default="convnext_atto", description="timm name and key=value kwargs")
     init = luigi.Parameter(default="scratch", description="fine-tuning starts from: scratch, pretrained (timm's weights) or a weights file")
     checkpoint = luigi.Parameter(default="", description="a finished teacher for this data set; skips fine-tuning")
-    epochs = luigi.IntParameter(default=20)
+    epochs = luigi.IntParameter(default=30)
     lr = luigi.FloatParameter(default=2e-3)
     views = luigi.IntParameter(default=8, description="random views cached per training image; 0 = the eval view only")
     seed = luigi.IntParameter(default=0)
 
 
 class train(luigi.Config):  # noqa: N801
-    epochs = luigi.IntParameter(default=15)
+    epochs = luigi.IntParameter(default=8)
     batch_size = luigi.IntParameter(default=64)
     lr = luigi.FloatParameter(default=1e-3)
     weight_decay = luigi.FloatParameter(default=0.05)
     warmup_epochs = luigi.FloatParameter(default=1.0)
-    image_size = luigi.IntParameter(default=64, description="input side for the teacher and the students")
+    image_size = luigi.IntParameter(default=32, description="input side for the teacher and the students")
     seed = luigi.IntParameter(default=0)
     augment = luigi.BoolParameter(default=True, description="random crops and flips for baseline training")
 

@@ -115,3 +115,35 @@ def test_killed_teacher_pass_resumes_to_the_same_cache(reference, tmp_path):
     write_cache(teacher_job(*args), rerun)
     assert rerun.todo == reference["cache_blocks"] - done
     assert_same_files(cache, root / "cache.zarr")
+
+
+def _folder_with_a_truncated_image(root: Path) -> Path:
+    from PIL import Image
+    for cls in ("a b", "c"):
+        (root / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (20, 16), (40 * i, 90, 200)).save(root / cls / f"{i}.png")
+    good = (root / "c" / "0.png").read_bytes()
+    (root / "c" / "bad.png").write_bytes(good[: len(good) // 2])
+    return root
+
+
+@pytest.mark.parametrize("policy", ["fail", "skip"])
+def test_bad_image_stops_or_is_skipped_and_recorded(tmp_path, policy):
+    from pipeline.imagestore import write_image_store
+    from pipeline.source import BadImage
+    from pipeline.sources import ImageFolder
+    source = ImageFolder(_folder_with_a_truncated_image(tmp_path / "src"), holdout=0.0)
+    items, out = source.items(), tmp_path / "store.zarr"
+    write = lambda: write_image_store(source, items, out, 8, {}, on_bad_image=policy)  # noqa: E731
+    if policy == "fail":
+        with pytest.raises(BadImage, match="bad.png"):
+            write()
+        assert blocks.read_manifest(out) is None  # nothing a rerun would take as complete
+        with pytest.raises(FileNotFoundError, match="PrepareDataset"):
+            ImageStore(out)
+        return
+    write()
+    store = ImageStore(out)
+    assert [s["id"] for s in store.manifest["skipped"]] == ["c/bad.png"]
+    assert len(store.rows("train")) == len(items) - 1

@@ -33,10 +33,20 @@ class Rows:
         index = np.asarray(index)
         if isinstance(self._data, np.ndarray):
             return self._data[index] if column is None else self._data[index, column]
+        out = self._read(index)
+        return out if column is None else out[np.arange(len(index)), column]
+
+    def _read(self, index: np.ndarray) -> np.ndarray:
+        if len(index) == 0:
+            return np.empty((0, *self.shape[1:]), dtype=self.dtype)
+        lo, hi = int(index.min()), int(index.max()) + 1
+        if hi - lo <= 2 * len(index):
+            # Dense rows: one slice costs zarr a third of what the same rows cost by oindex.
+            return self._data[lo:hi][index - lo]
         order = np.argsort(index, kind="stable")
         out = np.empty((len(index), *self.shape[1:]), dtype=self.dtype)
         out[order] = self._data.oindex[index[order]]
-        return out if column is None else out[np.arange(len(index)), column]
+        return out
 
 
 class CacheMismatch(ValueError):

@@ -1,0 +1,27 @@
+"""The benchmark's plumbing on a tiny size: every metric present, positive and finite, and
+the JSON written. Speeds are measured by running the benchmark, never asserted here."""
+import json
+import math
+
+from pipeline import bench
+
+KEYS = {"teacher_pass_ratio", "cached_kd_overhead", "online_over_cached", "online_over_cached_theory",
+        "online_fraction_of_theory", "loader_headroom", "cache_bytes_per_image", "cache_bytes_raw_fp16",
+        "cache_bytes_over_raw_fp16", "students_from_one_pass", "peak_rss_growth_teacher_pass",
+        "peak_rss_growth_cached_epoch"}
+
+
+def test_bench_reports_every_ratio(tmp_path):
+    out = tmp_path / "bench.json"
+    result = bench.main(["--per-class", "4", "--image-size", "32", "--batch-size", "8",
+                         "--teacher-batch-size", "16", "--views", "2", "--reps", "1", "--epochs", "1",
+                         "--shard-rows", "16", "--threads", "1", "--students",
+                         "vit_tiny_patch16_224 img_size=32 patch_size=8 embed_dim=32 depth=1 num_heads=2",
+                         "--json", str(out)])
+    assert set(result["metrics"]) == KEYS
+    for name, m in result["metrics"].items():
+        assert m["min"] <= m["median"] <= m["max"], name
+        assert m["median"] > 0 and math.isfinite(m["median"]), name
+    saved = json.loads(out.read_text())
+    assert saved["metrics"].keys() == result["metrics"].keys()
+    assert saved["settings"]["views"] == 2 and saved["machine"]["torch"]

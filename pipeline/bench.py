@@ -309,10 +309,10 @@ def memory_of(b: Bench, what: str) -> dict:
 
 
 def in_fresh_process(fn: Callable, *args):
-    """fn(*args) in a process forked from a server that only imported this module: none of
-    this process's data, and no second import of torch."""
+    """fn(*args) in a process forked from a server that only imported the main module
+    (multiprocessing's default preload): none of this process's data, and torch is
+    imported once for all such processes."""
     context = get_context("forkserver")
-    context.set_forkserver_preload(["pipeline.bench"])
     with ProcessPoolExecutor(1, mp_context=context) as pool:
         return pool.submit(fn, *args).result()
 

@@ -2,6 +2,7 @@
 
     eval/logits    float16 (N, C)      deterministic whole-image view, every split
     eval/features  float16 (N, D)      pooled pre-logit features of that view
+    eval/stages/k  float16 (N, Ck, Hk, Wk)  feature maps of stage k of that view (optional)
     aug/rows       int64   (T,)        image-store row of each training image
     aug/params     float32 (T, V, 5)   view boxes (y, x, h, w) in store pixels + flip
     aug/logits     float16 (T, V, C)
@@ -36,12 +37,15 @@ def aug_shard_rows(shard_rows: int, views: int) -> int:
 
 
 def create_cache(path: str | Path, n: int, train_rows: np.ndarray, views: int, classes: int,
-                 dim: int, shard_rows: int, attrs: dict) -> zarr.Group:
-    """Create (or reopen, to resume) the cache's arrays; attrs are set once."""
+                 dim: int, shard_rows: int, attrs: dict, stage_shapes: dict | None = None) -> zarr.Group:
+    """Create (or reopen, to resume) the cache's arrays; attrs are set once.
+    `stage_shapes` maps a stage index to the (C, H, W) of its feature maps."""
     group = zarr.open_group(str(path), mode="a")
     t = len(train_rows)
     _array(group, "eval/logits", (n, classes), "float16", shard_rows)
     _array(group, "eval/features", (n, dim), "float16", shard_rows)
+    for stage, shape in (stage_shapes or {}).items():
+        _array(group, f"eval/stages/{stage}", (n, *shape), "float16", shard_rows)
     if views:
         if "aug/rows" not in group:
             group.create_array("aug/rows", data=np.asarray(train_rows, dtype="int64"))

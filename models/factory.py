@@ -27,6 +27,25 @@ class Net(nn.Module):
         features = self.backbone.forward_head(maps, pre_logits=True)
         return self.backbone.forward_head(maps), features
 
+    def forward_with_stages(self, x: torch.Tensor, stages: tuple[int, ...]
+                            ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """forward(x) plus the feature maps of the given stages (timm's feature indices),
+        in one pass."""
+        maps, inner = self.backbone.forward_intermediates((x - self.mean) / self.std, indices=list(stages))
+        features = self.backbone.forward_head(maps, pre_logits=True)
+        return self.backbone.forward_head(maps), features, inner
+
+    def stage_shapes(self, stages: tuple[int, ...], image_size: int) -> dict[int, tuple]:
+        """The (C, H, W) of each stage's feature maps at this input size."""
+        count = len(self.backbone.feature_info)
+        if not all(0 <= stage < count for stage in stages):
+            raise ValueError(f"stages {list(stages)}: {type(self.backbone).__name__} has stages 0 to {count - 1}")
+        if not stages:
+            return {}
+        with torch.inference_mode():
+            maps = self.forward_with_stages(torch.zeros(1, 3, image_size, image_size), stages)[2]
+        return {stage: tuple(m.shape[1:]) for stage, m in zip(stages, maps)}
+
 
 def _mvit_cfg(name: str, kwargs: dict) -> dict:
     # timm's MViT v2 sizes its stages through a config dataclass, not keyword arguments;

@@ -9,16 +9,16 @@ from pipeline.views import render, whole_views
 
 @torch.inference_mode()
 def predict(net: torch.nn.Module, images: np.ndarray, params: np.ndarray, image_size: int,
-            batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """(logits, features) as float32 for uint8 images (B, S, S, 3) under views (B, 5)."""
+            batch_size: int = 256, stages: tuple[int, ...] = ()) -> list[np.ndarray]:
+    """[logits, features, *maps of `stages`] as float32 for uint8 images (B, S, S, 3) under
+    views (B, 5)."""
     net.eval()
-    logits, features = [], []
+    outputs = []
     for start in range(0, len(images), batch_size):
-        stop = start + batch_size
-        out = net(render(images[start:stop], params[start:stop], image_size))
-        logits.append(out[0].float().numpy())
-        features.append(out[1].float().numpy())
-    return np.concatenate(logits), np.concatenate(features)
+        x = render(images[start:start + batch_size], params[start:start + batch_size], image_size)
+        logits, features, *maps = net.forward_with_stages(x, stages) if stages else net(x)
+        outputs.append([t.float().numpy() for t in (logits, features, *(maps[0] if maps else []))])
+    return [np.concatenate(column) for column in zip(*outputs)]
 
 
 def predict_rows(net: torch.nn.Module, store, rows: np.ndarray, image_size: int,

@@ -41,6 +41,7 @@ class TeacherJob:
     seed: int
     batch_size: int = 256
     threads: int = 0  # torch threads per worker; 0 keeps torch's default
+    stages: tuple[int, ...] = ()  # feature maps of these stages, eval view only
 
     def __call__(self, block: tuple) -> None:
         tag, start, stop = block
@@ -58,11 +59,14 @@ class TeacherJob:
         v = params.shape[1]
         pixels = Rows(images, budget=0)[rows]
         net = _teacher(self.model, self.kwargs_json, self.classes, self.weights)
-        logits, features = predict(net, np.repeat(pixels, v, axis=0), params.reshape(-1, 5),
-                                   self.image_size, self.batch_size)
+        stages = self.stages if tag == "eval" else ()
+        logits, features, *maps = predict(net, np.repeat(pixels, v, axis=0), params.reshape(-1, 5),
+                                          self.image_size, self.batch_size, stages)
         if tag == "eval":
             group["eval/logits"][start:stop] = logits.astype(np.float16)
             group["eval/features"][start:stop] = features.astype(np.float16)
+            for stage, stage_maps in zip(stages, maps):
+                group[f"eval/stages/{stage}"][start:stop] = stage_maps.astype(np.float16)
         else:
             group["aug/params"][start:stop] = params
             group["aug/logits"][start:stop] = logits.reshape(len(rows), v, -1).astype(np.float16)
@@ -72,10 +76,12 @@ class TeacherJob:
 
 def cache_teacher(job: TeacherJob, train_rows: np.ndarray, count: int, feature_dim: int,
                   attrs: dict, scheduler: str = "threads", workers: int = 1,
-                  shard_rows: int = 512, progress=None) -> dict:
+                  shard_rows: int = 512, progress=None, stage_shapes: dict | None = None) -> dict:
     """Write (or resume) the cache at job.out and return its manifest. `count` is the
-    number of store rows, `train_rows` the rows that get random views."""
-    create_cache(job.out, count, train_rows, job.views, job.classes, feature_dim, shard_rows, attrs)
+    number of store rows, `train_rows` the rows that get random views, `stage_shapes`
+    the (C, H, W) of each of job.stages."""
+    create_cache(job.out, count, train_rows, job.views, job.classes, feature_dim, shard_rows, attrs,
+                 stage_shapes)
     work = blocks.shard_blocks(count, shard_rows, "eval")
     if job.views:
         work += blocks.shard_blocks(len(train_rows), aug_shard_rows(shard_rows, job.views), "aug")

@@ -32,6 +32,7 @@ class teacher(luigi.Config):  # noqa: N801
     epochs = luigi.IntParameter(default=30)
     lr = luigi.FloatParameter(default=2e-3)
     views = luigi.IntParameter(default=8, description="random views cached per training image; 0 = the eval view only")
+    stages = luigi.Parameter(default="", description="also cache the eval view's feature maps of these stages, e.g. 1,2 (timm feature indices)")
     seed = luigi.IntParameter(default=0)
 
 

@@ -90,7 +90,7 @@ class CacheTeacher(Step):
 
     def settings(self) -> dict:
         return {"model": teacher().model, "image_size": train().image_size, "views": teacher().views,
-                "seed": teacher().seed, "format_version": FORMAT_VERSION}
+                "seed": teacher().seed, "stages": list(cached_stages()), "format_version": FORMAT_VERSION}
 
     def identity(self) -> dict:
         """What a student checks the cache against before it trusts it."""
@@ -99,7 +99,7 @@ class CacheTeacher(Step):
         return {"store": self.requires()["store"].fingerprint(), "teacher": name,
                 "teacher_kwargs": digest(kwargs), "teacher_sha256": file_sha256(weights),
                 "image_size": train().image_size, "views": teacher().views, "seed": teacher().seed,
-                "format_version": FORMAT_VERSION}
+                "stages": list(cached_stages()), "format_version": FORMAT_VERSION}
 
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(self.folder() / "cache.zarr" / "manifest.json")
@@ -113,18 +113,28 @@ class CacheTeacher(Step):
         net = models.create(name, len(store.classes), **kwargs)
         job = TeacherJob(str(store.path), str(self.folder() / "cache.zarr"), name, json.dumps(kwargs),
                          self.input()["teacher"].path, len(store.classes), train().image_size,
-                         teacher().views, teacher().seed, train().batch_size * 4, c.threads)
+                         teacher().views, teacher().seed, train().batch_size * 4, c.threads,
+                         cached_stages())
         attrs = {"identity": self.identity(), "classes": store.classes,
                  "teacher_params": sum(p.numel() for p in net.parameters()),
                  "versions": {"torch": torch.__version__, **_versions()}}
         train_rows = store.rows("train")
         progress = self.progress(1, "teacher pass (shards)")
         cache_teacher(job, train_rows, len(store.labels), net.num_features, attrs, c.scheduler,
-                      c.workers, c.shard_rows, progress)
+                      c.workers, c.shard_rows, progress, net.stage_shapes(job.stages, job.image_size))
         progress.close()
 
     def cache_path(self) -> Path:
         return self.folder() / "cache.zarr"
+
+
+def cached_stages() -> tuple[int, ...]:
+    """[teacher] stages as sorted stage indices: "" -> (), "2, 1" -> (1, 2)."""
+    text = teacher().stages
+    try:
+        return tuple(sorted({int(part) for part in text.replace(",", " ").split()}))
+    except ValueError:
+        raise ValueError(f"[teacher] stages = {text!r}: give stage numbers, e.g. 1,2") from None
 
 
 def _versions() -> dict:

@@ -77,3 +77,28 @@ def test_eval_view_outputs_are_the_teacher_on_whole_images(tiny_data):
     logits, features = predict_rows(teacher, store, rows, 32)
     assert np.allclose(cache.eval_logits[rows], logits, rtol=2e-3, atol=2e-3)
     assert np.allclose(cache.eval_features[rows], features, rtol=2e-3, atol=2e-3)
+
+
+def test_stage_maps_of_the_eval_view_are_cached_when_asked(tiny_data, tmp_path):
+    import dataclasses
+
+    import zarr
+
+    from pipeline.teacher_pass import cache_teacher
+    from pipeline.views import render, whole_views
+    store = ImageStore(tiny_data["store"])
+    teacher = online_teacher(tiny_data, len(store.classes))
+    shapes = teacher.stage_shapes((1, 2), 32)
+    assert shapes == {1: (80, 4, 4), 2: (160, 2, 2)}  # convnext_atto at 32 px
+    job = dataclasses.replace(tiny_data["job"], out=str(tmp_path / "cache.zarr"), stages=(1, 2))
+    cache_teacher(job, store.rows("train"), len(store.labels), teacher.num_features,
+                  {"identity": tiny_data["identity"]}, "synchronous", 1, 16, stage_shapes=shapes)
+    group = zarr.open_group(job.out, mode="r")
+    rows = np.arange(len(store.labels))
+    with torch.inference_mode():
+        _, _, maps = teacher.forward_with_stages(render(store.images[rows], whole_views(len(rows), 32), 32), (1, 2))
+    for stage, expected in zip((1, 2), maps):
+        assert np.allclose(group[f"eval/stages/{stage}"][...], expected.numpy(), rtol=5e-3, atol=5e-3)
+    assert "stages" not in TeacherCache(tiny_data["cache"]).group["eval"]  # only when asked
+    with pytest.raises(ValueError, match="stages 0 to 3"):
+        teacher.stage_shapes((4,), 32)

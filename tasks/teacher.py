@@ -68,7 +68,7 @@ class FineTuneTeacher(Step):
         name, kwargs = parse_spec(t.model)
         settings = self.train_settings()
         progress = self.progress(settings.epochs, "fine-tuning the teacher")
-        store = ImageStore(self.input().path.removesuffix("/manifest.json"), memory_budget())
+        store = ImageStore(self.requires().store_path(), memory_budget())
         net, history = fit(name, kwargs, store, settings, self.folder(), init=init, progress=progress)
         progress.close()
         (self.folder() / "history.json").write_text(json.dumps(history, indent=1))

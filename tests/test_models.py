@@ -1,0 +1,41 @@
+"""Loading weights: timm's pretrained path from a local file, safetensors and weights-only
+torch checkpoints, on weights made here (nothing can be downloaded)."""
+import pytest
+import torch
+
+import models
+from models.checkpoint import load_weights, save_weights
+
+
+def _body(net: models.Net) -> dict:
+    return {k: v for k, v in net.backbone.state_dict().items() if not k.startswith("head.fc")}
+
+
+def test_pretrained_file_goes_through_timm_and_resets_the_classifier(tmp_path):
+    torch.manual_seed(1)
+    source = models.create("convnext_atto", num_classes=1000)
+    save_weights(source, tmp_path / "imagenet.safetensors")
+    torch.manual_seed(2)
+    net = models.create("convnext_atto", num_classes=8, pretrained=str(tmp_path / "imagenet.safetensors"))
+    assert net.backbone.head.fc.out_features == 8
+    for key, value in _body(source).items():
+        assert torch.equal(value, _body(net)[key]), key
+
+
+@pytest.mark.parametrize("wrap", [None, "state_dict", "model"])
+def test_torch_checkpoint_loads_weights_only_with_or_without_wrapper(tmp_path, wrap):
+    source = models.create("convnext_atto", num_classes=4)
+    state = source.backbone.state_dict()
+    torch.save(state if wrap is None else {wrap: state, "epoch": 3}, tmp_path / "teacher.pth")
+    net = load_weights(models.create("convnext_atto", num_classes=4), tmp_path / "teacher.pth")
+    x = torch.rand(2, 3, 32, 32)
+    with torch.inference_mode():
+        assert torch.equal(source.eval()(x)[0], net.eval()(x)[0])
+
+
+def test_checkpoint_that_does_not_fit_names_the_file(tmp_path):
+    save_weights(models.create("convnext_atto", num_classes=4), tmp_path / "four.safetensors")
+    with pytest.raises(ValueError, match="four.safetensors"):
+        load_weights(models.create("convnext_atto", num_classes=5), tmp_path / "four.safetensors")
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        load_weights(models.create("convnext_atto", num_classes=5), tmp_path / "missing.pth")

@@ -9,8 +9,10 @@
     aug/features   float16 (T, V, D)
     attrs          identity (what the outputs depend on), classes, versions
 
-Rows are chunked in small runs inside larger shards: one shard is one writer's
-unit of work, one chunk is one read.
+A shard holds `shard_rows` images in every array: one shard is one writer's unit of
+work, several teacher batches long so the pass can read and render the next batch
+while the teacher runs on this one. Chunks inside a shard hold about CHUNK_ROWS
+outputs (fewer images when each has V views): one chunk is one small read.
 """
 from __future__ import annotations
 
@@ -23,17 +25,18 @@ FORMAT_VERSION = 1
 CHUNK_ROWS = 64
 
 
-def _array(group: zarr.Group, name: str, shape: tuple, dtype: str, shard_rows: int) -> None:
+def _array(group: zarr.Group, name: str, shape: tuple, dtype: str, shard_rows: int, views: int = 1) -> None:
     if name in group:
         return
-    rows = min(CHUNK_ROWS, shard_rows)
+    rows = _chunk_rows(shard_rows, views)
     group.create_array(name, shape=shape, dtype=dtype, chunks=(rows, *shape[1:]),
                        shards=(shard_rows, *shape[1:]), fill_value=0)
 
 
-def aug_shard_rows(shard_rows: int, views: int) -> int:
-    """Training images per aug shard: about as many (image, view) pairs as an eval shard has rows."""
-    return max(1, shard_rows // max(1, views))
+def _chunk_rows(shard_rows: int, views: int) -> int:
+    # Zarr needs whole chunks in a shard: the largest divisor of shard_rows near the target.
+    target = min(max(1, CHUNK_ROWS // views), shard_rows)
+    return max(d for d in range(1, target + 1) if shard_rows % d == 0)
 
 
 def create_cache(path: str | Path, n: int, train_rows: np.ndarray, views: int, classes: int,
@@ -49,10 +52,9 @@ def create_cache(path: str | Path, n: int, train_rows: np.ndarray, views: int, c
     if views:
         if "aug/rows" not in group:
             group.create_array("aug/rows", data=np.asarray(train_rows, dtype="int64"))
-        rows = aug_shard_rows(shard_rows, views)
-        _array(group, "aug/params", (t, views, 5), "float32", rows)
-        _array(group, "aug/logits", (t, views, classes), "float16", rows)
-        _array(group, "aug/features", (t, views, dim), "float16", rows)
+        _array(group, "aug/params", (t, views, 5), "float32", shard_rows, views)
+        _array(group, "aug/logits", (t, views, classes), "float16", shard_rows, views)
+        _array(group, "aug/features", (t, views, dim), "float16", shard_rows, views)
     if "identity" not in group.attrs:
         group.attrs.update({**attrs, "format_version": FORMAT_VERSION})
     return group

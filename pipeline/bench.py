@@ -33,7 +33,8 @@ from timm.task import LogitDistillationTask
 import models
 from cache.reader import TeacherCache
 from pipeline.imagestore import ImageStore, write_image_store
-from pipeline.loader import Batch, TrainLoader, prefetch
+from pipeline.loader import Batch, TrainLoader
+from pipeline.prefetch import prefetch
 from pipeline.losses import DistillationLoss
 from pipeline.spec import parse_spec
 from pipeline.synthetic import CLASSES, SyntheticSource

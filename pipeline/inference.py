@@ -1,21 +1,36 @@
 """Running a Net over stored images seen through given views, in batches, without grad."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import numpy as np
 import torch
 
+from pipeline.prefetch import prefetch
 from pipeline.views import render, whole_views
 
 
+def view_batches(read: Callable[[np.ndarray], np.ndarray], rows: np.ndarray, params: np.ndarray,
+                 image_size: int, batch_size: int) -> Iterator[torch.Tensor]:
+    """Rendered views (len(rows), V, 5) of image-store rows, in order, about batch_size
+    views at a time (whole images per batch); the images are read a batch at a time."""
+    per = max(1, batch_size // params.shape[1])
+    for start in range(0, len(rows), per):
+        pixels = read(rows[start:start + per])
+        yield render(np.repeat(pixels, params.shape[1], axis=0),
+                     params[start:start + per].reshape(-1, 5), image_size)
+
+
 @torch.inference_mode()
-def predict(net: torch.nn.Module, images: np.ndarray, params: np.ndarray, image_size: int,
-            batch_size: int = 256, stages: tuple[int, ...] = ()) -> list[np.ndarray]:
-    """[logits, features, *maps of `stages`] as float32 for uint8 images (B, S, S, 3) under
-    views (B, 5)."""
+def predict(net: torch.nn.Module, read: Callable[[np.ndarray], np.ndarray], rows: np.ndarray,
+            params: np.ndarray, image_size: int, batch_size: int = 256,
+            stages: tuple[int, ...] = ()) -> list[np.ndarray]:
+    """[logits, features, *maps of `stages`] as float32, row-major over (rows, views), for
+    uint8 images read by `read(rows)` under views (len(rows), V, 5). The next batch is read
+    and rendered while the teacher runs on this one."""
     net.eval()
     outputs = []
-    for start in range(0, len(images), batch_size):
-        x = render(images[start:start + batch_size], params[start:start + batch_size], image_size)
+    for x in prefetch(view_batches(read, rows, params, image_size, batch_size)):
         logits, features, *maps = net.forward_with_stages(x, stages) if stages else net(x)
         outputs.append([t.float().numpy() for t in (logits, features, *(maps[0] if maps else []))])
     return [np.concatenate(column) for column in zip(*outputs)]
@@ -23,11 +38,9 @@ def predict(net: torch.nn.Module, images: np.ndarray, params: np.ndarray, image_
 
 def predict_rows(net: torch.nn.Module, store, rows: np.ndarray, image_size: int,
                  batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """(logits, features) for image-store rows under the whole-image eval view, read a
-    batch at a time so memory does not grow with the split."""
-    parts = [predict(net, store.images[rows[i:i + batch_size]],
-                     whole_views(len(rows[i:i + batch_size]), store.size), image_size, batch_size)
-             for i in range(0, len(rows), batch_size)]
-    if not parts:
+    """(logits, features) for image-store rows under the whole-image eval view."""
+    if len(rows) == 0:
         return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    logits, features = predict(net, store.images.take, rows, whole_views(len(rows), store.size)[:, None],
+                               image_size, batch_size)
+    return logits, features

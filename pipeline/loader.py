@@ -2,8 +2,6 @@
 outputs for exactly those views. The loader reads a cache; it never builds a teacher."""
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -75,24 +73,3 @@ class TrainLoader:
         if teacher is None:
             return Batch(images, labels, None, None)
         return Batch(images, labels, torch.as_tensor(teacher[0]), torch.as_tensor(teacher[1]))
-
-
-def prefetch(batches: Iterator[Batch], depth: int = 2) -> Iterator[Batch]:
-    """Build the next batches on a background thread while the model trains on this one
-    (rendering and gathers release the GIL)."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-
-    def fill() -> None:
-        try:
-            for batch in batches:
-                q.put(batch)
-            q.put(done)
-        except BaseException as err:  # re-raised in the consumer
-            q.put(err)
-
-    threading.Thread(target=fill, daemon=True).start()
-    while (item := q.get()) is not done:
-        if isinstance(item, BaseException):
-            raise item
-        yield item

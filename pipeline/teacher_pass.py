@@ -15,7 +15,7 @@ import zarr
 import models
 from cache import blocks
 from cache.reader import Rows
-from cache.schema import aug_shard_rows, create_cache
+from cache.schema import create_cache
 from pipeline.inference import predict
 from pipeline.views import random_views, whole_views
 
@@ -57,10 +57,9 @@ class TeacherJob:
             rows = group["aug/rows"][start:stop]
             params = random_views(self.seed, rows, self.views, size)
         v = params.shape[1]
-        pixels = Rows(images, budget=0)[rows]
         net = _teacher(self.model, self.kwargs_json, self.classes, self.weights)
         stages = self.stages if tag == "eval" else ()
-        logits, features, *maps = predict(net, np.repeat(pixels, v, axis=0), params.reshape(-1, 5),
+        logits, features, *maps = predict(net, Rows(images, budget=0).take, rows, params,
                                           self.image_size, self.batch_size, stages)
         if tag == "eval":
             group["eval/logits"][start:stop] = logits.astype(np.float16)
@@ -84,7 +83,7 @@ def cache_teacher(job: TeacherJob, train_rows: np.ndarray, count: int, feature_d
                  stage_shapes)
     work = blocks.shard_blocks(count, shard_rows, "eval")
     if job.views:
-        work += blocks.shard_blocks(len(train_rows), aug_shard_rows(shard_rows, job.views), "aug")
+        work += blocks.shard_blocks(len(train_rows), shard_rows, "aug")
     blocks.run_blocks(job, blocks.pending(job.out, work), scheduler, workers, progress)
     manifest = {**attrs, "shards": len(work)}
     blocks.finish(job.out, manifest)

@@ -18,7 +18,8 @@ import models
 from cache.reader import TeacherCache
 from pipeline.imagestore import ImageStore
 from pipeline.inference import predict_rows
-from pipeline.loader import Batch, TrainLoader, prefetch
+from pipeline.loader import Batch, TrainLoader
+from pipeline.prefetch import prefetch
 from pipeline.losses import DistillationLoss
 
 log = logging.getLogger(__name__)

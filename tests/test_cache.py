@@ -102,3 +102,26 @@ def test_stage_maps_of_the_eval_view_are_cached_when_asked(tiny_data, tmp_path):
     assert "stages" not in TeacherCache(tiny_data["cache"]).group["eval"]  # only when asked
     with pytest.raises(ValueError, match="stages 0 to 3"):
         teacher.stage_shapes((4,), 32)
+
+
+def test_any_shard_size_and_batch_size_give_the_same_cache(tiny_data, tmp_path):
+    """Shards of several teacher batches (read and rendered ahead of the teacher) and a
+    shard size that is no multiple of the chunk size hold what one batch per shard does."""
+    import dataclasses
+
+    import zarr
+
+    from pipeline.teacher_pass import cache_teacher
+    store = ImageStore(tiny_data["store"])
+    dim = online_teacher(tiny_data, len(store.classes)).num_features
+    groups = []
+    for name, shard_rows, batch_size in (("one-batch", 16, 64), ("many-batches", 24, 4)):
+        job = dataclasses.replace(tiny_data["job"], out=str(tmp_path / name), views=3, batch_size=batch_size)
+        cache_teacher(job, store.rows("train"), len(store.labels), dim, {"identity": tiny_data["identity"]},
+                      "synchronous", 1, shard_rows)
+        groups.append(zarr.open_group(job.out, mode="r"))
+    one, many = groups
+    assert many["aug/logits"].shards[0] == 24 and 24 % many["aug/logits"].chunks[0] == 0
+    assert np.array_equal(one["aug/params"][...], many["aug/params"][...])
+    for name in ("eval/logits", "eval/features", "aug/logits", "aug/features"):
+        assert np.allclose(one[name][...], many[name][...], rtol=2e-3, atol=2e-3), name

@@ -10,9 +10,8 @@
     attrs          identity (what the outputs depend on), classes, versions
 
 A shard holds `shard_rows` images in every array: one shard is one writer's unit of
-work, several teacher batches long so the pass can read and render the next batch
-while the teacher runs on this one. Chunks inside a shard hold about CHUNK_ROWS
-outputs (fewer images when each has V views): one chunk is one small read.
+work. Chunks inside a shard hold about CHUNK_ROWS outputs (fewer images when each has
+V views): one chunk is one small read.
 """
 from __future__ import annotations
 

@@ -13,11 +13,12 @@ def view_batches(read: Callable[[np.ndarray], np.ndarray], rows: np.ndarray, par
                  image_size: int, batch_size: int) -> Iterator[torch.Tensor]:
     """Rendered views (len(rows), V, 5) of image-store rows, in order, about batch_size
     views at a time (whole images per batch); the images are read a batch at a time."""
-    per = max(1, batch_size // params.shape[1])
+    views = params.shape[1]
+    per = max(1, batch_size // views)
     for start in range(0, len(rows), per):
         pixels = read(rows[start:start + per])
-        yield render(np.repeat(pixels, params.shape[1], axis=0),
-                     params[start:start + per].reshape(-1, 5), image_size)
+        yield render(pixels, params[start:start + per].reshape(-1, 5), image_size,
+                     np.repeat(np.arange(len(pixels)), views))
 
 
 @torch.inference_mode()

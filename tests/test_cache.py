@@ -105,8 +105,8 @@ def test_stage_maps_of_the_eval_view_are_cached_when_asked(tiny_data, tmp_path):
 
 
 def test_any_shard_size_and_batch_size_give_the_same_cache(tiny_data, tmp_path):
-    """Shards of several teacher batches (read and rendered ahead of the teacher) and a
-    shard size that is no multiple of the chunk size hold what one batch per shard does."""
+    """Shards of several teacher batches and a shard size that is no multiple of the
+    chunk size hold what one batch per shard does."""
     import dataclasses
 
     import zarr

@@ -40,3 +40,10 @@ def test_crop_then_resize_reads_the_box():
     image[0, 8:24, 4:20] = 255  # a white box; view exactly onto it
     out = render(image, np.array([[8, 4, 16, 16, 0]], dtype=np.float32), 8)
     assert torch.allclose(out, torch.ones_like(out))
+
+
+def test_views_of_one_image_render_as_views_of_its_copies():
+    images = np.random.default_rng(1).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    params = random_views(0, np.arange(2), 3, 16).reshape(-1, 5)
+    copies = render(np.repeat(images, 3, axis=0), params, 8)
+    assert torch.equal(render(images, params, 8, np.repeat(np.arange(2), 3)), copies)

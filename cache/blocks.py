@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,11 @@ def block_infos(root: str | Path, blocks: list) -> list:
 
 
 def finish(root: str | Path, manifest: dict) -> None:
-    """Write the manifest last, then drop the block markers it makes redundant."""
+    """Drop the temporary files of shard writes a kill interrupted (zarr's LocalStore writes
+    a shard to `<key>.<uuid>.partial`, then renames it: a shard is whole or absent), write
+    the manifest, then drop the block markers it makes redundant."""
+    for leftover in Path(root).rglob("*.partial"):
+        leftover.unlink()
     atomic_write_text(Path(root) / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
     shutil.rmtree(Path(root) / _MARKERS, ignore_errors=True)
 
@@ -84,7 +89,10 @@ def run_blocks(fn: Callable[[tuple], Any], blocks: list, scheduler: str = "threa
                workers: int = 1, progress: Progress | None = None) -> None:
     """Run fn(block) for every block on dask: a local scheduler ("threads", "processes",
     "synchronous") or a dask cluster given by its address ("tcp://host:8786")."""
-    tasks = [dask.delayed(fn, pure=False)(block, dask_key_name=f"block-{block_name(block)}")
+    # Keys unique to this call: a dask cluster merges tasks of equal keys, so two runs on one
+    # cluster at once (two data sets' stores, say) would otherwise share their blocks.
+    run = uuid.uuid4().hex[:8]
+    tasks = [dask.delayed(fn, pure=False)(block, dask_key_name=f"block-{block_name(block)}-{run}")
              for block in blocks]
     if "://" in scheduler:
         from distributed import Client, as_completed

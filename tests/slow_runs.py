@@ -4,10 +4,13 @@ the subprocess it kills midway:
     python tests/slow_runs.py store OUT               OUT = the store folder
     python tests/slow_runs.py cache STORE WEIGHTS OUT OUT = the cache folder
 
-The subprocess sleeps in every image (or block) so that a kill lands between blocks.
+The subprocess sleeps in every image (or block) so that a kill lands between blocks;
+in tests/test_dask_cluster.py a dask worker kills itself during the same pass.
 """
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -45,6 +48,20 @@ class SlowTeacherJob(TeacherJob):
         super().__call__(block)
 
 
+@dataclass(frozen=True)
+class DyingTeacherJob(TeacherJob):
+    """The first process to start block `victim` writes its pid to `flag` and SIGKILLs
+    itself: a dask worker dies in the middle of the teacher pass, once."""
+    victim: tuple = ("aug", SHARD_ROWS, 2 * SHARD_ROWS)
+    flag: str = ""
+
+    def __call__(self, block: tuple) -> None:
+        if tuple(block) == self.victim and not Path(self.flag).exists():
+            Path(self.flag).write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+        super().__call__(block)
+
+
 def write_store(out: Path, source: SyntheticSource = SOURCE,
                 scheduler: str = "synchronous", workers: int = 1, progress=None) -> dict:
     return write_image_store(source, source.items(), out, SIZE, {"source": "synthetic"}, scheduler=scheduler,
@@ -56,18 +73,30 @@ def save_teacher(weights: Path) -> None:
     models.save_weights(models.create(TEACHER, len(CLASSES)), weights)
 
 
-def teacher_job(store: Path, weights: Path, out: Path, job: type[TeacherJob] = TeacherJob) -> TeacherJob:
+def teacher_job(store: Path, weights: Path, out: Path, job: type[TeacherJob] = TeacherJob,
+                **extra) -> TeacherJob:
     # Two torch threads in every process: the subprocess then computes what the test process does.
     return job(str(store), str(out), TEACHER, "{}", str(weights), len(CLASSES), image_size=32, views=2,
-               seed=0, batch_size=64, threads=2)
+               seed=0, batch_size=64, threads=2, **extra)
 
 
-def write_cache(job: TeacherJob, progress=None) -> dict:
+def write_cache(job: TeacherJob, progress=None, scheduler: str = "synchronous", workers: int = 1) -> dict:
     store = ImageStore(job.store)
     features = models.create(TEACHER, len(CLASSES)).num_features
     return cache_teacher(job, store.rows("train"), len(store.labels), features,
-                         {"identity": {"teacher": TEACHER, "views": job.views}}, "synchronous", 1,
+                         {"identity": {"teacher": TEACHER, "views": job.views}}, scheduler, workers,
                          SHARD_ROWS, progress)
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def assert_same_files(a: Path, b: Path) -> None:
+    """Every file (array shards, metadata, manifest) byte for byte."""
+    fa, fb = files(a), files(b)
+    assert sorted(fa) == sorted(fb)
+    assert [name for name in fa if fa[name] != fb[name]] == []
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 parallelism, and the same bytes after a SIGKILL midway and a rerun."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import slow_runs
-from slow_runs import SIZE, SOURCE, save_teacher, teacher_job, write_cache, write_store
+from slow_runs import SHARD_ROWS, SIZE, SOURCE, assert_same_files, save_teacher, teacher_job, write_cache, write_store
 
 from cache import blocks
 from cache.reader import TeacherCache
@@ -38,17 +39,6 @@ def reference(tmp_path_factory) -> dict:
     write_cache(teacher_job(root / "store.zarr", root / "teacher.safetensors", root / "cache.zarr"),
                 cache_blocks)
     return {"root": root, "store_blocks": store_blocks.todo, "cache_blocks": cache_blocks.todo}
-
-
-def files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def assert_same_files(a: Path, b: Path) -> None:
-    """Every file (array shards, metadata, manifest) byte for byte."""
-    fa, fb = files(a), files(b)
-    assert sorted(fa) == sorted(fb)
-    assert [name for name in fa if fa[name] != fb[name]] == []
 
 
 def kill_after_first_block(args: list[str], root: Path, log: Path) -> int:
@@ -114,6 +104,29 @@ def test_killed_teacher_pass_resumes_to_the_same_cache(reference, tmp_path):
     rerun = Blocks()
     write_cache(teacher_job(*args), rerun)
     assert rerun.todo == reference["cache_blocks"] - done
+    assert_same_files(cache, root / "cache.zarr")
+
+
+def test_block_killed_while_writing_its_shard_is_redone_to_the_same_cache(reference, tmp_path):
+    """A kill inside a shard write leaves zarr's temporary file instead of the shard, and no
+    marker: the rerun redoes that block alone and removes the leftover."""
+    root, cache = reference["root"], tmp_path / "cache.zarr"
+    shutil.copytree(root / "cache.zarr", cache)
+    (cache / blocks.MANIFEST).unlink()
+    store = ImageStore(root / "store.zarr")
+    killed = ("aug", SHARD_ROWS, 2 * SHARD_ROWS)
+    for block in (blocks.shard_blocks(len(store.labels), SHARD_ROWS, "eval") +
+                  blocks.shard_blocks(len(store.rows("train")), SHARD_ROWS, "aug")):
+        if block != killed:
+            blocks.mark_done(cache, block)
+    shard = cache / "aug" / "logits" / "c" / "1" / "0" / "0"
+    half = shard.read_bytes()[: shard.stat().st_size // 2]
+    shard.unlink()
+    shard.with_suffix(".0123abcd.partial").write_bytes(half)
+
+    rerun = Blocks()
+    write_cache(teacher_job(root / "store.zarr", root / "teacher.safetensors", cache), rerun)
+    assert rerun.todo == 1
     assert_same_files(cache, root / "cache.zarr")
 
 

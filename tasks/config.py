@@ -2,8 +2,14 @@
 overridden on the command line, e.g. `--train-epochs 3`."""
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+from dataclasses import fields
+
 import luigi
 from luigi.configuration import get_config
+
+from pipeline import cluster
+from pipeline.cluster import SlurmSettings
 
 
 class paths(luigi.Config):  # noqa: N801 (Luigi names a config section after its class)
@@ -18,11 +24,38 @@ class data(luigi.Config):  # noqa: N801
 
 
 class compute(luigi.Config):  # noqa: N801
-    scheduler = luigi.Parameter(default="threads", description="dask scheduler: threads, processes, synchronous or a cluster address tcp://host:port")
+    scheduler = luigi.Parameter(default="threads", description="dask scheduler: threads, processes, synchronous, a cluster address tcp://host:port, or slurm (a dask-jobqueue cluster, see [slurm])")
     workers = luigi.IntParameter(default=1, description="dask workers for decoding and the teacher pass")
     threads = luigi.IntParameter(default=0, description="torch threads per worker; 0 = torch's default")
     shard_rows = luigi.IntParameter(default=256, description="image rows per shard, the unit of parallel work")
     memory_budget_gb = luigi.FloatParameter(default=2.0, description="arrays up to this size are read into memory for training")
+
+
+class slurm(luigi.Config):  # noqa: N801
+    """The SLURM jobs of [compute] scheduler = slurm (dask-jobqueue's SLURMCluster)."""
+    queue = luigi.Parameter(default="", description="partition (#SBATCH -p); empty = the cluster's default")
+    account = luigi.Parameter(default="", description="#SBATCH -A; empty = none")
+    cores = luigi.IntParameter(default=4, description="cores per job")
+    processes = luigi.IntParameter(default=1, description="dask worker processes per job, sharing its cores and memory")
+    memory = luigi.Parameter(default="8GB", description="memory per job")
+    walltime = luigi.Parameter(default="01:00:00")
+    jobs = luigi.IntParameter(default=2, description="jobs submitted for each store or teacher pass")
+    extra_directives = luigi.Parameter(default="", description="more #SBATCH options, one per line")
+    prologue = luigi.Parameter(default="", description="shell lines each job runs before its workers, one per line")
+    interface = luigi.Parameter(default="", description="network interface the scheduler and workers use, e.g. ib0")
+    log_directory = luigi.Parameter(default="", description="folder for the jobs' output; empty = SLURM's default")
+
+    def settings(self) -> SlurmSettings:
+        values = {field.name: getattr(self, field.name) for field in fields(SlurmSettings)}
+        for many in ("extra_directives", "prologue"):
+            values[many] = tuple(line.strip() for line in values[many].splitlines() if line.strip())
+        return SlurmSettings(**values)
+
+
+def dask_scheduler() -> AbstractContextManager[str]:
+    """[compute] scheduler for cache.blocks.run_blocks, as a context: with `slurm`, SLURM jobs
+    from [slurm] serve as dask workers meanwhile."""
+    return cluster.dask_scheduler(compute().scheduler, slurm().settings())
 
 
 class teacher(luigi.Config):  # noqa: N801

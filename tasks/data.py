@@ -9,7 +9,7 @@ from pipeline.imagestore import STORE_VERSION, write_image_store
 from pipeline.sources import carve_validation, open_source
 from pipeline.spec import parse_spec
 from tasks.base import Step
-from tasks.config import compute, data, datasets
+from tasks.config import compute, dask_scheduler, data, datasets
 
 
 class PrepareDataset(Step):
@@ -40,9 +40,10 @@ class PrepareDataset(Step):
         items = carve_validation(self.source.items(), d.val_fraction, d.seed)
         progress = self.progress(-(-len(items) // c.shard_rows), "decoding shards")
         self.write_settings()
-        write_image_store(self.source, items, self.folder() / "store.zarr", d.store_size,
-                          {"dataset": self.dataset, "fingerprint": self.fingerprint(), **self.settings()},
-                          d.on_bad_image, c.scheduler, c.workers, c.shard_rows, progress)
+        with dask_scheduler() as scheduler:
+            write_image_store(self.source, items, self.folder() / "store.zarr", d.store_size,
+                              {"dataset": self.dataset, "fingerprint": self.fingerprint(), **self.settings()},
+                              d.on_bad_image, scheduler, c.workers, c.shard_rows, progress)
         progress.close()
 
     def store_path(self):

@@ -18,7 +18,7 @@ from pipeline.spec import parse_spec
 from pipeline.teacher_pass import TeacherJob, cache_teacher
 from pipeline.train import TrainSettings, fit
 from tasks.base import Step, memory_budget
-from tasks.config import compute, teacher, train
+from tasks.config import compute, dask_scheduler, teacher, train
 from tasks.data import PrepareDataset
 
 
@@ -120,8 +120,9 @@ class CacheTeacher(Step):
                  "versions": {"torch": torch.__version__, **_versions()}}
         train_rows = store.rows("train")
         progress = self.progress(1, "teacher pass (shards)")
-        cache_teacher(job, train_rows, len(store.labels), net.num_features, attrs, c.scheduler,
-                      c.workers, c.shard_rows, progress, net.stage_shapes(job.stages, job.image_size))
+        with dask_scheduler() as scheduler:
+            cache_teacher(job, train_rows, len(store.labels), net.num_features, attrs, scheduler,
+                          c.workers, c.shard_rows, progress, net.stage_shapes(job.stages, job.image_size))
         progress.close()
 
     def cache_path(self) -> Path:

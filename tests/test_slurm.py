@@ -1,0 +1,196 @@
+"""SLURM: `[compute] scheduler = slurm` runs the image store and the teacher pass on a
+dask-jobqueue SLURMCluster built from [slurm], and configs/slurm/runall.sbatch runs Luigi
+workers as an array against luigid. No SLURM runs here, so, as dask-jobqueue tests itself,
+the job script is checked line by line; then a stand-in `sbatch` that runs the script in
+the background proves that the script's workers do the work."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dask
+import dask_jobqueue
+import pytest
+from conftest import build
+from distributed import Client, LocalCluster
+from slow_runs import assert_same_files, save_teacher, teacher_job, write_cache, write_store
+
+from pipeline import cluster
+from pipeline.cluster import SlurmSettings, dask_scheduler, slurm_cluster
+from tasks import PrepareDataset
+from tasks.config import slurm
+
+SECTION = {"queue": "gpu-short", "account": "kd-lab", "cores": "4", "processes": "2", "memory": "16GiB",
+           "walltime": "00:20:00", "jobs": "3", "extra_directives": "\n--qos=normal\n--constraint=skylake",
+           "prologue": "\nmodule load cuda\nsource venv/bin/activate", "interface": "lo"}
+SETTINGS = SlurmSettings(queue="gpu-short", account="kd-lab", cores=4, processes=2, memory="16GiB",
+                         walltime="00:20:00", jobs=3, extra_directives=("--qos=normal", "--constraint=skylake"),
+                         prologue=("module load cuda", "source venv/bin/activate"), interface="lo")
+
+
+@pytest.fixture(autouse=True)
+def loopback():
+    """Every scheduler these tests start listens on 127.0.0.1 alone, with no dashboard.
+    (dask_jobqueue is imported above: its defaults must be loaded before this is set.)"""
+    with dask.config.set({"jobqueue.slurm.scheduler-options": {"host": "127.0.0.1", "dashboard_address": None}}):
+        yield
+
+
+def set_section(luigi_config, values: dict) -> None:
+    for key, value in values.items():
+        luigi_config("slurm", key, value)
+
+
+def test_slurm_section_becomes_the_job_script(luigi_config):
+    set_section(luigi_config, SECTION)
+    assert slurm().settings() == SETTINGS
+    with slurm_cluster(slurm().settings()) as jobs:
+        assert isinstance(jobs, dask_jobqueue.SLURMCluster)
+        script = jobs.job_script()
+        address = jobs.scheduler_address
+    lines = script.splitlines()
+    assert lines[0] == "#!/usr/bin/env bash"
+    for directive in ("-p gpu-short", "-A kd-lab", "-n 1", "--cpus-per-task=4", "--mem=16G", "-t 00:20:00",
+                      "--qos=normal", "--constraint=skylake"):
+        assert f"#SBATCH {directive}" in lines, directive
+    assert lines.index("module load cuda") < lines.index("source venv/bin/activate") < len(lines) - 1
+    worker = lines[-1].split()
+    assert worker[:4] == [sys.executable, "-m", "distributed.cli.dask_worker", address]
+    for flag, value in (("--nworkers", "2"), ("--nthreads", "2"), ("--memory-limit", "8.00GiB"),
+                        ("--interface", "lo")):
+        assert worker[worker.index(flag) + 1] == value, flag
+
+
+def test_empty_slurm_section_leaves_out_partition_and_account(luigi_config):
+    with slurm_cluster(slurm().settings()) as jobs:
+        script = jobs.job_script()
+    assert "#SBATCH -p" not in script and "#SBATCH -A" not in script
+    assert "#SBATCH --cpus-per-task=4" in script and "#SBATCH -t 01:00:00" in script
+
+
+def test_compute_scheduler_slurm_starts_the_cluster_the_section_describes(luigi_config, monkeypatch):
+    """PrepareDataset with scheduler = slurm asks for a SLURMCluster of the [slurm] values and
+    scales it to `jobs`; an in-process cluster stands in for it."""
+    asked = []
+
+    class StandIn(LocalCluster):
+        def scale(self, n: int = 0, jobs: int = 0) -> None:  # SLURMCluster's signature
+            if jobs:
+                asked.append(jobs)
+            super().scale(min(n + jobs, 1))
+
+    def fake_slurm_cluster(settings):
+        asked.append(settings)
+        return StandIn(n_workers=0, processes=False, protocol="tcp://", host="127.0.0.1", dashboard_address=None)
+
+    monkeypatch.setattr(cluster, "slurm_cluster", fake_slurm_cluster)
+    set_section(luigi_config, SECTION)
+    luigi_config("compute", "scheduler", "slurm")
+    ok, ran = build(PrepareDataset("demo"))
+    assert ok and [type(t).__name__ for t in ran] == ["PrepareDataset"]
+    assert asked == [SETTINGS, SETTINGS.jobs]
+
+
+@pytest.fixture
+def fake_sbatch(tmp_path, monkeypatch) -> Path:
+    """`sbatch` and `scancel` on PATH that run a job script on this machine, in a process
+    group of its own named by the job id, and kill that group; returns the jobs' folder."""
+    jobs, bin_ = tmp_path / "jobs", tmp_path / "bin"
+    jobs.mkdir(), bin_.mkdir()
+    (bin_ / "sbatch").write_text(f"""#!/usr/bin/env bash
+set -e
+script={jobs}/job-$$.sh
+cp "$1" "$script"  # dask-jobqueue deletes its copy when sbatch returns
+setsid bash "$script" > "$script.log" 2>&1 < /dev/null &
+echo "$!" >> {jobs}/ids
+echo "Submitted batch job $!"
+""")
+    (bin_ / "scancel").write_text('#!/usr/bin/env bash\nkill -TERM -- "-$1" 2>/dev/null || true\n')
+    for command in ("sbatch", "scancel"):
+        (bin_ / command).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_}:{os.environ['PATH']}")
+    return jobs
+
+
+def test_submitted_job_scripts_build_the_store_and_cache(fake_sbatch, tmp_path):
+    """scheduler = slurm end to end: two jobs, one worker process each, on loopback build
+    the same store and cache as the threads scheduler, and every job is gone afterwards."""
+    store, weights = tmp_path / "store.zarr", tmp_path / "teacher.safetensors"
+    save_teacher(weights)
+    settings = SlurmSettings(cores=1, memory="2GiB", walltime="00:05:00", jobs=2, interface="lo")
+    with dask_scheduler("slurm", settings) as address, Client(address) as client:
+        try:
+            client.wait_for_workers(settings.jobs, timeout=90)
+        except TimeoutError:
+            logs = "\n".join(p.read_text() for p in fake_sbatch.glob("*.log"))
+            pytest.fail(f"the jobs' workers did not connect within 90 s; their output:\n{logs}")
+        write_store(store, scheduler=address)
+        write_cache(teacher_job(store, weights, tmp_path / "cache.zarr"), scheduler=address)
+    write_store(tmp_path / "threads-store.zarr", scheduler="threads")
+    write_cache(teacher_job(store, weights, tmp_path / "threads-cache.zarr"), scheduler="threads")
+    assert_same_files(store, tmp_path / "threads-store.zarr")
+    assert_same_files(tmp_path / "cache.zarr", tmp_path / "threads-cache.zarr")
+
+    ids = [int(i) for i in (fake_sbatch / "ids").read_text().split()]
+    assert len(ids) == settings.jobs
+    deadline = time.monotonic() + 30
+    while any(group_alive(i) for i in ids):
+        assert time.monotonic() < deadline, "a job's processes outlived the cluster"
+        time.sleep(0.1)
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+SBATCH = Path(__file__).parents[1] / "configs" / "slurm" / "runall.sbatch"
+# What the Luigi command line of an array job resolves to, in the job's folder and environment.
+RESOLVE = """
+import json, sys
+from luigi.cmdline_parser import CmdlineParser
+from luigi.interface import core
+from tasks.config import compute, datasets
+with CmdlineParser.global_instance(sys.argv[1:]) as parser:
+    task = parser.get_task_obj()
+    print(json.dumps({"task": task.get_task_family(), "local_scheduler": core().local_scheduler,
+                      "host": core().scheduler_host, "port": core().scheduler_port,
+                      "workers": core().workers, "threads": compute().threads, "datasets": list(datasets())}))
+"""
+
+
+def test_sbatch_array_job_runs_luigi_against_luigid(tmp_path):
+    """configs/slurm/runall.sbatch, run as SLURM would run one array job (a stand-in `luigi`
+    records its command line): RunAll with one worker, against luigid at LUIGID_HOST:PORT,
+    although luigi.cfg asks for the local scheduler."""
+    assert subprocess.run(["bash", "-n", SBATCH]).returncode == 0
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "luigi").write_text("#!/usr/bin/env bash\nexec python -c 'import json, os, sys; json.dump("
+                                "{\"argv\": sys.argv[1:], \"cwd\": os.getcwd(), \"env\": dict(os.environ)}, "
+                                "open(os.environ[\"RECORD\"], \"w\"))' \"$@\"\n")
+    (bin_ / "luigi").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_}:{os.environ['PATH']}", "RECORD": str(tmp_path / "job.json"),
+           "SLURM_SUBMIT_DIR": str(SBATCH.parents[2]), "SLURM_CPUS_PER_TASK": "3", "SLURM_ARRAY_TASK_ID": "1",
+           "LUIGID_HOST": "127.0.0.1", "LUIGID_PORT": "8099"}
+    env.pop("LUIGI_CONFIG_PATH", None)
+    subprocess.run(["bash", SBATCH], env=env, cwd=tmp_path, check=True)
+    job = json.loads((tmp_path / "job.json").read_text())
+    assert job["argv"] == ["--module", "tasks", "RunAll", "--workers", "1", "--compute-threads", "3"]
+
+    resolved = subprocess.run([sys.executable, "-c", RESOLVE, *job["argv"]], env=job["env"], cwd=job["cwd"],
+                              capture_output=True, text=True, check=True).stdout
+    assert json.loads(resolved.splitlines()[-1]) == {
+        "task": "RunAll", "local_scheduler": False, "host": "127.0.0.1", "port": 8099, "workers": 1,
+        "threads": 3, "datasets": ["demo"]}
+
+    del env["LUIGID_HOST"]
+    missing = subprocess.run(["bash", SBATCH], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert missing.returncode != 0 and "set LUIGID_HOST" in missing.stderr

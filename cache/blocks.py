@@ -85,6 +85,10 @@ class _Ticks(Callback):
             self.progress(self.done, self.total)
 
 
+def _call(fn: Callable[[tuple], Any], block: tuple) -> Any:
+    return fn(block)
+
+
 def run_blocks(fn: Callable[[tuple], Any], blocks: list, scheduler: str = "threads",
                workers: int = 1, progress: Progress | None = None) -> None:
     """Run fn(block) for every block on dask: a local scheduler ("threads", "processes",
@@ -92,7 +96,10 @@ def run_blocks(fn: Callable[[tuple], Any], blocks: list, scheduler: str = "threa
     # Keys unique to this call: a dask cluster merges tasks of equal keys, so two runs on one
     # cluster at once (two data sets' stores, say) would otherwise share their blocks.
     run = uuid.uuid4().hex[:8]
-    tasks = [dask.delayed(fn, pure=False)(block, dask_key_name=f"block-{block_name(block)}-{run}")
+    # fn enters the graph once, as data every block reads: it may hold a data set's whole item
+    # list, which a cluster would otherwise receive once per block.
+    shared = dask.delayed(fn, name=f"fn-{run}", traverse=False)
+    tasks = [dask.delayed(_call, pure=False)(shared, block, dask_key_name=f"block-{block_name(block)}-{run}")
              for block in blocks]
     if "://" in scheduler:
         from distributed import Client, as_completed

@@ -95,6 +95,26 @@ def touch(folder: str, delay: float, block: tuple) -> None:
     Path(folder, blocks.block_name(block)).touch()
 
 
+class CountsPickling:
+    """A block function that counts how often this process serialises it."""
+
+    count = 0
+
+    def __call__(self, block: tuple) -> None:
+        pass
+
+    def __getstate__(self) -> dict:
+        CountsPickling.count += 1
+        return {}
+
+
+def test_block_function_is_sent_once_not_once_per_block(cluster):
+    """The function may hold a data set's whole item list (the image store's does)."""
+    CountsPickling.count = 0
+    blocks.run_blocks(CountsPickling(), blocks.shard_blocks(16 * 8, 8), cluster.scheduler.address)
+    assert 1 <= CountsPickling.count < 16
+
+
 def test_block_error_surfaces_with_its_message(cluster):
     with pytest.raises(BadImage, match="img-8.png: cannot identify image file"):
         blocks.run_blocks(fail_on_second_block, blocks.shard_blocks(24, 8), cluster.scheduler.address)

@@ -1,5 +1,5 @@
 """SLURM: `[compute] scheduler = slurm` runs the image store and the teacher pass on a
-dask-jobqueue SLURMCluster built from [slurm], and configs/slurm/runall.sbatch runs Luigi
+dask-jobqueue SLURMCluster built from [slurm], and cluster/runall.sbatch runs Luigi
 workers as an array against luigid. No SLURM runs here, so, as dask-jobqueue tests itself,
 the job script is checked line by line; then a stand-in `sbatch` that runs the script in
 the background proves that the script's workers do the work."""
@@ -151,45 +151,46 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-SBATCH = Path(__file__).parents[1] / "configs" / "slurm" / "runall.sbatch"
+SBATCH = Path(__file__).parents[1] / "cluster" / "runall.sbatch"
 # What the Luigi command line of an array job resolves to, in the job's folder and environment.
 RESOLVE = """
 import json, sys
 from luigi.cmdline_parser import CmdlineParser
 from luigi.interface import core
-from tasks.config import compute, datasets
+from luigi.worker import worker
+import tasks
 with CmdlineParser.global_instance(sys.argv[1:]) as parser:
-    task = parser.get_task_obj()
-    print(json.dumps({"task": task.get_task_family(), "local_scheduler": core().local_scheduler,
-                      "host": core().scheduler_host, "port": core().scheduler_port,
-                      "workers": core().workers, "threads": compute().threads, "datasets": list(datasets())}))
+    print(json.dumps({"task": parser.get_task_obj().get_task_family(), "local_scheduler": core().local_scheduler,
+                      "host": core().scheduler_host, "port": core().scheduler_port, "workers": core().workers,
+                      "keep_alive": worker().keep_alive}))
 """
 
 
-def test_sbatch_array_job_runs_luigi_against_luigid(tmp_path):
-    """configs/slurm/runall.sbatch, run as SLURM would run one array job (a stand-in `luigi`
-    records its command line): RunAll with one worker, against luigid at LUIGID_HOST:PORT,
-    although luigi.cfg asks for the local scheduler."""
+def test_sbatch_array_job_is_a_worker_of_luigid(tmp_path):
+    """cluster/runall.sbatch, run as SLURM runs one array job (a stand-in `python` records
+    the command): the luigid workers' command of tests/test_luigid.py, whose settings
+    resolve to RunAll, one worker, luigid at LUIGID_HOST:LUIGID_PORT, keep_alive."""
     assert subprocess.run(["bash", "-n", SBATCH]).returncode == 0
     bin_ = tmp_path / "bin"
     bin_.mkdir()
-    (bin_ / "luigi").write_text("#!/usr/bin/env bash\nexec python -c 'import json, os, sys; json.dump("
-                                "{\"argv\": sys.argv[1:], \"cwd\": os.getcwd(), \"env\": dict(os.environ)}, "
-                                "open(os.environ[\"RECORD\"], \"w\"))' \"$@\"\n")
-    (bin_ / "luigi").chmod(0o755)
+    (bin_ / "python").write_text(
+        f"#!/usr/bin/env bash\nexec {sys.executable} -c 'import json, os, sys; json.dump("
+        "{\"argv\": sys.argv[1:], \"cwd\": os.getcwd(), \"env\": dict(os.environ)}, "
+        "open(os.environ[\"RECORD\"], \"w\"))' \"$@\"\n")
+    (bin_ / "python").chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_}:{os.environ['PATH']}", "RECORD": str(tmp_path / "job.json"),
-           "SLURM_SUBMIT_DIR": str(SBATCH.parents[2]), "SLURM_CPUS_PER_TASK": "3", "SLURM_ARRAY_TASK_ID": "1",
+           "SLURM_SUBMIT_DIR": str(SBATCH.parents[1]), "SLURM_ARRAY_TASK_ID": "1",
            "LUIGID_HOST": "127.0.0.1", "LUIGID_PORT": "8099"}
-    env.pop("LUIGI_CONFIG_PATH", None)
     subprocess.run(["bash", SBATCH], env=env, cwd=tmp_path, check=True)
     job = json.loads((tmp_path / "job.json").read_text())
-    assert job["argv"] == ["--module", "tasks", "RunAll", "--workers", "1", "--compute-threads", "3"]
+    assert job["argv"][:3] == ["-m", "tasks", "RunAll"]
+    assert job["cwd"] == str(SBATCH.parents[1]) and job["env"]["LUIGI_CONFIG_PATH"] == "cluster/worker.cfg"
 
-    resolved = subprocess.run([sys.executable, "-c", RESOLVE, *job["argv"]], env=job["env"], cwd=job["cwd"],
+    resolved = subprocess.run([sys.executable, "-c", RESOLVE, *job["argv"][2:]], env=job["env"], cwd=job["cwd"],
                               capture_output=True, text=True, check=True).stdout
     assert json.loads(resolved.splitlines()[-1]) == {
         "task": "RunAll", "local_scheduler": False, "host": "127.0.0.1", "port": 8099, "workers": 1,
-        "threads": 3, "datasets": ["demo"]}
+        "keep_alive": True}
 
     del env["LUIGID_HOST"]
     missing = subprocess.run(["bash", SBATCH], env=env, cwd=tmp_path, capture_output=True, text=True)

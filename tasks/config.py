@@ -55,7 +55,8 @@ class slurm(luigi.Config):  # noqa: N801
 def dask_scheduler() -> AbstractContextManager[str]:
     """[compute] scheduler for cache.blocks.run_blocks, as a context: with `slurm`, SLURM jobs
     from [slurm] serve as dask workers meanwhile."""
-    return cluster.dask_scheduler(compute().scheduler, slurm().settings())
+    scheduler = compute().scheduler
+    return cluster.dask_scheduler(scheduler, slurm().settings() if scheduler == "slurm" else None)
 
 
 class teacher(luigi.Config):  # noqa: N801

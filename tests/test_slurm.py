@@ -72,6 +72,15 @@ def test_empty_slurm_section_leaves_out_partition_and_account(luigi_config):
     assert "#SBATCH --cpus-per-task=4" in script and "#SBATCH -t 01:00:00" in script
 
 
+@pytest.mark.parametrize("key,value,message", [("jobs", "0", "slurm jobs = 0"),
+                                               ("processes", "8", "processes = 8: give at least"),
+                                               ("memory", "lots", "slurm memory = 'lots': give a size")])
+def test_bad_slurm_values_are_named(luigi_config, key, value, message):
+    luigi_config("slurm", key, value)
+    with pytest.raises(ValueError, match=message):
+        slurm().settings()
+
+
 def test_compute_scheduler_slurm_starts_the_cluster_the_section_describes(luigi_config, monkeypatch):
     """PrepareDataset with scheduler = slurm asks for a SLURMCluster of the [slurm] values and
     scales it to `jobs`; an in-process cluster stands in for it."""

@@ -21,7 +21,7 @@ from dask.callbacks import Callback
 MANIFEST = "manifest.json"
 _MARKERS = ".done"
 
-Progress = Callable[[int, int], None]
+Progress = Callable[..., None]  # progress(blocks done, blocks in all, rows=rows done)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -70,29 +70,36 @@ def shard_blocks(n: int, rows_per_shard: int, tag: str = "") -> list[tuple]:
 
 
 class _Ticks(Callback):
-    def __init__(self, keys: set, total: int, progress: Progress | None):
+    def __init__(self, rows: dict, progress: Progress | None):
         super().__init__()
-        self.keys, self.total, self.progress, self.done = keys, total, progress, 0
+        self.rows, self.progress, self.done, self.rows_done = rows, progress, 0, 0
 
     def _posttask(self, key, result, dsk, state, worker_id):
-        if key in self.keys and self.progress:
-            self.done += 1
-            self.progress(self.done, self.total)
+        if key in self.rows and self.progress:
+            self.tick(self.rows[key])
+
+    def tick(self, rows: int) -> None:
+        self.done, self.rows_done = self.done + 1, self.rows_done + rows
+        self.progress(self.done, len(self.rows), rows=self.rows_done)
 
 
 def run_blocks(fn: Callable[[tuple], Any], blocks: list, scheduler: str = "threads",
                workers: int = 1, progress: Progress | None = None) -> None:
-    """Run fn(block) for every block on dask: a local scheduler ("threads", "processes",
-    "synchronous") or a dask cluster given by its address ("tcp://host:8786")."""
+    """Run fn(block) for every (tag, start, stop) block on dask: a local scheduler
+    ("threads", "processes", "synchronous") or a dask cluster given by its address
+    ("tcp://host:8786"). `progress` hears (0, n, rows=0) first, then each finished block."""
     tasks = [dask.delayed(fn, pure=False)(block, dask_key_name=f"block-{block_name(block)}")
              for block in blocks]
+    ticks = _Ticks({t.key: stop - start for t, (_, start, stop) in zip(tasks, blocks)}, progress)
+    if progress and tasks:
+        progress(0, len(tasks), rows=0)
     if "://" in scheduler:
         from distributed import Client, as_completed
         with Client(scheduler) as client:
-            for i, future in enumerate(as_completed(client.compute(tasks)), 1):
+            for future in as_completed(client.compute(tasks)):
                 future.result()
                 if progress:
-                    progress(i, len(tasks))
+                    ticks.tick(ticks.rows[future.key])
         return
-    with _Ticks({t.key for t in tasks}, len(tasks), progress):
+    with ticks:
         dask.compute(*tasks, scheduler=scheduler, num_workers=workers)

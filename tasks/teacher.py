@@ -14,15 +14,16 @@ from cache.reader import TeacherCache
 from cache.schema import FORMAT_VERSION
 from pipeline.imagestore import ImageStore
 from pipeline.metrics import classification_metrics
-from pipeline.spec import parse_spec
+from pipeline.spec import parse_spec, parse_stages
 from pipeline.teacher_pass import TeacherJob, cache_teacher
 from pipeline.train import TrainSettings, fit
 from tasks.base import Step, memory_budget
+from tasks.check import Checked
 from tasks.config import compute, teacher, train
 from tasks.data import PrepareDataset
 
 
-class TeacherCheckpoint(luigi.ExternalTask):
+class TeacherCheckpoint(Checked, luigi.ExternalTask):
     """A finished teacher named by luigi.cfg's [teacher] checkpoint; identified by its content."""
 
     dataset = luigi.Parameter()
@@ -67,7 +68,7 @@ class FineTuneTeacher(Step):
         init = {"scratch": False, "pretrained": True}.get(t.init, t.init)
         name, kwargs = parse_spec(t.model)
         settings = self.train_settings()
-        progress = self.progress(settings.epochs, "fine-tuning the teacher")
+        progress = self.progress(settings.epochs, "teacher fine-tuning, epochs", every=0)
         store = ImageStore(self.requires().store_path(), memory_budget())
         net, history = fit(name, kwargs, store, settings, self.folder(), init=init, progress=progress)
         progress.close()
@@ -119,7 +120,7 @@ class CacheTeacher(Step):
                  "teacher_params": sum(p.numel() for p in net.parameters()),
                  "versions": {"torch": torch.__version__, **_versions()}}
         train_rows = store.rows("train")
-        progress = self.progress(1, "teacher pass (shards)")
+        progress = self.progress(1, "teacher pass, shards")
         cache_teacher(job, train_rows, len(store.labels), net.num_features, attrs, c.scheduler,
                       c.workers, c.shard_rows, progress, net.stage_shapes(job.stages, job.image_size))
         progress.close()
@@ -130,11 +131,10 @@ class CacheTeacher(Step):
 
 def cached_stages() -> tuple[int, ...]:
     """[teacher] stages as sorted stage indices: "" -> (), "2, 1" -> (1, 2)."""
-    text = teacher().stages
     try:
-        return tuple(sorted({int(part) for part in text.replace(",", " ").split()}))
-    except ValueError:
-        raise ValueError(f"[teacher] stages = {text!r}: give stage numbers, e.g. 1,2") from None
+        return parse_stages(teacher().stages)
+    except ValueError as error:
+        raise ValueError(f"[teacher] {error}") from None
 
 
 def _versions() -> dict:

@@ -42,6 +42,7 @@ class FineTuneTeacher(Step):
     weights or a local weights file ([teacher] init)."""
 
     kind = "teacher"
+    resources = {"teacher": 1, "train": 1}
 
     def requires(self):
         return PrepareDataset(self.dataset)
@@ -84,6 +85,7 @@ class CacheTeacher(Step):
     views random views of every training image, logits and features, into Zarr."""
 
     kind = "cache"
+    resources = {"teacher": 1}
 
     def requires(self):
         return {"store": PrepareDataset(self.dataset), "teacher": teacher_weights(self.dataset)}

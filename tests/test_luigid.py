@@ -1,0 +1,112 @@
+"""The README's "Many machines" recipe, for real: luigid on a loopback port with the
+shipped cluster/luigid.cfg (task history in SQLite, resources), two workers at once with
+cluster/worker.cfg, on a tiny experiment."""
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from conftest import TINY_CONVIT, tiny_settings
+from luigi.scheduler import scheduler
+from luigid import luigid, run, run_workers, write_config
+
+from tasks import CacheTeacher, FineTuneTeacher, TrainStudent
+
+EVERY_TASK = Counter(PrepareDataset=1, FineTuneTeacher=1, CacheTeacher=1, EvaluateTeacher=1,
+                     TrainStudent=2, EvaluateStudent=2, Report=1, RunAll=1)
+ONE_AT_A_TIME = {"teacher": "1", "train": "1"}  # luigid's [resources] in these tests
+# luigid ignores "pending" for a task that was done this recently: a rerun waits it out
+COOLDOWN = scheduler().stable_done_cooldown_secs
+
+
+def experiment(folder: Path, **sections: dict) -> Path:
+    """The tiny experiment as luigi.cfg in `folder`, one torch thread per task so that two
+    workers side by side train exactly as one worker alone."""
+    settings = tiny_settings("work")
+    settings["compute"]["threads"] = "1"
+    settings["core"]["log_level"] = "INFO"
+    for name, values in sections.items():
+        settings.setdefault(name, {}).update(values)
+    return write_config(folder / "luigi.cfg", settings)
+
+
+def ran(events) -> Counter:
+    """How often luigid handed out each task, by task id."""
+    return Counter(e.task_id for e in events if e.event == "RUNNING")
+
+
+def holding_intervals(events, families: set[str]) -> list[tuple]:
+    """(start, end) of every run of the given task families, by luigid's clock."""
+    start, spans = {}, []
+    for e in events:
+        if e.family in families and e.event == "RUNNING":
+            start[e.task_id] = e.ts
+        elif e.task_id in start and e.event in ("DONE", "FAILED"):
+            spans.append((start.pop(e.task_id), e.ts))
+    return sorted(spans)
+
+
+def outputs(work: Path) -> dict[str, bytes | None]:
+    """Every folder, and the bytes of every file that must not depend on who ran what."""
+    keep = {".safetensors", ".md", ".csv"}
+    return {str(p.relative_to(work)): p.read_bytes() if p.suffix in keep or p.name == "metrics.json" else None
+            for p in work.rglob("*") if p.is_dir() or p.suffix in keep or p.name == "metrics.json"}
+
+
+def assert_exit_0(results) -> None:
+    for code, log in results:
+        assert code == 0, log[-3000:]
+
+
+def test_two_workers_through_luigid_run_each_task_once_as_one_local_run(tmp_path):
+    local, shared = tmp_path / "local", tmp_path / "shared"
+    experiment(local)
+    experiment(shared)
+    with luigid(tmp_path / "luigid", {"resources": ONE_AT_A_TIME}) as server:
+        assert_exit_0(run_workers(shared, server.port, ["RunAll"], "first"))
+        finished = time.monotonic()
+        first = server.history()
+
+        assert all(n == 1 for n in ran(first).values()), ran(first)
+        assert Counter(e.family for e in first if e.event == "RUNNING") == EVERY_TASK
+        assert all(e.event != "FAILED" for e in first)
+        spans = holding_intervals(first, {"FineTuneTeacher", "TrainStudent"})  # [resources] train = 1
+        assert len(spans) == 3 and all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), spans
+        assert "TrainStudent" in server.page("/history")
+
+        assert_exit_0(run([[sys.executable, "-m", "luigi", "--module", "tasks", "RunAll"]], local, "local"))
+        assert outputs(shared / "work") == outputs(local / "work")
+
+        experiment(shared, students={"convit": TINY_CONVIT})
+        time.sleep(max(0.0, finished + COOLDOWN - time.monotonic()))
+        assert_exit_0(run_workers(shared, server.port, ["RunAll"], "again"))
+        again = server.history()[len(first):]
+    assert all(n == 1 for n in ran(again).values()), ran(again)
+    assert {(e.family, e.params.get("student")) for e in again if e.event == "RUNNING"} <= {
+        ("TrainStudent", "convit"), ("EvaluateStudent", "convit"), ("Report", None), ("RunAll", None)}
+    assert Counter(e.family for e in again if e.event == "RUNNING" and e.family != "RunAll") == Counter(
+        TrainStudent=2, EvaluateStudent=2, Report=1)
+    assert "| convit |" in next((shared / "work" / "demo").glob("report-*/report.md")).read_text()
+
+
+def test_a_failure_in_one_worker_fails_both(tmp_path):
+    """A student that cannot be built fails in whichever worker runs it; luigid disables it
+    at once, so the worker that waited for it stops too, and neither exits 0."""
+    folder = tmp_path / "shared"
+    experiment(folder, students={"broken": "no_such_timm_model"})
+    goal = ["TrainStudent", "--dataset", "demo", "--student", "broken", "--mode", "baseline"]
+    with luigid(tmp_path / "luigid", {}) as server:
+        results = run_workers(folder, server.port, goal, "fail")
+        history = server.history()
+    assert all(code != 0 for code, _ in results), [code for code, _ in results]
+    failed = [e for e in history if e.event == "FAILED"]
+    assert [e.family for e in failed] == ["TrainStudent"]
+    assert ran(history)[failed[0].task_id] == 1  # not retried by the other worker
+
+
+def test_teacher_and_training_tasks_hold_their_resources():
+    assert FineTuneTeacher.resources == {"teacher": 1, "train": 1}
+    assert CacheTeacher.resources == {"teacher": 1}
+    assert TrainStudent.resources == {"train": 1}

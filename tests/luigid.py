@@ -21,8 +21,8 @@ LUIGID = Path(sys.executable).with_name("luigid")
 START_TIMEOUT = 30
 
 
-def write_config(path: Path, *layers: dict | Path) -> Path:
-    """One Luigi config file from config files and {section: {key: value}} dicts, later wins."""
+def read_config(*layers: dict | Path) -> configparser.ConfigParser:
+    """Config files and {section: {key: value}} dicts merged, later wins."""
     config = configparser.ConfigParser(interpolation=None)
     config.optionxform = str
     for layer in layers:
@@ -30,6 +30,12 @@ def write_config(path: Path, *layers: dict | Path) -> Path:
             config.read(layer)
         else:
             config.read_dict(layer)
+    return config
+
+
+def write_config(path: Path, *layers: dict | Path) -> Path:
+    """One Luigi config file from layers (see read_config)."""
+    config = read_config(*layers)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         config.write(f)
@@ -137,23 +143,27 @@ def _wait_for_port(port: int, proc: subprocess.Popen, log: Path) -> None:
     raise TimeoutError(f"luigid did not listen on port {port} within {START_TIMEOUT} s:\n{log.read_text()}")
 
 
-def worker_command(task: list[str], port: int) -> list:
-    """The command a node runs (README, "Many machines"): `python -m tasks`, via luigid."""
-    return [sys.executable, "-m", "tasks", *task, "--scheduler-host", "127.0.0.1", "--scheduler-port", port]
+TASKS = ["-m", "tasks"]  # the command a node runs (README, "Many machines")
+
+
+def worker_command(task: list[str], port: int, program: list[str] = TASKS) -> list:
+    return [sys.executable, *program, *task, "--scheduler-host", "127.0.0.1", "--scheduler-port", port]
 
 
 def run(commands: list[list], folder: Path, label: str, timeout: float = 240, **env: str) -> list[tuple[int, str]]:
-    """Run commands at once in `folder` (its luigi.cfg is the experiment), the project
-    importable; (exit code, log) of each."""
+    """Run commands at once in `folder` (its luigi.cfg is the experiment), the project and
+    tests/holders.py importable; (exit code, log) of each."""
+    path = os.pathsep.join([str(REPO), str(REPO / "tests")])
     with processes() as start:
-        procs = [start(command, folder, f"{label}{i}.log", PYTHONPATH=str(REPO), **env)
+        procs = [start(command, folder, f"{label}{i}.log", PYTHONPATH=path, **env)
                  for i, command in enumerate(commands)]
         deadline = time.monotonic() + timeout
         codes = [proc.wait(max(1.0, deadline - time.monotonic())) for proc in procs]
     return [(code, (folder / f"{label}{i}.log").read_text()) for i, code in enumerate(codes)]
 
 
-def run_workers(folder: Path, port: int, task: list[str], label: str, n: int = 2) -> list[tuple[int, str]]:
+def run_workers(folder: Path, port: int, task: list[str], label: str, n: int = 2,
+                program: list[str] = TASKS) -> list[tuple[int, str]]:
     """n workers of luigid at once, with cluster/worker.cfg."""
-    return run([worker_command(task, port)] * n, folder, label,
+    return run([worker_command(task, port, program)] * n, folder, label,
                LUIGI_CONFIG_PATH=str(REPO / "cluster" / "worker.cfg"))

@@ -3,6 +3,7 @@ shipped cluster/luigid.cfg (task history in SQLite, resources), two workers at o
 cluster/worker.cfg, on a tiny experiment."""
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections import Counter
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from conftest import TINY_CONVIT, tiny_settings
 from luigi.scheduler import scheduler
-from luigid import luigid, run, run_workers, write_config
+from luigid import REPO, luigid, read_config, run, run_workers, write_config
 
 from tasks import CacheTeacher, FineTuneTeacher, TrainStudent
 
@@ -22,9 +23,11 @@ COOLDOWN = scheduler().stable_done_cooldown_secs
 
 
 def experiment(folder: Path, **sections: dict) -> Path:
-    """The tiny experiment as luigi.cfg in `folder`, one torch thread per task so that two
-    workers side by side train exactly as one worker alone."""
+    """The tiny experiment as luigi.cfg in `folder`, with the shipped luigi.cfg's exit codes
+    and one torch thread per task, so that two workers side by side train exactly as one
+    worker alone."""
     settings = tiny_settings("work")
+    settings["retcode"] = dict(read_config(REPO / "luigi.cfg")["retcode"])
     settings["compute"]["threads"] = "1"
     settings["core"]["log_level"] = "INFO"
     for name, values in sections.items():
@@ -100,10 +103,23 @@ def test_a_failure_in_one_worker_fails_both(tmp_path):
     with luigid(tmp_path / "luigid", {}) as server:
         results = run_workers(folder, server.port, goal, "fail")
         history = server.history()
-    assert all(code != 0 for code, _ in results), [code for code, _ in results]
+    codes = [code for code, _ in results]
+    assert 0 not in codes and int(read_config(folder / "luigi.cfg")["retcode"]["task_failed"]) in codes, codes
     failed = [e for e in history if e.event == "FAILED"]
     assert [e.family for e in failed] == ["TrainStudent"]
     assert ran(history)[failed[0].task_id] == 1  # not retried by the other worker
+
+
+def test_luigid_never_lets_two_tasks_hold_a_resource_of_one(tmp_path):
+    """Two workers, two tasks that each hold `train` and wait a while for another holder:
+    with luigid's `train = 1` neither ever sees one."""
+    with luigid(tmp_path / "luigid", {"resources": ONE_AT_A_TIME}) as server:
+        results = run_workers(tmp_path, server.port, ["Holders", "--folder", str(tmp_path)], "hold",
+                              program=["-m", "luigi", "--module", "holders"])
+        spans = holding_intervals(server.history(), {"Hold"})
+    assert [code for code, _ in results] == [0, 0]
+    assert [json.loads((tmp_path / f"hold-{n}.json").read_text()) for n in range(2)] == [{"others_holding": []}] * 2
+    assert len(spans) == 2 and spans[0][1] <= spans[1][0], spans
 
 
 def test_teacher_and_training_tasks_hold_their_resources():

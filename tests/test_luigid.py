@@ -14,10 +14,13 @@ from luigi.scheduler import scheduler
 from luigid import REPO, luigid, read_config, run, run_workers, write_config
 
 from tasks import CacheTeacher, FineTuneTeacher, TrainStudent
+from tasks.__main__ import exit_code
 
 EVERY_TASK = Counter(PrepareDataset=1, FineTuneTeacher=1, CacheTeacher=1, EvaluateTeacher=1,
                      TrainStudent=2, EvaluateStudent=2, Report=1, RunAll=1)
 ONE_AT_A_TIME = {"teacher": "1", "train": "1"}  # luigid's [resources] in these tests
+RETCODES = dict(read_config(REPO / "luigi.cfg")["retcode"])  # the shipped exit codes
+COMPARED = {".safetensors", ".md", ".csv"}  # with metrics.json: what two runs must share byte for byte
 # luigid ignores "pending" for a task that was done this recently: a rerun waits it out
 COOLDOWN = scheduler().stable_done_cooldown_secs
 
@@ -27,7 +30,7 @@ def experiment(folder: Path, **sections: dict) -> Path:
     and one torch thread per task, so that two workers side by side train exactly as one
     worker alone."""
     settings = tiny_settings("work")
-    settings["retcode"] = dict(read_config(REPO / "luigi.cfg")["retcode"])
+    settings["retcode"] = RETCODES
     settings["compute"]["threads"] = "1"
     settings["core"]["log_level"] = "INFO"
     for name, values in sections.items():
@@ -52,10 +55,10 @@ def holding_intervals(events, families: set[str]) -> list[tuple]:
 
 
 def outputs(work: Path) -> dict[str, bytes | None]:
-    """Every folder, and the bytes of every file that must not depend on who ran what."""
-    keep = {".safetensors", ".md", ".csv"}
-    return {str(p.relative_to(work)): p.read_bytes() if p.suffix in keep or p.name == "metrics.json" else None
-            for p in work.rglob("*") if p.is_dir() or p.suffix in keep or p.name == "metrics.json"}
+    """Every folder (None), and the bytes of the weights, metrics and reports."""
+    compared = [p for p in work.rglob("*") if p.suffix in COMPARED or p.name == "metrics.json"]
+    return {**{str(p.relative_to(work)): None for p in work.rglob("*") if p.is_dir()},
+            **{str(p.relative_to(work)): p.read_bytes() for p in compared}}
 
 
 def assert_exit_0(results) -> None:
@@ -104,7 +107,7 @@ def test_a_failure_in_one_worker_fails_both(tmp_path):
         results = run_workers(folder, server.port, goal, "fail")
         history = server.history()
     codes = [code for code, _ in results]
-    assert 0 not in codes and int(read_config(folder / "luigi.cfg")["retcode"]["task_failed"]) in codes, codes
+    assert 0 not in codes and int(RETCODES["task_failed"]) in codes, codes
     failed = [e for e in history if e.event == "FAILED"]
     assert [e.family for e in failed] == ["TrainStudent"]
     assert ran(history)[failed[0].task_id] == 1  # not retried by the other worker
@@ -120,6 +123,13 @@ def test_luigid_never_lets_two_tasks_hold_a_resource_of_one(tmp_path):
     assert [code for code, _ in results] == [0, 0]
     assert [json.loads((tmp_path / f"hold-{n}.json").read_text()) for n in range(2)] == [{"others_holding": []}] * 2
     assert len(spans) == 2 and spans[0][1] <= spans[1][0], spans
+
+
+def test_python_m_tasks_never_exits_0_for_an_incomplete_goal(luigi_config):
+    """Not even where Luigi's own codes are all 0 (this config has no [retcode])."""
+    luigi_config("students", "broken", "no_such_timm_model")
+    assert exit_code(["TrainStudent", "--dataset", "demo", "--student", "broken", "--mode", "baseline"]) == 1
+    assert exit_code(["PrepareDataset", "--dataset", "demo"]) == 0
 
 
 def test_teacher_and_training_tasks_hold_their_resources():

@@ -44,6 +44,7 @@ class TrainStudent(StudentStep):
     builds the teacher."""
 
     kind = "student"
+    resources = {"train": 1}
 
     def requires(self):
         reqs = {"store": PrepareDataset(self.dataset)}

@@ -43,6 +43,7 @@ class FineTuneTeacher(Step):
     weights or a local weights file ([teacher] init)."""
 
     kind = "teacher"
+    resources = {"teacher": 1, "train": 1}
 
     def requires(self):
         return PrepareDataset(self.dataset)
@@ -85,6 +86,7 @@ class CacheTeacher(Step):
     views random views of every training image, logits and features, into Zarr."""
 
     kind = "cache"
+    resources = {"teacher": 1}
 
     def requires(self):
         return {"store": PrepareDataset(self.dataset), "teacher": teacher_weights(self.dataset)}

@@ -22,7 +22,7 @@ from dask.callbacks import Callback
 MANIFEST = "manifest.json"
 _MARKERS = ".done"
 
-Progress = Callable[[int, int], None]
+Progress = Callable[..., None]  # progress(blocks done, blocks in all, rows=rows done)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -75,14 +75,17 @@ def shard_blocks(n: int, rows_per_shard: int, tag: str = "") -> list[tuple]:
 
 
 class _Ticks(Callback):
-    def __init__(self, keys: set, total: int, progress: Progress | None):
+    def __init__(self, rows: dict, progress: Progress | None):
         super().__init__()
-        self.keys, self.total, self.progress, self.done = keys, total, progress, 0
+        self.rows, self.progress, self.done, self.rows_done = rows, progress, 0, 0
 
     def _posttask(self, key, result, dsk, state, worker_id):
-        if key in self.keys and self.progress:
-            self.done += 1
-            self.progress(self.done, self.total)
+        if key in self.rows and self.progress:
+            self.tick(self.rows[key])
+
+    def tick(self, rows: int) -> None:
+        self.done, self.rows_done = self.done + 1, self.rows_done + rows
+        self.progress(self.done, len(self.rows), rows=self.rows_done)
 
 
 def _call(fn: Callable[[tuple], Any], block: tuple) -> Any:
@@ -91,8 +94,9 @@ def _call(fn: Callable[[tuple], Any], block: tuple) -> Any:
 
 def run_blocks(fn: Callable[[tuple], Any], blocks: list, scheduler: str = "threads",
                workers: int = 1, progress: Progress | None = None) -> None:
-    """Run fn(block) for every block on dask: a local scheduler ("threads", "processes",
-    "synchronous") or a dask cluster given by its address ("tcp://host:8786")."""
+    """Run fn(block) for every (tag, start, stop) block on dask: a local scheduler
+    ("threads", "processes", "synchronous") or a dask cluster given by its address
+    ("tcp://host:8786"). `progress` hears (0, n, rows=0) first, then each finished block."""
     # Keys unique to this call: a dask cluster merges tasks of equal keys, so two runs on one
     # cluster at once (two data sets' stores, say) would otherwise share their blocks.
     run = uuid.uuid4().hex[:8]
@@ -101,13 +105,16 @@ def run_blocks(fn: Callable[[tuple], Any], blocks: list, scheduler: str = "threa
     shared = dask.delayed(fn, name=f"fn-{run}", traverse=False)
     tasks = [dask.delayed(_call, pure=False)(shared, block, dask_key_name=f"block-{block_name(block)}-{run}")
              for block in blocks]
+    ticks = _Ticks({t.key: stop - start for t, (_, start, stop) in zip(tasks, blocks)}, progress)
+    if progress and tasks:
+        progress(0, len(tasks), rows=0)
     if "://" in scheduler:
         from distributed import Client, as_completed
         with Client(scheduler) as client:
-            for i, future in enumerate(as_completed(client.compute(tasks)), 1):
+            for future in as_completed(client.compute(tasks)):
                 future.result()
                 if progress:
-                    progress(i, len(tasks))
+                    ticks.tick(ticks.rows[future.key])
         return
-    with _Ticks({t.key for t in tasks}, len(tasks), progress):
+    with ticks:
         dask.compute(*tasks, scheduler=scheduler, num_workers=workers)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 
 import timm
 import torch
@@ -70,6 +71,22 @@ def create(name: str, num_classes: int, pretrained: bool | str = False, **kwargs
         backbone = timm.create_model(name, pretrained=bool(pretrained), num_classes=num_classes,
                                      **_pretrained_file(pretrained), **kwargs)
     return Net(backbone)
+
+
+def check_build(name: str, image_size: int | None, stages: tuple[int, ...] = (), **kwargs) -> None:
+    """Build the model on the meta device (no memory, no weights, fast at any size) and run
+    one image of `image_size` through it and its `stages` (build only when None): raises
+    what a real build or forward would raise, so a bad name, kwarg or size is found before
+    any work."""
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3)
+        raise ValueError(f"unknown timm model {name!r}"
+                         + (f"; did you mean {' or '.join(close)}?" if close else ""))
+    with torch.device("meta"):
+        net = create(name, 2, **kwargs)
+        if image_size is not None:
+            net.stage_shapes(stages, image_size)
+            net(torch.zeros(1, 3, image_size, image_size))
 
 
 def _pretrained_file(pretrained: bool | str) -> dict:

@@ -8,6 +8,8 @@ import shlex
 def parse_spec(text: str) -> tuple[str, dict]:
     """'vit_tiny_patch16_224 img_size=64 depths=(1,1,2,1)' -> (name, kwargs); values are
     Python literals, bare words stay strings; quote a value that holds spaces."""
+    if not text.split():
+        raise ValueError("empty spec: give a name, then any key=value options")
     name, *pairs = shlex.split(text)
     kwargs = {}
     for pair in pairs:
@@ -23,3 +25,11 @@ def parse_spec(text: str) -> tuple[str, dict]:
                                  "or spaces") from None
             kwargs[key] = value
     return name, kwargs
+
+
+def parse_stages(text: str) -> tuple[int, ...]:
+    """Stage indices as a sorted tuple: "" -> (), "2, 1" -> (1, 2)."""
+    try:
+        return tuple(sorted({int(part) for part in text.replace(",", " ").split()}))
+    except ValueError:
+        raise ValueError(f"stages = {text!r}: give stage numbers, e.g. 1,2") from None

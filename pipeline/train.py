@@ -91,6 +91,8 @@ def fit(model: str, model_kwargs: dict, store: ImageStore, settings: TrainSettin
     total, warmup = settings.epochs * len(loader), round(settings.warmup_epochs * len(loader))
     val_rows = store.rows("val")
     loss_of = student_loss(net, loss_fn)
+    if progress:
+        progress(start, settings.epochs)  # where the rate and time left are measured from
     for epoch in range(start, settings.epochs):
         tic, first = time.perf_counter(), epoch * len(loader)
         net.train()
@@ -105,8 +107,14 @@ def fit(model: str, model_kwargs: dict, store: ImageStore, settings: TrainSettin
         log.info("epoch %s", record)
         _save_state(workdir / "train_state.pt", net, loss_fn, opt, epoch + 1, history)
         if progress:
-            progress(epoch + 1, settings.epochs, json.dumps(record))
+            progress(epoch + 1, settings.epochs, describe(record))
     return net, history
+
+
+def describe(record: dict) -> str:
+    """An epoch's history record for people: loss 1.2345, val top-1 45.6%, 12.3 s."""
+    val = f", val top-1 {100 * record['val_top1']:.1f}%" if "val_top1" in record else ""
+    return f"loss {record['loss']:.4f}{val}, {record['seconds']:.1f} s"
 
 
 def _save_state(path: Path, net, loss_fn, opt, epoch: int, history: list) -> None:

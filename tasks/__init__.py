@@ -1,10 +1,11 @@
 """Luigi tasks only: `luigi --module tasks RunAll` imports this package. The work itself
 lives in pipeline/, models/ and cache/."""
+from tasks.check import CheckConfig
 from tasks.data import PrepareDataset
 from tasks.export import ExportCacheHDF5
 from tasks.report import Report, RunAll
 from tasks.student import EvaluateStudent, TrainStudent
 from tasks.teacher import CacheTeacher, EvaluateTeacher, FineTuneTeacher, TeacherCheckpoint
 
-__all__ = ["PrepareDataset", "FineTuneTeacher", "TeacherCheckpoint", "CacheTeacher", "EvaluateTeacher",
+__all__ = ["CheckConfig", "PrepareDataset", "FineTuneTeacher", "TeacherCheckpoint", "CacheTeacher", "EvaluateTeacher",
            "TrainStudent", "EvaluateStudent", "Report", "RunAll"]

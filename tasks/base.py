@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import luigi
@@ -9,13 +10,15 @@ import torch
 
 from cache.fingerprint import digest
 from pipeline.progress import Progress
+from tasks.check import Checked
 from tasks.config import compute, paths
 
 
-class Step(luigi.Task):
+class Step(Checked, luigi.Task):
     """A task whose outputs live in work/<dataset>/<kind>-<fingerprint>/.
 
-    The fingerprint covers the task's class, its `settings()` (everything besides its
+    Scheduling it checks the whole configuration first (tasks/check.py). The
+    fingerprint covers the task's class, its `settings()` (everything besides its
     requirements that changes its output) and its requirements' fingerprints, so a
     changed setting anywhere upstream makes a new folder and reruns what depends on it.
     """
@@ -35,12 +38,13 @@ class Step(luigi.Task):
     def folder(self) -> Path:
         return Path(paths().work) / self.dataset / f"{self.kind}-{self.fingerprint()[:12]}"
 
-    def progress(self, total: int, text: str) -> Progress:
-        """A progress counter that drives Luigi's status message and percentage too."""
+    def progress(self, total: int, text: str, every: float = 10.0) -> Progress:
+        """A progress counter that drives Luigi's status message and percentage too and,
+        off a terminal, logs a line at most every `every` seconds where Luigi logs."""
         def report(done: int, total: int, message: str) -> None:
             self.set_progress_percentage(round(100 * done / max(1, total)))
             self.set_status_message(message)
-        return Progress(total, f"{self.task_id}: {text}", report)
+        return Progress(total, f"{self.task_id}: {text}", report, logging.getLogger("luigi-interface"), every)
 
     def use_threads(self) -> None:
         if compute().threads:

@@ -38,7 +38,7 @@ class PrepareDataset(Step):
     def run(self) -> None:
         d, c = data(), compute()
         items = carve_validation(self.source.items(), d.val_fraction, d.seed)
-        progress = self.progress(-(-len(items) // c.shard_rows), "decoding shards")
+        progress = self.progress(-(-len(items) // c.shard_rows), "image store, shards")
         self.write_settings()
         with dask_scheduler() as scheduler:
             write_image_store(self.source, items, self.folder() / "store.zarr", d.store_size,

@@ -7,6 +7,7 @@ import luigi
 
 from pipeline.report import write_report
 from tasks.base import Step
+from tasks.check import Checked
 from tasks.config import datasets, kd, students, teacher, train
 from tasks.student import MODES, EvaluateStudent
 from tasks.teacher import EvaluateTeacher
@@ -46,7 +47,7 @@ class Report(Step):
         print(f"report written to {path}")
 
 
-class RunAll(luigi.WrapperTask):
+class RunAll(Checked, luigi.WrapperTask):
     """Every data set x every student x {baseline, kd}, and a report per data set."""
 
     def requires(self):

@@ -44,6 +44,7 @@ class TrainStudent(StudentStep):
     builds the teacher."""
 
     kind = "student"
+    resources = {"train": 1}
 
     def requires(self):
         reqs = {"store": PrepareDataset(self.dataset)}
@@ -77,7 +78,7 @@ class TrainStudent(StudentStep):
             cache.check(self.requires()["cache"].identity())
         name, kwargs = parse_spec(student_spec(self.student))
         settings = self.train_settings()
-        progress = self.progress(settings.epochs, "epochs")
+        progress = self.progress(settings.epochs, "epochs", every=0)
         net, history = fit(name, kwargs, store, settings, self.folder(), cache=cache,
                            distill=self.settings()["distill"], progress=progress)
         progress.close()

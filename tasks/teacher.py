@@ -14,15 +14,16 @@ from cache.reader import TeacherCache
 from cache.schema import FORMAT_VERSION
 from pipeline.imagestore import ImageStore
 from pipeline.metrics import classification_metrics
-from pipeline.spec import parse_spec
+from pipeline.spec import parse_spec, parse_stages
 from pipeline.teacher_pass import TeacherJob, cache_teacher
 from pipeline.train import TrainSettings, fit
 from tasks.base import Step, memory_budget
+from tasks.check import Checked
 from tasks.config import compute, dask_scheduler, teacher, train
 from tasks.data import PrepareDataset
 
 
-class TeacherCheckpoint(luigi.ExternalTask):
+class TeacherCheckpoint(Checked, luigi.ExternalTask):
     """A finished teacher named by luigi.cfg's [teacher] checkpoint; identified by its content."""
 
     dataset = luigi.Parameter()
@@ -42,6 +43,7 @@ class FineTuneTeacher(Step):
     weights or a local weights file ([teacher] init)."""
 
     kind = "teacher"
+    resources = {"teacher": 1, "train": 1}
 
     def requires(self):
         return PrepareDataset(self.dataset)
@@ -67,7 +69,7 @@ class FineTuneTeacher(Step):
         init = {"scratch": False, "pretrained": True}.get(t.init, t.init)
         name, kwargs = parse_spec(t.model)
         settings = self.train_settings()
-        progress = self.progress(settings.epochs, "fine-tuning the teacher")
+        progress = self.progress(settings.epochs, "teacher fine-tuning, epochs", every=0)
         store = ImageStore(self.requires().store_path(), memory_budget())
         net, history = fit(name, kwargs, store, settings, self.folder(), init=init, progress=progress)
         progress.close()
@@ -84,6 +86,7 @@ class CacheTeacher(Step):
     views random views of every training image, logits and features, into Zarr."""
 
     kind = "cache"
+    resources = {"teacher": 1}
 
     def requires(self):
         return {"store": PrepareDataset(self.dataset), "teacher": teacher_weights(self.dataset)}
@@ -119,7 +122,7 @@ class CacheTeacher(Step):
                  "teacher_params": sum(p.numel() for p in net.parameters()),
                  "versions": {"torch": torch.__version__, **_versions()}}
         train_rows = store.rows("train")
-        progress = self.progress(1, "teacher pass (shards)")
+        progress = self.progress(1, "teacher pass, shards")
         with dask_scheduler() as scheduler:
             cache_teacher(job, train_rows, len(store.labels), net.num_features, attrs, scheduler,
                           c.workers, c.shard_rows, progress, net.stage_shapes(job.stages, job.image_size))
@@ -131,11 +134,10 @@ class CacheTeacher(Step):
 
 def cached_stages() -> tuple[int, ...]:
     """[teacher] stages as sorted stage indices: "" -> (), "2, 1" -> (1, 2)."""
-    text = teacher().stages
     try:
-        return tuple(sorted({int(part) for part in text.replace(",", " ").split()}))
-    except ValueError:
-        raise ValueError(f"[teacher] stages = {text!r}: give stage numbers, e.g. 1,2") from None
+        return parse_stages(teacher().stages)
+    except ValueError as error:
+        raise ValueError(f"[teacher] {error}") from None
 
 
 def _versions() -> dict:

@@ -72,9 +72,9 @@ def test_teacher_pass_survives_a_killed_worker(cluster, tmp_path):
 
     ticks = []
     job = teacher_job(store, weights, tmp_path / "cache.zarr", job=DyingTeacherJob, flag=str(flag))
-    write_cache(job, lambda done, total: ticks.append((done, total)), scheduler=cluster.scheduler.address)
+    write_cache(job, lambda done, total, rows: ticks.append((done, total)), scheduler=cluster.scheduler.address)
     assert_same_files(tmp_path / "cache.zarr", tmp_path / "reference.zarr")
-    assert ticks == [(i, 10) for i in range(1, 11)]  # 6 eval + 4 aug blocks, each once
+    assert ticks == [(i, 10) for i in range(11)]  # 6 eval + 4 aug blocks, each once
 
     killed = int(flag.read_text())
     assert killed not in cluster.run(os.getpid).values()
@@ -133,9 +133,9 @@ def test_progress_and_two_runs_at_once_on_one_cluster(cluster, tmp_path):
             assert not first.done(), first.result()
             time.sleep(0.01)
         blocks.run_blocks(partial(touch, str(fast), 0.0), work, cluster.scheduler.address,
-                          progress=lambda done, total: ticks.append((done, total)))
+                          progress=lambda done, total, rows: ticks.append((done, total, rows)))
         first.result(timeout=60)
     names = sorted(blocks.block_name(b) for b in work)
     for folder in (slow, fast):
         assert sorted(p.name for p in folder.iterdir() if not p.name.startswith("started-")) == names
-    assert ticks == [(1, 2), (2, 2)]
+    assert ticks == [(0, 2, 0), (1, 2, 8), (2, 2, 16)]

@@ -25,7 +25,7 @@ class Blocks:
 
     todo = 0
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int, rows: int = 0) -> None:
         self.todo = total
 
 

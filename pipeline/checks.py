@@ -1,0 +1,116 @@
+"""The whole experiment's configuration, checked in seconds before any work starts: every
+data set opens, every model builds and runs one image, every number is in range. All
+problems are returned together, each naming its section, key, value and fix."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import models
+from pipeline.sources import open_source
+from pipeline.spec import parse_spec, parse_stages
+
+SCHEDULERS = ("threads", "processes", "synchronous", "slurm")
+
+
+@dataclass(frozen=True)
+class Problem:
+    section: str
+    key: str
+    value: Any
+    fix: str
+
+    def __str__(self) -> str:
+        return f"[{self.section}] {self.key} = {self.value}: {self.fix}"
+
+
+@dataclass(frozen=True)
+class Range:
+    """low <= value <= high, or < where open."""
+    low: float
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, value: float) -> bool:  # NaN holds nowhere
+        return ((value > self.low if self.low_open else value >= self.low)
+                and (value < self.high if self.high_open else value <= self.high))
+
+    def __str__(self) -> str:
+        if self.high == math.inf:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+RANGES = {
+    "data": {"store_size": Range(1), "val_fraction": Range(0, 1, high_open=True)},
+    "compute": {"workers": Range(1), "threads": Range(0), "shard_rows": Range(1), "memory_budget_gb": Range(0)},
+    "teacher": {"epochs": Range(0), "lr": Range(0, low_open=True), "views": Range(0)},
+    "train": {"epochs": Range(1), "batch_size": Range(1), "lr": Range(0, low_open=True),
+              "weight_decay": Range(0), "warmup_epochs": Range(0), "image_size": Range(1)},
+    "kd": {"alpha": Range(0, 1), "temperature": Range(0, low_open=True), "beta": Range(0)},
+}
+
+
+def check(settings: dict[str, dict[str, Any]]) -> list[Problem]:
+    """Every problem of `settings`: section -> key -> value, the typed values of [data],
+    [compute], [teacher], [train] and [kd], and the spec strings of [datasets] and
+    [students]. A missing section is not checked (the caller reports why it is missing)."""
+    problems = [Problem(section, key, value, f"must be {rule}")
+                for section, rules in RANGES.items() for key, rule in rules.items()
+                if (value := settings.get(section, {}).get(key)) is not None and not rule.holds(value)]
+    scheduler = settings.get("compute", {}).get("scheduler")
+    if scheduler is not None and scheduler not in SCHEDULERS and "://" not in scheduler:
+        problems.append(Problem("compute", "scheduler", scheduler,
+                                f"use {', '.join(SCHEDULERS)} or a cluster address such as tcp://host:8786"))
+    size = settings.get("train", {}).get("image_size")
+    size = size if isinstance(size, int) and size >= 1 else None
+    for name, spec in settings.get("datasets", {}).items():
+        problems += _failure("datasets", name, spec, _open_dataset, spec)
+    for name, spec in settings.get("students", {}).items():
+        problems += _failure("students", name, spec, _build, spec, size)
+    for section in ("datasets", "students"):
+        if section in settings and not settings[section]:
+            problems.append(Problem(section, "(none)", "", f"add at least one line to [{section}]"))
+    if "teacher" in settings:
+        problems += _teacher(settings["teacher"], size)
+    return problems
+
+
+def _teacher(t: dict[str, Any], size: int | None) -> list[Problem]:
+    problems = []
+    if t["init"] not in ("scratch", "pretrained") and not Path(t["init"]).is_file():
+        problems.append(Problem("teacher", "init", t["init"],
+                                "use scratch, pretrained or the path of an existing weights file"))
+    if t["checkpoint"] and not Path(t["checkpoint"]).is_file():
+        problems.append(Problem("teacher", "checkpoint", t["checkpoint"],
+                                "no such file; give a finished teacher's weights, or leave it empty to fine-tune one"))
+    try:
+        stages = parse_stages(t["stages"])
+    except ValueError as error:
+        return problems + [Problem("teacher", "stages", t["stages"], str(error))]
+    model = _failure("teacher", "model", t["model"], _build, t["model"], size)
+    if model or not stages:
+        return problems + model
+    return problems + _failure("teacher", "stages", t["stages"], _build, t["model"], size, stages)
+
+
+def _failure(section: str, key: str, value: Any, attempt, *args) -> list[Problem]:
+    """[] if attempt(*args) succeeds, else the one problem it raised."""
+    try:
+        attempt(*args)
+    except Exception as error:  # noqa: BLE001 (whatever fails here would fail the task later)
+        return [Problem(section, key, value, f"{type(error).__name__}: {error}")]
+    return []
+
+
+def _open_dataset(spec: str) -> None:
+    source, options = parse_spec(spec)
+    open_source(source, **options)
+
+
+def _build(spec: str, image_size: int | None, stages: tuple[int, ...] = ()) -> None:
+    name, kwargs = parse_spec(spec)
+    models.check_build(name, image_size, stages, **kwargs)

@@ -1,0 +1,79 @@
+"""The configuration check, run when Luigi schedules the first task: every task's
+complete() checks the whole configuration first (once per process and configuration), so a
+mistake stops the command, exit code [retcode] scheduling_error, before any task runs.
+`luigi --module tasks CheckConfig` runs the check alone."""
+from __future__ import annotations
+
+import json
+import logging
+
+import luigi
+from luigi.configuration import get_config
+
+from pipeline.checks import Problem, check
+from tasks.config import compute, data, datasets, kd, students, teacher, train
+
+log = logging.getLogger("luigi-interface")
+SECTIONS = (data, compute, teacher, train, kd)
+_checked: dict[str, list[Problem]] = {}  # by the values checked; files are looked at once per process
+
+
+class ConfigError(ValueError):
+    """The configuration has problems; the message lists them all."""
+
+
+def config_problems() -> list[Problem]:
+    """Every problem of the configuration as Luigi resolves it (files and command line)."""
+    settings: dict[str, dict] = {}
+    problems: list[Problem] = []
+    for section in SECTIONS:
+        name = section.__name__
+        values = settings[name] = {}
+        for key, param in section.get_params():
+            try:
+                values[key] = param.task_value(name, key)
+            except ValueError as error:  # e.g. epochs = ten
+                problems.append(Problem(name, key, get_config().get(name, key, "(command line)"), str(error)))
+    for name, read in (("datasets", datasets), ("students", students)):
+        try:
+            settings[name] = read()
+        except ValueError as error:
+            problems.append(Problem(name, "(section)", "missing", str(error)))
+    key = json.dumps(settings, sort_keys=True, default=str)
+    if key not in _checked:
+        _checked[key] = check(settings)
+    return problems + _checked[key]
+
+
+def check_config() -> None:
+    """Raise ConfigError listing every problem, after logging the list where Luigi logs."""
+    problems = config_problems()
+    if problems:
+        message = "\n  ".join([f"the configuration has {len(problems)} problem(s); no task was run. "
+                               "Fix each, then rerun (`luigi --module tasks CheckConfig` checks alone):",
+                               *map(str, problems)])
+        log.error(message)
+        raise ConfigError(message)
+
+
+class Checked:
+    """Mixin for tasks: complete() checks the configuration first."""
+
+    def complete(self) -> bool:
+        check_config()
+        return super().complete()
+
+
+class CheckConfig(luigi.Task):
+    """Check the whole configuration and do nothing else."""
+
+    ran = False
+
+    def complete(self) -> bool:
+        check_config()
+        return self.ran  # False at first, so run() says the check passed
+
+    def run(self) -> None:
+        self.ran = True
+        log.info("configuration checked: %d data set(s), %d student(s) and the teacher; no problems",
+                 len(datasets()), len(students()))

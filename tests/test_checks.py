@@ -1,0 +1,86 @@
+"""The configuration check: each kind of mistake is named with its section, key, value and
+fix; all are reported together; the command exits non-zero before any task runs."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TINY_VIT, build
+
+from tasks import CheckConfig, RunAll
+from tasks.check import config_problems
+
+REPO = Path(__file__).resolve().parents[1]
+
+# (section, key, value, words the fix must contain); {tmp} is the test's folder
+MISTAKES = [
+    ("datasets", "gone", "stanford40:{tmp}/nowhere", "existing path"),
+    ("datasets", "odd", "synthetic colour=red", "unknown option(s) colour"),
+    ("datasets", "kind", "webdataset:{tmp}", "unknown source"),
+    ("students", "typo", "vitt_tiny_patch16_224", "did you mean vit_tiny_patch16_224"),
+    ("students", "kwarg", TINY_VIT + " embed_dimm=8", "embed_dimm"),
+    ("students", "size", TINY_VIT.replace("img_size=32", "img_size=48"), "48"),
+    ("students", "empty", "", "empty spec"),
+    ("teacher", "model", "convnext_atoo", "unknown timm model"),
+    ("teacher", "stages", "1,7", "stages 0 to 3"),
+    ("teacher", "init", "{tmp}/missing.safetensors", "existing weights file"),
+    ("teacher", "checkpoint", "{tmp}/missing.safetensors", "no such file"),
+    ("kd", "alpha", "1.5", "in [0, 1]"),
+    ("kd", "temperature", "0", "> 0"),
+    ("kd", "feature_loss", "l2", "not a valid choice"),
+    ("train", "epochs", "ten", "invalid literal"),
+    ("train", "batch_size", "0", ">= 1"),
+    ("train", "lr", "-1e-3", "> 0"),
+    ("compute", "workers", "0", ">= 1"),
+    ("compute", "shard_rows", "0", ">= 1"),
+    ("compute", "scheduler", "thread", "threads, processes, synchronous, slurm or a cluster address"),
+]
+
+
+def test_tiny_configuration_has_no_problems(luigi_config):
+    assert config_problems() == []
+
+
+@pytest.mark.parametrize("section, key, value, fix", MISTAKES, ids=[f"{m[0]}-{m[1]}" for m in MISTAKES])
+def test_each_mistake_names_section_key_value_and_fix(luigi_config, tmp_path, section, key, value, fix):
+    value = value.format(tmp=tmp_path)
+    luigi_config(section, key, value)
+    [problem] = config_problems()
+    assert (problem.section, problem.key, str(problem.value)) == (section, key, str(type(problem.value)(value)))
+    assert fix in problem.fix
+    assert str(problem).startswith(f"[{section}] {key} = ")
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("compute", "scheduler", "slurm"), ("compute", "scheduler", "tcp://host:8786"),
+    ("teacher", "stages", "1, 2"), ("kd", "alpha", "0"), ("teacher", "views", "0")])
+def test_values_at_the_edge_of_their_range_pass(luigi_config, section, key, value):
+    luigi_config(section, key, value)
+    assert config_problems() == []
+
+
+def test_a_mistake_stops_the_build_before_any_task_runs(luigi_config):
+    luigi_config("students", "typo", "vitt_tiny_patch16_224")
+    for task in (RunAll(), CheckConfig()):
+        ok, ran = build(task)
+        assert not ok and ran == []
+    assert not luigi_config.work.exists()
+
+
+def test_command_lists_every_problem_and_exits_nonzero_before_any_work(tmp_path):
+    work = tmp_path / "work"
+    cfg = tmp_path / "bad.cfg"
+    cfg.write_text(f"[paths]\nwork = {work}\n[datasets]\ngone = imagefolder:{tmp_path}/missing\n"
+                   f"[students]\ntypo = vitt_tiny_patch16_224\n[kd]\nalpha = 1.5\n")
+    proc = subprocess.run([sys.executable, "-m", "luigi", "--module", "tasks", "RunAll", "--train-epochs", "0"],
+                          cwd=REPO, env={"LUIGI_CONFIG_PATH": str(cfg), "PATH": ""},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 35  # luigi.cfg's [retcode] scheduling_error
+    out = proc.stdout + proc.stderr
+    assert "ERROR: the configuration has 4 problem(s); no task was run" in out
+    for line in (f"[datasets] gone = imagefolder:{tmp_path}/missing: ", "[students] typo = vitt_tiny_patch16_224: ",
+                 "[kd] alpha = 1.5: must be in [0, 1]", "[train] epochs = 0: must be >= 1"):
+        assert f"\n  {line}" in out
+    assert not work.exists()

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dask.utils import parse_bytes
+
 import models
 from pipeline.sources import open_source
 from pipeline.spec import parse_spec, parse_stages
@@ -51,12 +53,13 @@ RANGES = {
     "train": {"epochs": Range(1), "batch_size": Range(1), "lr": Range(0, low_open=True),
               "weight_decay": Range(0), "warmup_epochs": Range(0), "image_size": Range(1)},
     "kd": {"alpha": Range(0, 1), "temperature": Range(0, low_open=True), "beta": Range(0)},
+    "slurm": {"cores": Range(1), "processes": Range(1), "jobs": Range(1)},
 }
 
 
 def check(settings: dict[str, dict[str, Any]]) -> list[Problem]:
     """Every problem of `settings`: section -> key -> value, the typed values of [data],
-    [compute], [teacher], [train] and [kd], and the spec strings of [datasets] and
+    [compute], [slurm], [teacher], [train] and [kd], and the spec strings of [datasets] and
     [students]. A missing section is not checked (the caller reports why it is missing)."""
     problems = [Problem(section, key, value, f"must be {rule}")
                 for section, rules in RANGES.items() for key, rule in rules.items()
@@ -65,6 +68,7 @@ def check(settings: dict[str, dict[str, Any]]) -> list[Problem]:
     if scheduler is not None and scheduler not in SCHEDULERS and "://" not in scheduler:
         problems.append(Problem("compute", "scheduler", scheduler,
                                 f"use {', '.join(SCHEDULERS)} or a cluster address such as tcp://host:8786"))
+    problems += _slurm(settings.get("slurm", {}))
     size = settings.get("train", {}).get("image_size")
     size = size if isinstance(size, int) and size >= 1 else None
     for name, spec in settings.get("datasets", {}).items():
@@ -95,6 +99,15 @@ def _teacher(t: dict[str, Any], size: int | None) -> list[Problem]:
     if model or not stages:
         return problems + model
     return problems + _failure("teacher", "stages", t["stages"], _build, t["model"], size, stages)
+
+
+def _slurm(s: dict[str, Any]) -> list[Problem]:
+    problems = []
+    if isinstance(s.get("processes"), int) and isinstance(s.get("cores"), int) and s["processes"] > s["cores"] >= 1:
+        problems.append(Problem("slurm", "processes", s["processes"], f"must be <= cores ({s['cores']})"))
+    if "memory" in s:
+        problems += _failure("slurm", "memory", s["memory"], parse_bytes, s["memory"])
+    return problems
 
 
 def _failure(section: str, key: str, value: Any, attempt, *args) -> list[Problem]:

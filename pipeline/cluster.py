@@ -6,8 +6,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from dask.utils import parse_bytes
-
 
 @dataclass(frozen=True)
 class SlurmSettings:
@@ -24,15 +22,6 @@ class SlurmSettings:
     prologue: tuple[str, ...] = ()  # shell lines run before the worker, e.g. "source venv/bin/activate"
     interface: str = ""  # network interface of the scheduler and workers, e.g. "ib0"; "" = dask's choice
     log_directory: str = ""  # where the jobs' stdout and stderr go; "" = SLURM's default
-
-    def __post_init__(self) -> None:
-        if self.jobs < 1 or self.cores < 1 or not 1 <= self.processes <= self.cores:
-            raise ValueError(f"slurm jobs = {self.jobs}, cores = {self.cores}, processes = {self.processes}: "
-                             "give at least one job and one core, and 1 to `cores` processes per job")
-        try:
-            parse_bytes(self.memory)
-        except ValueError:
-            raise ValueError(f"slurm memory = {self.memory!r}: give a size, e.g. 16GiB") from None
 
 
 def slurm_cluster(settings: SlurmSettings):

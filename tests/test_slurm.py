@@ -22,6 +22,7 @@ from slow_runs import assert_same_files, save_teacher, teacher_job, write_cache,
 from pipeline import cluster
 from pipeline.cluster import SlurmSettings, dask_scheduler, slurm_cluster
 from tasks import PrepareDataset
+from tasks.check import config_problems
 from tasks.config import slurm
 
 SECTION = {"queue": "gpu-short", "account": "kd-lab", "cores": "4", "processes": "2", "memory": "16GiB",
@@ -72,13 +73,12 @@ def test_empty_slurm_section_leaves_out_partition_and_account(luigi_config):
     assert "#SBATCH --cpus-per-task=4" in script and "#SBATCH -t 01:00:00" in script
 
 
-@pytest.mark.parametrize("key,value,message", [("jobs", "0", "slurm jobs = 0"),
-                                               ("processes", "8", "processes = 8: give at least"),
-                                               ("memory", "lots", "slurm memory = 'lots': give a size")])
-def test_bad_slurm_values_are_named(luigi_config, key, value, message):
+@pytest.mark.parametrize("key,value,fix", [("jobs", "0", ">= 1"), ("processes", "8", "<= cores (4)"),
+                                           ("memory", "lots", "Could not interpret 'lots'")])
+def test_bad_slurm_values_stop_the_run_before_any_task(luigi_config, key, value, fix):
     luigi_config("slurm", key, value)
-    with pytest.raises(ValueError, match=message):
-        slurm().settings()
+    [problem] = config_problems()
+    assert (problem.section, problem.key, str(problem.value)) == ("slurm", key, value) and fix in problem.fix
 
 
 def test_compute_scheduler_slurm_starts_the_cluster_the_section_describes(luigi_config, monkeypatch):

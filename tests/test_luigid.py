@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from conftest import TINY_CONVIT, tiny_settings
+from PIL import Image
 from luigi.scheduler import scheduler
 from luigid import REPO, luigid, read_config, run, run_workers, write_config
 
@@ -97,19 +98,28 @@ def test_two_workers_through_luigid_run_each_task_once_as_one_local_run(tmp_path
     assert "| convit |" in next((shared / "work" / "demo").glob("report-*/report.md")).read_text()
 
 
+def broken_images(root: Path) -> str:
+    """The spec of a data set that opens but holds an undecodable image."""
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(root / name / "fine.png")
+    (root / "b" / "broken.png").write_bytes(b"not an image")
+    return f"imagefolder:{root} holdout=0.5"
+
+
 def test_a_failure_in_one_worker_fails_both(tmp_path):
-    """A student that cannot be built fails in whichever worker runs it; luigid disables it
-    at once, so the worker that waited for it stops too, and neither exits 0."""
+    """A data set with an undecodable image passes the configuration check and fails in
+    whichever worker prepares it; luigid disables the task at once, so the worker that
+    waited for it stops too, and neither exits 0."""
     folder = tmp_path / "shared"
-    experiment(folder, students={"broken": "no_such_timm_model"})
-    goal = ["TrainStudent", "--dataset", "demo", "--student", "broken", "--mode", "baseline"]
+    experiment(folder, datasets={"broken": broken_images(tmp_path / "images")})
     with luigid(tmp_path / "luigid", {}) as server:
-        results = run_workers(folder, server.port, goal, "fail")
+        results = run_workers(folder, server.port, ["PrepareDataset", "--dataset", "broken"], "fail")
         history = server.history()
     codes = [code for code, _ in results]
     assert 0 not in codes and int(RETCODES["task_failed"]) in codes, codes
     failed = [e for e in history if e.event == "FAILED"]
-    assert [e.family for e in failed] == ["TrainStudent"]
+    assert [e.family for e in failed] == ["PrepareDataset"]
     assert ran(history)[failed[0].task_id] == 1  # not retried by the other worker
 
 
@@ -125,11 +135,12 @@ def test_luigid_never_lets_two_tasks_hold_a_resource_of_one(tmp_path):
     assert len(spans) == 2 and spans[0][1] <= spans[1][0], spans
 
 
-def test_python_m_tasks_never_exits_0_for_an_incomplete_goal(luigi_config):
+def test_python_m_tasks_never_exits_0_for_an_incomplete_goal(luigi_config, tmp_path):
     """Not even where Luigi's own codes are all 0 (this config has no [retcode])."""
-    luigi_config("students", "broken", "no_such_timm_model")
-    assert exit_code(["TrainStudent", "--dataset", "demo", "--student", "broken", "--mode", "baseline"]) == 1
-    assert exit_code(["PrepareDataset", "--dataset", "demo"]) == 0
+    luigi_config("datasets", "broken", broken_images(tmp_path / "images"))
+    # --no-lock: Luigi's lock would take the second call in this process for a duplicate
+    assert exit_code(["PrepareDataset", "--dataset", "broken", "--no-lock"]) == 1
+    assert exit_code(["PrepareDataset", "--dataset", "demo", "--no-lock"]) == 0
 
 
 def test_teacher_and_training_tasks_hold_their_resources():

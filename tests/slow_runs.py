@@ -95,8 +95,9 @@ def files(root: Path) -> dict[str, bytes]:
 def assert_same_files(a: Path, b: Path) -> None:
     """Every file (array shards, metadata, manifest) byte for byte."""
     fa, fb = files(a), files(b)
-    assert sorted(fa) == sorted(fb)
-    assert [name for name in fa if fa[name] != fb[name]] == []
+    assert sorted(fa) == sorted(fb), f"{a} and {b} hold other files"
+    differ = [name for name in fa if fa[name] != fb[name]]
+    assert differ == [], f"these files of {a} and {b} differ: {differ}"
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 parallelism, and the same bytes after a SIGKILL midway and a rerun."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,8 @@ from cache.reader import TeacherCache
 from pipeline.imagestore import ImageStore, square
 from pipeline.source import SPLITS
 from pipeline.synthetic import CLASSES
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 class Blocks:
@@ -50,7 +53,9 @@ def kill_after_first_block(args: list[str], root: Path, log: Path) -> int:
         return sum(not p.name.startswith(".") for p in markers.iterdir()) if markers.is_dir() else 0
 
     with open(log, "w") as stderr:
-        proc = subprocess.Popen([sys.executable, slow_runs.__file__, *args], stderr=stderr)
+        # PYTHONPATH: this checkout's code, not whichever copy is installed
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+        proc = subprocess.Popen([sys.executable, slow_runs.__file__, *args], stderr=stderr, env=env)
     deadline = time.monotonic() + 60
     while not done():
         assert proc.poll() is None, f"the writer exited early: {log.read_text()}"

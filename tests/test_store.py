@@ -2,6 +2,7 @@
 parallelism, and the same bytes after a SIGKILL midway and a rerun."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -60,7 +61,9 @@ def kill_after_first_block(args: list[str], root: Path, log: Path) -> int:
         return sum(not p.name.startswith(".") for p in markers.iterdir()) if markers.is_dir() else 0
 
     with open(log, "w") as stderr:
-        proc = subprocess.Popen([sys.executable, slow_runs.__file__, *args], stderr=stderr)
+        # PYTHONPATH: the code under test, not whichever copy of the project is installed.
+        proc = subprocess.Popen([sys.executable, slow_runs.__file__, *args], stderr=stderr,
+                                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     deadline = time.monotonic() + 60
     while not done():
         assert proc.poll() is None, f"the writer exited early: {log.read_text()}"

@@ -45,12 +45,15 @@ class DamagedData(OSError):
     """Stored data failed its checksum, or a shard file is missing or empty."""
 
     def __init__(self, damage: list[Damage], fix: str):
-        self.damage = damage
+        self.damage, self.fix = damage, fix
         super().__init__("damaged data:\n  " + "\n  ".join(map(str, damage)) + "\n" + fix)
 
+    def __reduce__(self):  # raised in dask's worker processes, re-raised in the caller
+        return type(self), (self.damage, self.fix)
 
-RERUN = ("Fix: rerun the task that wrote it (e.g. `luigi --module tasks RunAll`): "
-         "it rebuilds the output instead of reusing it.")
+
+RERUN = ("Fix: rerun your command (e.g. `luigi --module tasks RunAll`): the task that wrote "
+         "a damaged output rebuilds it instead of reusing it.")
 
 
 def invalidate(root: Path | None, damage: list[Damage]) -> str:

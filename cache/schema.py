@@ -9,9 +9,10 @@
     aug/features   float16 (T, V, D)
     attrs          identity (what the outputs depend on), classes, versions
 
-Every chunk carries a crc32c checksum (cache/integrity.py). A shard holds `shard_rows` images in every array: one shard is one writer's unit of
+A shard holds `shard_rows` images in every array: one shard is one writer's unit of
 work. Chunks inside a shard hold about CHUNK_ROWS outputs (fewer images when each has
-V views): one chunk is one small read.
+V views): one chunk is one small read. Every chunk carries a crc32c checksum
+(cache/integrity.py).
 """
 from __future__ import annotations
 

@@ -3,6 +3,7 @@ are detected on read and by VerifyData, named (array and shard file), and the da
 output is rebuilt, not reused, by a rerun; clean outputs pass."""
 from __future__ import annotations
 
+import pickle
 import shutil
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def test_clean_outputs_pass(clean):
 @pytest.mark.parametrize("how", ["flip", "truncate", "empty"])
 def test_damaged_image_shard_is_named_on_read_and_marked_for_rebuild(work, clean, how):
     file = damage(work / STORE, "images", 1, how)
-    with pytest.raises(DamagedData, match="rerun the task") as err:
+    with pytest.raises(DamagedData, match="rerun your command") as err:
         ImageStore(work / STORE)
     assert f"array images, shard file {file}" in str(err.value)
     assert [d.file for d in err.value.damage] == [file]
@@ -117,3 +118,11 @@ def test_verify_task_fails_on_damage_and_a_rerun_rebuilds_the_cache(luigi_config
     ok, ran = build(CacheTeacher("demo"))
     assert ok and [type(t).__name__ for t in ran] == ["CacheTeacher"]
     assert {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()} == good
+
+
+def test_damage_raised_in_a_dask_worker_process_reaches_the_caller_intact(work):
+    file = damage(work / STORE, "images", 0, "flip")
+    with pytest.raises(DamagedData) as err:
+        ImageStore(work / STORE)
+    again = pickle.loads(pickle.dumps(err.value))  # how dask's process workers return it
+    assert str(again) == str(err.value) and again.damage[0].file == file

@@ -1,4 +1,4 @@
-"""What every task of the pipeline shares: an identity fingerprint and an output folder."""
+"""What every task of the pipeline shares: an identity fingerprint, an output folder and its lock."""
 from __future__ import annotations
 
 import json

@@ -12,12 +12,15 @@ import os
 import shutil
 import tempfile
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import dask
+import zarr
 from dask.callbacks import Callback
+from zarr.errors import ZarrUserWarning
 
 MANIFEST = "manifest.json"
 _MARKERS = ".done"
@@ -38,6 +41,13 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def read_manifest(root: str | Path) -> dict | None:
     path = Path(root) / MANIFEST
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def nodes(group: zarr.Group) -> list[tuple[str, zarr.Array | zarr.Group]]:
+    """Every array and subgroup under `group` by path, a group before its members."""
+    with warnings.catch_warnings():  # manifest.json and block markers sit beside the nodes on purpose
+        warnings.filterwarnings("ignore", "Object at .* is not recognized", ZarrUserWarning)
+        return sorted(group.members(max_depth=None), key=lambda member: member[0])
 
 
 def block_name(block: Sequence[Any]) -> str:

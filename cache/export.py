@@ -10,15 +10,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import warnings
 from pathlib import Path
 
 import h5py
 import numpy as np
 import zarr
-from zarr.errors import ZarrUserWarning
 
-from cache.blocks import read_manifest
+from cache.blocks import nodes, read_manifest
+from cache.integrity import checked
 
 JSON_ATTRS = "json_attrs"
 _NATIVE = (str, int, float)  # bool is an int
@@ -52,13 +51,6 @@ def export_hdf5(cache_path: str | Path, out_path: str | Path) -> Path:
     return out
 
 
-def nodes(group: zarr.Group) -> list[tuple[str, zarr.Array | zarr.Group]]:
-    """Every array and subgroup under `group` by path, a group before its members."""
-    with warnings.catch_warnings():  # manifest.json and block markers sit beside the nodes on purpose
-        warnings.filterwarnings("ignore", "Object at .* is not recognized", ZarrUserWarning)
-        return sorted(group.members(max_depth=None), key=lambda member: member[0])
-
-
 def read_attrs(node: h5py.Group | h5py.Dataset) -> dict:
     """The attributes of an exported group or array as they were in Zarr: JSON ones decoded,
     numpy scalars as Python values."""
@@ -74,7 +66,9 @@ def _copy_array(array: zarr.Array, f: h5py.File, name: str) -> None:
                            chunks=(min(array.chunks[0], array.shape[0]), *array.chunks[1:]), **_COMPRESSION)
     step = (array.shards or array.chunks)[0]
     for start in range(0, array.shape[0], step):
-        out[start:start + step] = array[start:start + step]
+        with checked(array, slice(start, start + step)):
+            rows = array[start:start + step]
+        out[start:start + step] = rows
     _write_attrs(out, array.attrs.asdict())
 
 

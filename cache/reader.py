@@ -7,6 +7,7 @@ import numpy as np
 import zarr
 
 from cache.blocks import read_manifest
+from cache.integrity import checked, read_all
 
 DEFAULT_BUDGET = 2 << 30  # bytes an array may take in memory before reads go to disk
 
@@ -14,12 +15,13 @@ DEFAULT_BUDGET = 2 << 30  # bytes an array may take in memory before reads go to
 class Rows:
     """Rows of a Zarr array by integer index. Held in memory when it fits the budget,
     so a random minibatch is a numpy gather; otherwise each read touches only the
-    chunks it needs."""
+    chunks it needs. Every read is checked (cache/integrity.py): damaged data raises
+    DamagedData naming the shard file."""
 
     def __init__(self, array: zarr.Array, budget: int = DEFAULT_BUDGET):
         self.shape, self.dtype = array.shape, array.dtype
         fits = np.prod(array.shape) * array.dtype.itemsize <= budget
-        self._data = array[...] if fits else array
+        self._data = read_all(array) if fits else array
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -40,13 +42,14 @@ class Rows:
         if len(index) == 0:
             return np.empty((0, *self.shape[1:]), dtype=self.dtype)
         lo, hi = int(index.min()), int(index.max()) + 1
-        if hi - lo <= 2 * len(index):
-            # Dense rows: one slice costs zarr a third of what the same rows cost by oindex.
-            return self._data[lo:hi][index - lo]
-        order = np.argsort(index, kind="stable")
-        out = np.empty((len(index), *self.shape[1:]), dtype=self.dtype)
-        out[order] = self._data.oindex[index[order]]
-        return out
+        with checked(self._data, slice(lo, hi)):
+            if hi - lo <= 2 * len(index):
+                # Dense rows: one slice costs zarr a third of what the same rows cost by oindex.
+                return self._data[lo:hi][index - lo]
+            order = np.argsort(index, kind="stable")
+            out = np.empty((len(index), *self.shape[1:]), dtype=self.dtype)
+            out[order] = self._data.oindex[index[order]]
+            return out
 
 
 class CacheMismatch(ValueError):
@@ -69,7 +72,7 @@ class TeacherCache:
         self.eval_logits = Rows(self.group["eval/logits"], budget)
         self.eval_features = Rows(self.group["eval/features"], budget)
         if self.views:
-            self.aug_rows = self.group["aug/rows"][...]
+            self.aug_rows = read_all(self.group["aug/rows"])
             self.aug_params = Rows(self.group["aug/params"], budget)
             self.aug_logits = Rows(self.group["aug/logits"], budget)
             self.aug_features = Rows(self.group["aug/features"], budget)

@@ -11,7 +11,8 @@
 
 A shard holds `shard_rows` images in every array: one shard is one writer's unit of
 work. Chunks inside a shard hold about CHUNK_ROWS outputs (fewer images when each has
-V views): one chunk is one small read.
+V views): one chunk is one small read. Every chunk carries a crc32c checksum
+(cache/integrity.py).
 """
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-FORMAT_VERSION = 1
+from cache.integrity import CHECKSUMMED
+
+FORMAT_VERSION = 2  # 2: crc32c on every chunk
 CHUNK_ROWS = 64
 
 
@@ -29,7 +32,7 @@ def _array(group: zarr.Group, name: str, shape: tuple, dtype: str, shard_rows: i
         return
     rows = _chunk_rows(shard_rows, views)
     group.create_array(name, shape=shape, dtype=dtype, chunks=(rows, *shape[1:]),
-                       shards=(shard_rows, *shape[1:]), fill_value=0)
+                       shards=(shard_rows, *shape[1:]), fill_value=0, **CHECKSUMMED)
 
 
 def _chunk_rows(shard_rows: int, views: int) -> int:
@@ -49,8 +52,8 @@ def create_cache(path: str | Path, n: int, train_rows: np.ndarray, views: int, c
     for stage, shape in (stage_shapes or {}).items():
         _array(group, f"eval/stages/{stage}", (n, *shape), "float16", shard_rows)
     if views:
-        if "aug/rows" not in group:
-            group.create_array("aug/rows", data=np.asarray(train_rows, dtype="int64"))
+        # Rewritten on every open: a rebuild after damage (cache/integrity.py) may have deleted its chunk.
+        group.create_array("aug/rows", data=np.asarray(train_rows, dtype="int64"), overwrite=True, **CHECKSUMMED)
         _array(group, "aug/params", (t, views, 5), "float32", shard_rows, views)
         _array(group, "aug/logits", (t, views, classes), "float16", shard_rows, views)
         _array(group, "aug/features", (t, views, dim), "float16", shard_rows, views)

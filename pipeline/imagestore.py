@@ -7,6 +7,8 @@ to RGB, resized (shorter side, then centre crop) to a square and kept as uint8.
     ids     str   (N,)
     attrs   classes, size, source spec and fingerprint, skipped files
 
+Every chunk carries a crc32c checksum (cache/integrity.py).
+
 Decoding runs in parallel on dask, one shard per task, resumable after a kill.
 """
 from __future__ import annotations
@@ -20,10 +22,11 @@ import zarr
 from PIL import Image, ImageOps
 
 from cache import blocks
+from cache.integrity import CHECKSUMMED, read_all
 from cache.reader import DEFAULT_BUDGET, Rows
 from pipeline.source import SPLITS, BadImage, Item, Source
 
-STORE_VERSION = 1
+STORE_VERSION = 2  # 2: crc32c on every chunk
 SKIPPED = 255
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,7 @@ def write_image_store(source: Source, items: list[Item], path: str | Path, size:
     group = zarr.open_group(path, mode="a")
     if "images" not in group:
         group.create_array("images", shape=(n, size, size, 3), dtype="uint8",
-                           chunks=(1, size, size, 3), shards=(shard_rows, size, size, 3))
+                           chunks=(1, size, size, 3), shards=(shard_rows, size, size, 3), **CHECKSUMMED)
     work = blocks.shard_blocks(n, shard_rows, "images")
     todo = blocks.pending(path, work)
     log.info("image store %s: %d of %d shards to write", path, len(todo), len(work))
@@ -76,7 +79,7 @@ def write_image_store(source: Source, items: list[Item], path: str | Path, size:
     split[[s["row"] for s in skipped]] = SKIPPED
     for name, data in (("labels", np.array([item.label for item in items], dtype=np.int32)),
                        ("split", split), ("ids", np.array([item.id for item in items], dtype=np.dtypes.StringDType()))):
-        group.create_array(name, data=data, overwrite=True)
+        group.create_array(name, data=data, overwrite=True, **CHECKSUMMED)
     manifest = {**attrs, "version": STORE_VERSION, "classes": list(source.classes), "size": size,
                 "count": n, "skipped": skipped,
                 "split_counts": {s: int((split == i).sum()) for i, s in enumerate(SPLITS)}}
@@ -97,9 +100,9 @@ class ImageStore:
         self.path, self.manifest = Path(path), manifest
         self.classes: list[str] = manifest["classes"]
         self.size: int = manifest["size"]
-        self.labels = group["labels"][...].astype(np.int64)
-        self.split = group["split"][...]
-        self.ids = group["ids"][...]
+        self.labels = read_all(group["labels"]).astype(np.int64)
+        self.split = read_all(group["split"])
+        self.ids = read_all(group["ids"])
         self.images = Rows(group["images"], budget)
 
     def rows(self, split: str) -> np.ndarray:

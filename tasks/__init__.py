@@ -6,6 +6,7 @@ from tasks.export import ExportCacheHDF5
 from tasks.report import Report, RunAll
 from tasks.student import EvaluateStudent, TrainStudent
 from tasks.teacher import CacheTeacher, EvaluateTeacher, FineTuneTeacher, TeacherCheckpoint
+from tasks.verify import VerifyData
 
 __all__ = ["CheckConfig", "PrepareDataset", "FineTuneTeacher", "TeacherCheckpoint", "CacheTeacher", "EvaluateTeacher",
-           "TrainStudent", "EvaluateStudent", "Report", "RunAll"]
+           "TrainStudent", "EvaluateStudent", "Report", "RunAll", "VerifyData"]

@@ -1,4 +1,4 @@
-"""What every task of the pipeline shares: an identity fingerprint and an output folder."""
+"""What every task of the pipeline shares: an identity fingerprint, an output folder and its lock."""
 from __future__ import annotations
 
 import json
@@ -9,6 +9,7 @@ import luigi
 import torch
 
 from cache.fingerprint import digest
+from pipeline.lock import folder_lock
 from pipeline.progress import Progress
 from tasks.check import Checked
 from tasks.config import compute, paths
@@ -21,6 +22,9 @@ class Step(Checked, luigi.Task):
     fingerprint covers the task's class, its `settings()` (everything besides its
     requirements that changes its output) and its requirements' fingerprints, so a
     changed setting anywhere upstream makes a new folder and reruns what depends on it.
+
+    Subclasses do their work in `work()`; `run()` holds the folder's lock around it, so
+    two runs started together on one work folder never write the same output at once.
     """
 
     dataset = luigi.Parameter(description="a name from luigi.cfg's [datasets] section")
@@ -28,6 +32,15 @@ class Step(Checked, luigi.Task):
 
     def settings(self) -> dict:
         return {}
+
+    def work(self) -> None:
+        raise NotImplementedError
+
+    def run(self) -> None:
+        with folder_lock(self.folder()):
+            # Another run may have finished this output while we waited for the lock.
+            if not self.complete():
+                self.work()
 
     def fingerprint(self) -> str:
         if not hasattr(self, "_fingerprint"):

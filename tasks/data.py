@@ -35,7 +35,7 @@ class PrepareDataset(Step):
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(self.folder() / "store.zarr" / "manifest.json")
 
-    def run(self) -> None:
+    def work(self) -> None:
         d, c = data(), compute()
         items = carve_validation(self.source.items(), d.val_fraction, d.seed)
         progress = self.progress(-(-len(items) // c.shard_rows), "image store, shards")

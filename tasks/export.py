@@ -19,6 +19,6 @@ class ExportCacheHDF5(Step):
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(self.folder() / "cache.h5")
 
-    def run(self) -> None:
+    def work(self) -> None:
         self.write_settings()
         export_hdf5(self.requires().cache_path(), self.output().path)

@@ -25,7 +25,7 @@ class Report(Step):
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(self.folder() / "report.md")
 
-    def run(self) -> None:
+    def work(self) -> None:
         read = lambda target: json.loads(open(target.path).read())  # noqa: E731
         t = read(self.input()["teacher"])
         rows = []

@@ -68,7 +68,7 @@ class TrainStudent(StudentStep):
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(self.folder() / f"{self.student}-{self.mode}.safetensors")
 
-    def run(self) -> None:
+    def work(self) -> None:
         self.use_threads()
         self.write_settings()
         store = ImageStore(self.requires()["store"].store_path(), memory_budget())
@@ -98,7 +98,7 @@ class EvaluateStudent(StudentStep):
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(self.folder() / "metrics.json")
 
-    def run(self) -> None:
+    def work(self) -> None:
         self.use_threads()
         store = ImageStore(self.requires()["store"].store_path(), budget=0)
         cache = TeacherCache(self.requires()["cache"].cache_path(), budget=0)

@@ -62,7 +62,7 @@ class FineTuneTeacher(Step):
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(self.folder() / "weights.safetensors")
 
-    def run(self) -> None:
+    def work(self) -> None:
         self.use_threads()
         self.write_settings()
         t = teacher()
@@ -107,7 +107,7 @@ class CacheTeacher(Step):
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(self.folder() / "cache.zarr" / "manifest.json")
 
-    def run(self) -> None:
+    def work(self) -> None:
         self.use_threads()
         self.write_settings()
         c = compute()
@@ -157,7 +157,7 @@ class EvaluateTeacher(Step):
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(self.folder() / "metrics.json")
 
-    def run(self) -> None:
+    def work(self) -> None:
         store = ImageStore(self.requires()["store"].store_path(), budget=0)
         cache = TeacherCache(self.requires()["cache"].cache_path())
         rows = store.rows("test")

@@ -20,7 +20,6 @@ from pipeline.imagestore import ImageStore, square
 from pipeline.source import SPLITS
 from pipeline.synthetic import CLASSES
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 class Blocks:
@@ -53,9 +52,9 @@ def kill_after_first_block(args: list[str], root: Path, log: Path) -> int:
         return sum(not p.name.startswith(".") for p in markers.iterdir()) if markers.is_dir() else 0
 
     with open(log, "w") as stderr:
-        # PYTHONPATH: this checkout's code, not whichever copy is installed
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-        proc = subprocess.Popen([sys.executable, slow_runs.__file__, *args], stderr=stderr, env=env)
+        # PYTHONPATH: the code under test, not whichever copy of the project is installed.
+        proc = subprocess.Popen([sys.executable, slow_runs.__file__, *args], stderr=stderr,
+                                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     deadline = time.monotonic() + 60
     while not done():
         assert proc.poll() is None, f"the writer exited early: {log.read_text()}"

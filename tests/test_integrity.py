@@ -1,0 +1,128 @@
+"""Damaged data at rest: a byte flipped inside a chunk, a truncated or an emptied shard file
+are detected on read and by VerifyData, named (array and shard file), and the damaged
+output is rebuilt, not reused, by a rerun; clean outputs pass."""
+from __future__ import annotations
+
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from conftest import build
+from slow_runs import save_teacher, teacher_job, write_cache, write_store
+from test_store import assert_same_files
+
+from cache.blocks import MANIFEST
+from cache.integrity import DamagedData, verify, verify_outputs
+from cache.reader import TeacherCache
+from pipeline.imagestore import ImageStore
+from tasks import CacheTeacher, VerifyData
+
+STORE, CACHE = "store/store.zarr", "cache/cache.zarr"  # the layout of a data set's work folder
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory) -> Path:
+    """A finished image store and teacher cache, never damaged."""
+    root = tmp_path_factory.mktemp("clean")
+    write_store(root / STORE)
+    save_teacher(root / "teacher.safetensors")
+    write_cache(teacher_job(root / STORE, root / "teacher.safetensors", root / CACHE))
+    return root
+
+
+@pytest.fixture
+def work(clean, tmp_path) -> Path:
+    """A copy of the clean outputs to damage."""
+    shutil.copytree(clean, tmp_path / "work")
+    return tmp_path / "work"
+
+
+def shard_file(output: Path, array: str, shard: int) -> Path:
+    a = zarr.open_array(str(output / array), mode="r")
+    return output / array / a.metadata.encode_chunk_key((shard,) + (0,) * (a.ndim - 1))
+
+
+def flip_inside_chunk(file: Path, array: zarr.Array) -> None:
+    """Flip a byte in the middle of the shard's first chunk, located by the shard index
+    (at the end of the file: an (offset, length) uint64 pair per chunk, then a crc32c)."""
+    raw = bytearray(file.read_bytes())
+    chunks = array.shards[0] // array.chunks[0]
+    index = np.frombuffer(bytes(raw[-(16 * chunks + 4):-4]), "<u8").reshape(chunks, 2)
+    offset, length = map(int, index[0])
+    raw[offset + length // 2] ^= 0x10
+    file.write_bytes(raw)
+
+
+def damage(output: Path, array: str, shard: int, how: str) -> Path:
+    file = shard_file(output, array, shard)
+    if how == "flip":
+        flip_inside_chunk(file, zarr.open_array(str(output / array), mode="r"))
+    else:
+        file.write_bytes(file.read_bytes()[: {"truncate": file.stat().st_size // 2, "empty": 0}[how]])
+    return file
+
+
+def test_clean_outputs_pass(clean):
+    assert verify(clean / STORE) == [] and verify(clean / CACHE) == []
+    assert verify_outputs(clean) == [clean / CACHE, clean / STORE]
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate", "empty"])
+def test_damaged_image_shard_is_named_on_read_and_marked_for_rebuild(work, clean, how):
+    file = damage(work / STORE, "images", 1, how)
+    with pytest.raises(DamagedData, match="rerun your command") as err:
+        ImageStore(work / STORE)
+    assert f"array images, shard file {file}" in str(err.value)
+    assert [d.file for d in err.value.damage] == [file]
+    assert not (work / STORE / MANIFEST).exists()  # Luigi now takes the store as unfinished
+
+    write_store(work / STORE)  # what PrepareDataset does when rerun
+    assert_same_files(work / STORE, clean / STORE)
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate"])
+def test_damaged_cache_shard_is_named_when_a_student_reads_it_from_disk(work, how):
+    file = damage(work / CACHE, "aug/logits", 0, how)
+    cache = TeacherCache(work / CACHE, budget=0)  # rows are read from disk batch by batch
+    cache.aug_logits.take(np.arange(8, 16))  # rows of an undamaged shard
+    with pytest.raises(DamagedData, match=f"array aug/logits, shard file {file}"):
+        cache.aug_logits.take(np.arange(3), np.zeros(3, dtype=int))
+
+
+def test_verify_lists_every_damaged_shard_and_a_rerun_rebuilds_them(work, clean):
+    flipped = damage(work / STORE, "images", 2, "flip")
+    truncated = damage(work / CACHE, "eval/logits", 1, "truncate")
+    with pytest.raises(DamagedData) as err:
+        verify_outputs(work)
+    assert [(d.array, d.file) for d in err.value.damage] == [("eval/logits", truncated), ("images", flipped)]
+    assert not (work / STORE / MANIFEST).exists() and not (work / CACHE / MANIFEST).exists()
+
+    write_store(work / STORE)
+    write_cache(teacher_job(work / STORE, work / "teacher.safetensors", work / CACHE))
+    assert_same_files(work / STORE, clean / STORE)
+    assert_same_files(work / CACHE, clean / CACHE)
+    assert verify_outputs(work) == [work / CACHE, work / STORE]
+
+
+def test_verify_task_fails_on_damage_and_a_rerun_rebuilds_the_cache(luigi_config):
+    assert build(CacheTeacher("demo"))[0]
+    assert build(VerifyData("demo"))[0]
+    cache = CacheTeacher("demo").cache_path()
+    good = {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()}
+    damage(cache, "eval/features", 0, "flip")
+
+    assert not build(VerifyData("demo"))[0]
+    ok, ran = build(CacheTeacher("demo"))
+    assert ok and [type(t).__name__ for t in ran] == ["CacheTeacher"]
+    assert {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()} == good
+
+
+def test_damage_raised_in_a_dask_worker_process_reaches_the_caller_intact(work):
+    file = damage(work / STORE, "images", 0, "flip")
+    with pytest.raises(DamagedData) as err:
+        ImageStore(work / STORE)
+    again = pickle.loads(pickle.dumps(err.value))  # how dask's process workers return it
+    assert str(again) == str(err.value) and again.damage[0].file == file

@@ -53,13 +53,12 @@ RANGES = {
     "train": {"epochs": Range(1), "batch_size": Range(1), "lr": Range(0, low_open=True),
               "weight_decay": Range(0), "warmup_epochs": Range(0), "image_size": Range(1)},
     "kd": {"alpha": Range(0, 1), "temperature": Range(0, low_open=True), "beta": Range(0)},
-    "slurm": {"cores": Range(1), "processes": Range(1), "jobs": Range(1)},
 }
 
 
 def check(settings: dict[str, dict[str, Any]]) -> list[Problem]:
     """Every problem of `settings`: section -> key -> value, the typed values of [data],
-    [compute], [slurm], [teacher], [train] and [kd], and the spec strings of [datasets] and
+    [compute], [slurm] (for scheduler = slurm), [teacher], [train] and [kd], the specs of [datasets] and
     [students]. A missing section is not checked (the caller reports why it is missing)."""
     problems = [Problem(section, key, value, f"must be {rule}")
                 for section, rules in RANGES.items() for key, rule in rules.items()
@@ -68,7 +67,8 @@ def check(settings: dict[str, dict[str, Any]]) -> list[Problem]:
     if scheduler is not None and scheduler not in SCHEDULERS and "://" not in scheduler:
         problems.append(Problem("compute", "scheduler", scheduler,
                                 f"use {', '.join(SCHEDULERS)} or a cluster address such as tcp://host:8786"))
-    problems += _slurm(settings.get("slurm", {}))
+    if scheduler == "slurm":
+        problems += _slurm(settings.get("slurm", {}))
     size = settings.get("train", {}).get("image_size")
     size = size if isinstance(size, int) and size >= 1 else None
     for name, spec in settings.get("datasets", {}).items():
@@ -102,7 +102,12 @@ def _teacher(t: dict[str, Any], size: int | None) -> list[Problem]:
 
 
 def _slurm(s: dict[str, Any]) -> list[Problem]:
-    problems = []
+    try:
+        import dask_jobqueue  # noqa: F401 (the `cluster` extra)
+    except ImportError:
+        return [Problem("compute", "scheduler", "slurm", 'needs dask-jobqueue: pip install -e ".[cluster]"')]
+    problems = [Problem("slurm", key, s[key], "must be >= 1")
+                for key in ("cores", "processes", "jobs") if isinstance(s.get(key), int) and s[key] < 1]
     if isinstance(s.get("processes"), int) and isinstance(s.get("cores"), int) and s["processes"] > s["cores"] >= 1:
         problems.append(Problem("slurm", "processes", s["processes"], f"must be <= cores ({s['cores']})"))
     if "memory" in s:

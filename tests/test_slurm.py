@@ -22,6 +22,7 @@ from slow_runs import assert_same_files, save_teacher, teacher_job, write_cache,
 from pipeline import cluster
 from pipeline.cluster import SlurmSettings, dask_scheduler, slurm_cluster
 from tasks import PrepareDataset
+import tasks.check
 from tasks.check import config_problems
 from tasks.config import slurm
 
@@ -77,8 +78,18 @@ def test_empty_slurm_section_leaves_out_partition_and_account(luigi_config):
                                            ("memory", "lots", "Could not interpret 'lots'")])
 def test_bad_slurm_values_stop_the_run_before_any_task(luigi_config, key, value, fix):
     luigi_config("slurm", key, value)
+    assert config_problems() == []  # [slurm] matters only to scheduler = slurm
+    luigi_config("compute", "scheduler", "slurm")
     [problem] = config_problems()
     assert (problem.section, problem.key, str(problem.value)) == ("slurm", key, value) and fix in problem.fix
+
+
+def test_scheduler_slurm_without_dask_jobqueue_names_the_install(luigi_config, monkeypatch):
+    monkeypatch.setitem(sys.modules, "dask_jobqueue", None)  # as if not installed
+    monkeypatch.setattr(tasks.check, "_checked", {})  # its verdict must not outlive the test
+    luigi_config("compute", "scheduler", "slurm")
+    [problem] = config_problems()
+    assert (problem.section, problem.key) == ("compute", "scheduler") and "[cluster]" in problem.fix
 
 
 def test_compute_scheduler_slurm_starts_the_cluster_the_section_describes(luigi_config, monkeypatch):

@@ -58,8 +58,9 @@ RANGES = {
 
 def check(settings: dict[str, dict[str, Any]]) -> list[Problem]:
     """Every problem of `settings`: section -> key -> value, the typed values of [data],
-    [compute], [slurm] (for scheduler = slurm), [teacher], [train] and [kd], the specs of [datasets] and
-    [students]. A missing section is not checked (the caller reports why it is missing)."""
+    [compute], [slurm] (for scheduler = slurm), [teacher], [train] and [kd], and the spec
+    strings of [datasets] and [students]. A missing section is not checked (the caller
+    reports why it is missing)."""
     problems = [Problem(section, key, value, f"must be {rule}")
                 for section, rules in RANGES.items() for key, rule in rules.items()
                 if (value := settings.get(section, {}).get(key)) is not None and not rule.holds(value)]

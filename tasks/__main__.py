@@ -7,7 +7,7 @@ or `not_run` (it never got them), and exits non-zero although the experiment suc
 Here those two verdicts are overruled when the task asked for is complete when the worker
 ends. Every other verdict (a failed task, missing input, a scheduling error) stands, and
 a task left incomplete never exits 0, even where [retcode] leaves Luigi's codes at 0.
-With `[worker] keep_alive` (cluster/worker.cfg) a worker waits for the tasks it needs
+With `[worker] keep_alive` (configs/worker.cfg) a worker waits for the tasks it needs
 until they are done or have failed, so "complete at the end" means the goal was met.
 """
 from __future__ import annotations

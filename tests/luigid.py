@@ -1,5 +1,5 @@
-"""A real luigid on a free loopback port, with the shipped cluster/luigid.cfg, and workers
-that run the shipped cluster/worker.cfg; every process is stopped whatever happens."""
+"""A real luigid on a free loopback port, with the shipped configs/luigid.cfg, and workers
+that run the shipped configs/worker.cfg; every process is stopped whatever happens."""
 from __future__ import annotations
 
 import configparser
@@ -118,10 +118,10 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @contextmanager
 def luigid(folder: Path, settings: dict):
-    """luigid on 127.0.0.1 with cluster/luigid.cfg plus `settings`, its state, history and
+    """luigid on 127.0.0.1 with configs/luigid.cfg plus `settings`, its state, history and
     log in `folder`, started as the config's header says; yields a Server."""
     folder.mkdir(parents=True, exist_ok=True)
-    config = write_config(folder / "luigid.cfg", REPO / "cluster" / "luigid.cfg", settings)
+    config = write_config(folder / "luigid.cfg", REPO / "configs" / "luigid.cfg", settings)
     port = free_port()
     with processes() as start:
         proc = start([LUIGID, "--address", "127.0.0.1", "--port", port, "--state-path", "state.pickle",
@@ -164,6 +164,6 @@ def run(commands: list[list], folder: Path, label: str, timeout: float = 240, **
 
 def run_workers(folder: Path, port: int, task: list[str], label: str, n: int = 2,
                 program: list[str] = TASKS) -> list[tuple[int, str]]:
-    """n workers of luigid at once, with cluster/worker.cfg."""
+    """n workers of luigid at once, with configs/worker.cfg."""
     return run([worker_command(task, port, program)] * n, folder, label,
-               LUIGI_CONFIG_PATH=str(REPO / "cluster" / "worker.cfg"))
+               LUIGI_CONFIG_PATH=str(REPO / "configs" / "worker.cfg"))

@@ -1,6 +1,6 @@
 """The README's "Many machines" recipe, for real: luigid on a loopback port with the
-shipped cluster/luigid.cfg (task history in SQLite, resources), two workers at once with
-cluster/worker.cfg, on a tiny experiment."""
+shipped configs/luigid.cfg (task history in SQLite, resources), two workers at once with
+configs/worker.cfg, on a tiny experiment."""
 from __future__ import annotations
 
 import json

@@ -1,5 +1,5 @@
 """SLURM: `[compute] scheduler = slurm` runs the image store and the teacher pass on a
-dask-jobqueue SLURMCluster built from [slurm], and cluster/runall.sbatch runs Luigi
+dask-jobqueue SLURMCluster built from [slurm], and configs/runall.sbatch runs Luigi
 workers as an array against luigid. No SLURM runs here, so, as dask-jobqueue tests itself,
 the job script is checked line by line; then a stand-in `sbatch` that runs the script in
 the background proves that the script's workers do the work."""
@@ -171,7 +171,7 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-SBATCH = Path(__file__).parents[1] / "cluster" / "runall.sbatch"
+SBATCH = Path(__file__).parents[1] / "configs" / "runall.sbatch"
 # What the Luigi command line of an array job resolves to, in the job's folder and environment.
 RESOLVE = """
 import json, sys
@@ -187,7 +187,7 @@ with CmdlineParser.global_instance(sys.argv[1:]) as parser:
 
 
 def test_sbatch_array_job_is_a_worker_of_luigid(tmp_path):
-    """cluster/runall.sbatch, run as SLURM runs one array job (a stand-in `python` records
+    """configs/runall.sbatch, run as SLURM runs one array job (a stand-in `python` records
     the command): the luigid workers' command of tests/test_luigid.py, whose settings
     resolve to RunAll, one worker, luigid at LUIGID_HOST:LUIGID_PORT, keep_alive."""
     assert subprocess.run(["bash", "-n", SBATCH]).returncode == 0
@@ -204,7 +204,7 @@ def test_sbatch_array_job_is_a_worker_of_luigid(tmp_path):
     subprocess.run(["bash", SBATCH], env=env, cwd=tmp_path, check=True)
     job = json.loads((tmp_path / "job.json").read_text())
     assert job["argv"][:3] == ["-m", "tasks", "RunAll"]
-    assert job["cwd"] == str(SBATCH.parents[1]) and job["env"]["LUIGI_CONFIG_PATH"] == "cluster/worker.cfg"
+    assert job["cwd"] == str(SBATCH.parents[1]) and job["env"]["LUIGI_CONFIG_PATH"] == "configs/worker.cfg"
 
     resolved = subprocess.run([sys.executable, "-c", RESOLVE, *job["argv"][2:]], env=job["env"], cwd=job["cwd"],
                               capture_output=True, text=True, check=True).stdout

@@ -25,3 +25,4 @@ def test_bench_reports_every_ratio(tmp_path):
     saved = json.loads(out.read_text())
     assert saved["metrics"].keys() == result["metrics"].keys()
     assert saved["settings"]["views"] == 2 and saved["machine"]["torch"]
+    assert saved["machine"]["calibration_img_per_s"] > 0

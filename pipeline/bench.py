@@ -33,14 +33,14 @@ from timm.task import LogitDistillationTask
 
 import models
 from cache.reader import TeacherCache
-from pipeline.imagestore import ImageStore, write_image_store
-from pipeline.loader import Batch, TrainLoader
-from pipeline.prefetch import prefetch
-from pipeline.losses import DistillationLoss
+from pipeline.data.imagestore import ImageStore, write_image_store
+from pipeline.training.loader import Batch, TrainLoader
+from pipeline.training.prefetch import prefetch
+from pipeline.training.losses import DistillationLoss
 from pipeline.spec import parse_spec
-from pipeline.synthetic import CLASSES, SyntheticSource
-from pipeline.teacher_pass import TeacherJob, cache_teacher
-from pipeline.train import TrainSettings, lr_at, student_loss, train_epoch
+from pipeline.data.synthetic import CLASSES, SyntheticSource
+from pipeline.teacher.teacher_pass import TeacherJob, cache_teacher
+from pipeline.training.train import TrainSettings, lr_at, student_loss, train_epoch
 
 STUDENTS = ("vit_tiny_patch16_224 img_size=64 patch_size=8 embed_dim=96 depth=4 num_heads=3",
             "pvt_v2_b0 depths=(1,1,2,1)",
@@ -170,7 +170,7 @@ def prepare(s: Settings, workdir: Path) -> Bench:
 class Run:
     """A student's training run, an epoch at a time, in one of three modes: baseline
     (labels only), kd (from the teacher cache) or online (timm's LogitDistillationTask,
-    running the teacher on every batch). All three step through pipeline.train.train_epoch."""
+    running the teacher on every batch). All three step through pipeline.training.train.train_epoch."""
 
     def __init__(self, s: Settings, spec: str, store: ImageStore, mode: str, epochs: int,
                  cache: TeacherCache | None = None, teacher: torch.nn.Module | None = None):

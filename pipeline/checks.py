@@ -11,7 +11,7 @@ from typing import Any
 from dask.utils import parse_bytes
 
 import models
-from pipeline.sources import open_source
+from pipeline.data.sources import open_source
 from pipeline.spec import parse_spec, parse_stages
 
 SCHEDULERS = ("threads", "processes", "synchronous", "slurm")

@@ -5,7 +5,7 @@ import json
 
 import luigi
 
-from pipeline.report import write_report
+from pipeline.evaluation.report import write_report
 from tasks.base import Step
 from tasks.check import Checked
 from tasks.config import datasets, kd, students, teacher, train

@@ -9,11 +9,11 @@ import numpy as np
 
 import models
 from cache.reader import TeacherCache
-from pipeline.imagestore import ImageStore
-from pipeline.inference import predict_rows
-from pipeline.metrics import classification_metrics
+from pipeline.data.imagestore import ImageStore
+from pipeline.teacher.inference import predict_rows
+from pipeline.evaluation.metrics import classification_metrics
 from pipeline.spec import parse_spec
-from pipeline.train import TrainSettings, fit
+from pipeline.training.train import TrainSettings, fit
 from tasks.base import Step, memory_budget
 from tasks.config import kd, students, train
 from tasks.data import PrepareDataset

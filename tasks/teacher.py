@@ -12,11 +12,11 @@ import models
 from cache.fingerprint import digest, file_sha256
 from cache.reader import TeacherCache
 from cache.schema import FORMAT_VERSION
-from pipeline.imagestore import ImageStore
-from pipeline.metrics import classification_metrics
+from pipeline.data.imagestore import ImageStore
+from pipeline.evaluation.metrics import classification_metrics
 from pipeline.spec import parse_spec, parse_stages
-from pipeline.teacher_pass import TeacherJob, cache_teacher
-from pipeline.train import TrainSettings, fit
+from pipeline.teacher.teacher_pass import TeacherJob, cache_teacher
+from pipeline.training.train import TrainSettings, fit
 from tasks.base import Step, memory_budget
 from tasks.check import Checked
 from tasks.config import compute, dask_scheduler, teacher, train

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 import models
-from pipeline.imagestore import ImageStore, write_image_store
-from pipeline.synthetic import CLASSES, SyntheticSource
-from pipeline.teacher_pass import TeacherJob, cache_teacher
+from pipeline.data.imagestore import ImageStore, write_image_store
+from pipeline.data.synthetic import CLASSES, SyntheticSource
+from pipeline.teacher.teacher_pass import TeacherJob, cache_teacher
 
 SOURCE_ARGS = {"seed": 0, "train_per_class": 4, "test_per_class": 2, "size": 24}  # 48 images
 SOURCE = SyntheticSource(**SOURCE_ARGS)

@@ -8,9 +8,9 @@ import torch
 import models
 from cache.reader import CacheMismatch, TeacherCache
 from conftest import TEACHER
-from pipeline.imagestore import ImageStore
-from pipeline.loader import TrainLoader
-from pipeline.losses import DistillationLoss
+from pipeline.data.imagestore import ImageStore
+from pipeline.training.loader import TrainLoader
+from pipeline.training.losses import DistillationLoss
 
 
 def online_teacher(tiny_data, classes):
@@ -73,7 +73,7 @@ def test_eval_view_outputs_are_the_teacher_on_whole_images(tiny_data):
     store, cache = ImageStore(tiny_data["store"]), TeacherCache(tiny_data["cache"])
     teacher = online_teacher(tiny_data, len(store.classes))
     rows = store.rows("test")
-    from pipeline.inference import predict_rows
+    from pipeline.teacher.inference import predict_rows
     logits, features = predict_rows(teacher, store, rows, 32)
     assert np.allclose(cache.eval_logits[rows], logits, rtol=2e-3, atol=2e-3)
     assert np.allclose(cache.eval_features[rows], features, rtol=2e-3, atol=2e-3)
@@ -84,8 +84,8 @@ def test_stage_maps_of_the_eval_view_are_cached_when_asked(tiny_data, tmp_path):
 
     import zarr
 
-    from pipeline.teacher_pass import cache_teacher
-    from pipeline.views import render, whole_views
+    from pipeline.teacher.teacher_pass import cache_teacher
+    from pipeline.teacher.views import render, whole_views
     store = ImageStore(tiny_data["store"])
     teacher = online_teacher(tiny_data, len(store.classes))
     shapes = teacher.stage_shapes((1, 2), 32)
@@ -111,7 +111,7 @@ def test_any_shard_size_and_batch_size_give_the_same_cache(tiny_data, tmp_path):
 
     import zarr
 
-    from pipeline.teacher_pass import cache_teacher
+    from pipeline.teacher.teacher_pass import cache_teacher
     store = ImageStore(tiny_data["store"])
     dim = online_teacher(tiny_data, len(store.classes)).num_features
     groups = []

@@ -16,8 +16,8 @@ from slow_runs import (DyingTeacherJob, assert_same_files, save_teacher, teacher
                        write_store)
 
 from cache import blocks
-from pipeline import teacher_pass
-from pipeline.source import BadImage
+from pipeline.teacher import teacher_pass
+from pipeline.data.source import BadImage
 from tasks import CacheTeacher, PrepareDataset
 
 

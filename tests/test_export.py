@@ -16,7 +16,7 @@ from cache.blocks import nodes
 from cache.export import export_hdf5, read_attrs
 from cache.reader import TeacherCache
 from pipeline.lock import LOCK
-from pipeline.synthetic import CLASSES
+from pipeline.data.synthetic import CLASSES
 from tasks import ExportCacheHDF5
 
 EVAL = ["eval/features", "eval/logits"]

@@ -17,7 +17,7 @@ from test_store import assert_same_files
 from cache.blocks import MANIFEST
 from cache.integrity import DamagedData, verify, verify_outputs
 from cache.reader import TeacherCache
-from pipeline.imagestore import ImageStore
+from pipeline.data.imagestore import ImageStore
 from tasks import CacheTeacher, VerifyData
 
 STORE, CACHE = "store/store.zarr", "cache/cache.zarr"  # the layout of a data set's work folder

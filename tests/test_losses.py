@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.losses import DistillationLoss
+from pipeline.training.losses import DistillationLoss
 
 
 @pytest.fixture

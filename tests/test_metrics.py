@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, top_k_accuracy_score
 
-from pipeline.metrics import average_precision, classification_metrics
+from pipeline.evaluation.metrics import average_precision, classification_metrics
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -16,9 +16,9 @@ from slow_runs import SHARD_ROWS, SIZE, SOURCE, assert_same_files, save_teacher,
 
 from cache import blocks
 from cache.reader import TeacherCache
-from pipeline.imagestore import ImageStore, square
-from pipeline.source import SPLITS
-from pipeline.synthetic import CLASSES
+from pipeline.data.imagestore import ImageStore, square
+from pipeline.data.source import SPLITS
+from pipeline.data.synthetic import CLASSES
 
 
 
@@ -147,9 +147,9 @@ def _folder_with_a_truncated_image(root: Path) -> Path:
 
 @pytest.mark.parametrize("policy", ["fail", "skip"])
 def test_bad_image_stops_or_is_skipped_and_recorded(tmp_path, policy):
-    from pipeline.imagestore import write_image_store
-    from pipeline.source import BadImage
-    from pipeline.sources import ImageFolder
+    from pipeline.data.imagestore import write_image_store
+    from pipeline.data.source import BadImage
+    from pipeline.data.sources import ImageFolder
     source = ImageFolder(_folder_with_a_truncated_image(tmp_path / "src"), holdout=0.0)
     items, out = source.items(), tmp_path / "store.zarr"
     write = lambda: write_image_store(source, items, out, 8, {}, on_bad_image=policy)  # noqa: E731

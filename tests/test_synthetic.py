@@ -1,7 +1,7 @@
 """The embedded data set: deterministic, balanced, and different for another seed."""
 import numpy as np
 
-from pipeline.synthetic import CLASSES, SyntheticSource, render
+from pipeline.data.synthetic import CLASSES, SyntheticSource, render
 
 
 def test_same_seed_same_images_in_any_order():

@@ -5,9 +5,9 @@ import torch
 
 from cache.reader import TeacherCache
 from conftest import TEACHER, TINY_VIT
-from pipeline.imagestore import ImageStore
+from pipeline.data.imagestore import ImageStore
 from pipeline.spec import parse_spec
-from pipeline.train import TrainSettings, fit
+from pipeline.training.train import TrainSettings, fit
 
 SETTINGS = TrainSettings(epochs=2, batch_size=16, image_size=32, seed=0)
 DISTILL = {"alpha": 0.7, "temperature": 4.0}

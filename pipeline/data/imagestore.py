@@ -24,7 +24,7 @@ from PIL import Image, ImageOps
 from cache import blocks
 from cache.integrity import CHECKSUMMED, read_all
 from cache.reader import DEFAULT_BUDGET, Rows
-from pipeline.source import SPLITS, BadImage, Item, Source
+from pipeline.data.source import SPLITS, BadImage, Item, Source
 
 STORE_VERSION = 2  # 2: crc32c on every chunk
 SKIPPED = 255

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pipeline.source import Item
+from pipeline.data.source import Item
 
 GENERATOR_VERSION = 2
 SUPERSAMPLE = 3  # draw at 3x, then box-downsample: smooth, antialiased limbs

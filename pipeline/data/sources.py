@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 from PIL import Image, ImageOps
 
-from pipeline.source import SPLITS, BadImage, BadSource, Item, Source
+from pipeline.data.source import SPLITS, BadImage, BadSource, Item, Source
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def open_source(spec: str, **options: Any) -> Source:
     kind, _, path = spec.partition(":")
     valid = "valid kinds: synthetic, stanford40:PATH, imagefolder:PATH, hdf5:FILE"
     if kind == "synthetic" and not path:
-        from pipeline.synthetic import SyntheticSource  # lazy: only this kind needs the renderer
+        from pipeline.data.synthetic import SyntheticSource  # lazy: only this kind needs the renderer
         cls, args = SyntheticSource, []
     elif kind in _PATH_KINDS:
         cls, args = _PATH_KINDS[kind], [Path(path).expanduser()]

@@ -17,8 +17,8 @@ from cache import blocks
 from cache.integrity import read_all
 from cache.reader import Rows
 from cache.schema import create_cache
-from pipeline.inference import predict
-from pipeline.views import random_views, whole_views
+from pipeline.teacher.inference import predict
+from pipeline.teacher.views import random_views, whole_views
 
 
 @lru_cache(maxsize=2)

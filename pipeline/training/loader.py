@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from cache.reader import TeacherCache
-from pipeline.imagestore import ImageStore
-from pipeline.views import random_views, render, whole_views
+from pipeline.data.imagestore import ImageStore
+from pipeline.teacher.views import random_views, render, whole_views
 
 
 class Batch(NamedTuple):

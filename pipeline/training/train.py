@@ -16,11 +16,11 @@ import torch
 
 import models
 from cache.reader import TeacherCache
-from pipeline.imagestore import ImageStore
-from pipeline.inference import predict_rows
-from pipeline.loader import Batch, TrainLoader
-from pipeline.prefetch import prefetch
-from pipeline.losses import DistillationLoss
+from pipeline.data.imagestore import ImageStore
+from pipeline.teacher.inference import predict_rows
+from pipeline.training.loader import Batch, TrainLoader
+from pipeline.training.prefetch import prefetch
+from pipeline.training.losses import DistillationLoss
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-from pipeline.views import render, whole_views
+from pipeline.teacher.views import render, whole_views
 
 
 def view_batches(read: Callable[[np.ndarray], np.ndarray], rows: np.ndarray, params: np.ndarray,

@@ -1,0 +1,1 @@
+"""Evaluation and report: metrics, and the paper-style table and charts."""

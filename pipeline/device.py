@@ -24,8 +24,7 @@ def _mps() -> bool:
 
 
 def device_type(setting: str) -> str:
-    """"cuda", "mps" or "cpu": what `setting` asks for, auto resolved, without checking
-    that it is present."""
+    """What `setting` asks for, auto resolved: cuda, mps or cpu (present or not)."""
     if setting == "auto":
         return "cuda" if torch.cuda.device_count() else "mps" if _mps() else "cpu"
     return setting.split(":")[0]

@@ -94,7 +94,8 @@ HELP = {"per_class": "training images per class (8 classes), plus a quarter as m
         "alpha": "weight of the distillation term", "temperature": "distillation temperature",
         "seed": "seed of data, views and initialisations",
         "device": "where every model runs: auto, cpu, cuda, cuda:N or mps (as [compute] device)",
-        "precision": "auto, fp32, bf16 or fp16 (as [compute] precision); bf16_speedup compares fp32 and bf16 regardless"}
+        "precision": "auto, fp32, bf16 or fp16 (as [compute] precision); bf16_speedup compares "
+                     "fp32 and bf16 regardless"}
 
 
 def say(message: str) -> None:

@@ -57,7 +57,8 @@ def test_runall_in_bf16_on_the_cpu_writes_a_report(luigi_config):
     for task in ran:
         if type(task).__name__ in ("FineTuneTeacher", "TrainStudent"):
             assert json.loads((task.folder() / "settings.json").read_text())["settings"]["precision"] == "bf16"
-            assert all(math.isfinite(epoch["loss"]) for epoch in json.loads((task.folder() / "history.json").read_text()))
+            history = json.loads((task.folder() / "history.json").read_text())
+            assert all(math.isfinite(epoch["loss"]) for epoch in history)
     logits = TeacherCache(CacheTeacher("demo").cache_path()).group["eval/logits"][...]
     assert logits.dtype == np.float16 and np.isfinite(logits).all()
 

@@ -6,6 +6,7 @@ their repetitions interleaved (A B A B ...) so load that drifts during the run h
 both sides alike; the table gives the median ratio with its min and max.
 
     python -m pipeline.bench --json bench.json
+    python -m pipeline.bench --device cuda --precision bf16 --json bench-gpu.json
     python -m pipeline.bench --calibrate      # the machine's figure, for any wall time
 """
 from __future__ import annotations
@@ -34,6 +35,7 @@ from timm.task import LogitDistillationTask
 import models
 from cache.reader import TeacherCache
 from pipeline.data.imagestore import ImageStore, write_image_store
+from pipeline.device import PRECISIONS, Precision, device_problem, resolve_device, resolve_precision
 from pipeline.training.loader import Batch, TrainLoader
 from pipeline.training.prefetch import prefetch
 from pipeline.training.losses import DistillationLoss
@@ -49,6 +51,8 @@ GOALS = {"teacher_pass_ratio": (">=", 0.90), "cached_kd_overhead": ("<=", 1.05),
          "online_fraction_of_theory": (">=", 0.95), "loader_headroom": (">=", 5.0),
          "cache_bytes_over_raw_fp16": ("<=", 1.10), "peak_rss_growth_teacher_pass": ("<=", 1.10),
          "peak_rss_growth_cached_epoch": ("<=", 1.10)}
+# On a GPU the loader need only keep ahead of the step; on the CPU it shares the cores with it.
+DEVICE_GOALS = {**GOALS, "loader_headroom": (">=", 2.0)}
 _T0 = time.perf_counter()
 
 
@@ -68,6 +72,12 @@ class Settings:
     alpha: float = 0.7
     temperature: float = 4.0
     seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+
+    def on(self) -> tuple[torch.device, Precision]:
+        """The device and precision every model runs in."""
+        return resolve_device(self.device), resolve_precision(self.precision, self.device)
 
 
 HELP = {"per_class": "training images per class (8 classes), plus a quarter as many test images",
@@ -82,7 +92,10 @@ HELP = {"per_class": "training images per class (8 classes), plus a quarter as m
         "epochs": "epochs of each run in students_from_one_pass",
         "shard_rows": "store and cache rows per shard",
         "alpha": "weight of the distillation term", "temperature": "distillation temperature",
-        "seed": "seed of data, views and initialisations"}
+        "seed": "seed of data, views and initialisations",
+        "device": "where every model runs: auto, cpu, cuda, cuda:N or mps (as [compute] device)",
+        "precision": "auto, fp32, bf16 or fp16 (as [compute] precision); bf16_speedup compares "
+                     "fp32 and bf16 regardless"}
 
 
 def say(message: str) -> None:
@@ -90,8 +103,11 @@ def say(message: str) -> None:
 
 
 def seconds(fn: Callable[[], object]) -> float:
+    """Wall seconds of fn(), including the GPU work it queued."""
     tic = time.perf_counter()
     fn()
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
     return time.perf_counter() - tic
 
 
@@ -105,11 +121,11 @@ def interleave(reps: int, **runs: Callable[[], float]) -> dict[str, np.ndarray]:
     return {name: np.array(values) for name, values in out.items()}
 
 
-def metric(name: str, values) -> dict:
+def metric(name: str, values, goals: dict = GOALS) -> dict:
     """Median, min and max of per-repetition values, and whether the median meets the goal."""
     values = np.atleast_1d(np.asarray(values, dtype=float))
     median = float(np.median(values))
-    op, bound = GOALS.get(name, (None, None))
+    op, bound = goals.get(name, (None, None))
     met = None if op is None else bool(median >= bound if op == ">=" else median <= bound)
     return {"median": median, "min": float(values.min()), "max": float(values.max()),
             "values": values.tolist(), "goal": op and f"{op} {bound:g}", "met": met}
@@ -127,7 +143,8 @@ class Bench:
 
     def teacher(self) -> torch.nn.Module:
         name, kwargs = parse_spec(self.s.teacher)
-        return models.load_weights(models.create(name, self.classes, **kwargs), self.weights).eval()
+        net = models.load_weights(models.create(name, self.classes, **kwargs), self.weights)
+        return net.eval().to(self.s.on()[0])
 
     def teacher_pass(self) -> float:
         """Seconds for cache_teacher into a fresh cache, as tasks.CacheTeacher runs it."""
@@ -138,7 +155,8 @@ class Bench:
         s, store = self.s, ImageStore(self.store, budget=0)
         name, kwargs = parse_spec(s.teacher)
         job = TeacherJob(str(self.store), str(self.cache), name, json.dumps(kwargs), str(self.weights),
-                         self.classes, s.image_size, s.views, s.seed, s.teacher_batch_size, s.threads)
+                         self.classes, s.image_size, s.views, s.seed, s.teacher_batch_size, s.threads,
+                         device=s.device, precision=s.on()[1].name)
         identity = {"teacher": s.teacher, "image_size": s.image_size, "views": s.views, "seed": s.seed}
         cache_teacher(job, store.rows("train"), len(store.labels), self.teacher_dim,
                       {"identity": identity, "classes": store.classes}, shard_rows=s.shard_rows)
@@ -175,23 +193,30 @@ class Run:
     def __init__(self, s: Settings, spec: str, store: ImageStore, mode: str, epochs: int,
                  cache: TeacherCache | None = None, teacher: torch.nn.Module | None = None):
         name, kwargs = parse_spec(spec)
+        device, precision = s.on()
         torch.manual_seed(s.seed)
-        net = models.create(name, len(store.classes), **kwargs)
+        net = models.create(name, len(store.classes), **kwargs).to(device)
         self.settings = TrainSettings(epochs=epochs, batch_size=s.batch_size, image_size=s.image_size,
                                       seed=s.seed)
-        self.loader = TrainLoader(store, s.image_size, s.batch_size, s.seed, cache)
+        self.loader = TrainLoader(store, s.image_size, s.batch_size, s.seed, cache, device=device)
+        autocast = lambda: precision.autocast(device)  # noqa: E731
         if mode == "online":
             task = LogitDistillationTask(net.backbone, teacher.backbone, temperature=s.temperature,
                                          task_loss_weight=1 - s.alpha, distill_loss_weight=s.alpha,
                                          verbose=False)
             # timm's task takes inputs normalised for the student, as a Net normalises them.
-            self.loss_of = lambda batch: task((batch.images - net.mean) / net.std, batch.labels)["loss"]
+            # Its loss is computed inside, so under autocast too (autocast keeps it float32).
+            def online_loss(batch: Batch) -> torch.Tensor:
+                with autocast():
+                    return task((batch.images - net.mean) / net.std, batch.labels)["loss"].float()
+            self.loss_of = online_loss
             self.module, params = task, list(task.trainable_module.parameters())
         else:
             loss_fn = DistillationLoss(s.alpha, s.temperature)
-            self.loss_of = student_loss(net, loss_fn)
+            self.loss_of = student_loss(net, loss_fn, autocast)
             self.module, params = net, [*net.parameters(), *loss_fn.parameters()]
         self.opt = torch.optim.AdamW(params, lr=self.settings.lr, weight_decay=self.settings.weight_decay)
+        self.scaler = precision.scaler(device)
         self.done = 0
 
     def epoch(self) -> float:
@@ -201,21 +226,25 @@ class Run:
         total, warmup = self.settings.epochs * steps, round(self.settings.warmup_epochs * steps)
         self.module.train()
         return seconds(lambda: train_epoch(self.loss_of, self.opt, prefetch(self.loader.epoch(epoch)),
-                                           lambda i: lr_at(epoch * steps + i, total, warmup, self.settings.lr)))
+                                           lambda i: lr_at(epoch * steps + i, total, warmup, self.settings.lr),
+                                           self.scaler))
 
     def steps(self, batch: Batch, count: int) -> float:
         """Seconds per training step on one in-memory batch: the student's cost alone."""
         self.module.train()
         return seconds(lambda: train_epoch(self.loss_of, self.opt, [batch] * count,
-                                           lambda i: self.settings.lr)) / count
+                                           lambda i: self.settings.lr, self.scaler)) / count
 
 
 @torch.inference_mode()
-def forward_seconds(net: torch.nn.Module, batch_size: int, image_size: int, batches: int) -> float:
-    """Seconds per bare forward of an in-memory batch, after one untimed warm-up."""
-    x = torch.rand(batch_size, 3, image_size, image_size)
-    net(x)
-    return seconds(lambda: [net(x) for _ in range(batches)]) / batches
+def forward_seconds(net: torch.nn.Module, s: Settings, batch_size: int, batches: int) -> float:
+    """Seconds per bare forward of an in-memory batch on s's device and precision, after
+    one untimed warm-up."""
+    device, precision = s.on()
+    x = torch.rand(batch_size, 3, s.image_size, s.image_size, device=device)
+    with precision.autocast(device):
+        net(x)
+        return seconds(lambda: [net(x) for _ in range(batches)]) / batches
 
 
 def teacher_pass_metrics(b: Bench) -> tuple[dict, dict]:
@@ -226,7 +255,7 @@ def teacher_pass_metrics(b: Bench) -> tuple[dict, dict]:
     batches = max(1, round(forwards / tbs))
     teacher = b.teacher()
     t = interleave(b.s.reps, teacher_pass=b.teacher_pass,
-                   bare_forward=lambda: batches * forward_seconds(teacher, tbs, b.s.image_size, batches))
+                   bare_forward=lambda: batches * forward_seconds(teacher, b.s, tbs, batches))
     ratio = (forwards / t["teacher_pass"]) / (batches * tbs / t["bare_forward"])
     return {"teacher_pass_ratio": metric("teacher_pass_ratio", ratio)}, t
 
@@ -254,16 +283,26 @@ def training_metrics(b: Bench) -> tuple[dict, dict]:
     batch, steps = next(kd.loader.epoch(0)), len(kd.loader)
     t = interleave(s.reps, **{mode: run.epoch for mode, run in runs.items()},
                    student_step=lambda: kd.steps(batch, steps),
-                   teacher_forward=lambda: forward_seconds(teacher, s.batch_size, s.image_size, steps),
+                   teacher_forward=lambda: forward_seconds(teacher, s, s.batch_size, steps),
                    loader=lambda: seconds(lambda: deque(kd.loader.epoch(0), maxlen=0)))
     online = t["online"] / t["kd"]
     theory = 1 + t["teacher_forward"] / t["student_step"]
     headroom = (len(kd.loader.rows) / t["loader"]) / (len(batch.labels) / t["student_step"])
+    goals = GOALS if s.on()[0].type == "cpu" else DEVICE_GOALS
     return {"cached_kd_overhead": metric("cached_kd_overhead", t["kd"] / t["baseline"]),
             "online_over_cached": metric("online_over_cached", online),
             "online_over_cached_theory": metric("online_over_cached_theory", theory),
             "online_fraction_of_theory": metric("online_fraction_of_theory", online / theory),
-            "loader_headroom": metric("loader_headroom", headroom)}, t
+            "loader_headroom": metric("loader_headroom", headroom, goals)}, t
+
+
+def precision_metrics(b: Bench) -> tuple[dict, dict]:
+    """One student's cached-kd epoch in fp32 over the same in bf16, on the same device."""
+    store, cache = ImageStore(b.store), TeacherCache(b.cache)
+    runs = {p: Run(replace(b.s, precision=p), b.s.students[0], store, "kd", b.s.reps, cache)
+            for p in ("fp32", "bf16")}
+    t = interleave(b.s.reps, **{f"{p}_epoch": run.epoch for p, run in runs.items()})
+    return {"bf16_speedup": metric("bf16_speedup", t["fp32_epoch"] / t["bf16_epoch"])}, t
 
 
 def run_seconds(b: Bench, spec: str, mode: str) -> float:
@@ -357,7 +396,9 @@ def calibration(threads: int = 2, reps: int = 7) -> float:
 
 
 def machine(s: Settings) -> dict:
-    return {"calibration_img_per_s": calibration(),
+    device, precision = s.on()
+    return {"calibration_img_per_s": calibration(), "device": str(device), "precision": precision.name,
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
             "cores": os.cpu_count(), "threads": s.threads, "platform": platform.platform(),
             "processor": platform.processor(), "python": platform.python_version(),
             "torch": torch.__version__, "timm": timm.__version__, "zarr": zarr.__version__,
@@ -373,7 +414,8 @@ def benchmark(s: Settings, workdir: Path) -> dict:
                 "teacher_forwards_per_pass": images + train * s.views}
     result = {"machine": machine(s), "settings": settings, "metrics": {}, "timings": {}}
     for name, measure in (("teacher pass", teacher_pass_metrics), ("cache size", cache_size_metrics),
-                          ("training", training_metrics), ("students", students_metrics),
+                          ("training", training_metrics), ("precision", precision_metrics),
+                          ("students", students_metrics),
                           ("memory", memory_metrics)):
         say(f"measuring: {name}")
         metrics, timings = measure(b)
@@ -407,6 +449,10 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     parser.add_argument("--calibrate", action="store_true",
                         help="only print the machine's calibration figure (convnext_atto img/s at 64 px, batch 64, 2 threads)")
     args = parser.parse_args(argv)
+    if problem := device_problem(args.device):
+        parser.error(f"--device {args.device}: {problem}")
+    if args.precision not in PRECISIONS:
+        parser.error(f"--precision {args.precision}: use {', '.join(PRECISIONS)}")
     values = {f.name: getattr(args, f.name) for f in fields(Settings)}
     return Settings(**{**values, "students": tuple(values["students"])}), args
 

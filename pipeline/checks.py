@@ -12,6 +12,7 @@ from dask.utils import parse_bytes
 
 import models
 from pipeline.data.sources import open_source
+from pipeline.device import compile_problem, device_problem
 from pipeline.spec import parse_spec, parse_stages
 
 SCHEDULERS = ("threads", "processes", "synchronous", "slurm")
@@ -70,6 +71,7 @@ def check(settings: dict[str, dict[str, Any]]) -> list[Problem]:
                                 f"use {', '.join(SCHEDULERS)} or a cluster address such as tcp://host:8786"))
     if scheduler == "slurm":
         problems += _slurm(settings.get("slurm", {}))
+    problems += _device(settings.get("compute", {}))
     size = settings.get("train", {}).get("image_size")
     size = size if isinstance(size, int) and size >= 1 else None
     for name, spec in settings.get("datasets", {}).items():
@@ -100,6 +102,18 @@ def _teacher(t: dict[str, Any], size: int | None) -> list[Problem]:
     if model or not stages:
         return problems + model
     return problems + _failure("teacher", "stages", t["stages"], _build, t["model"], size, stages)
+
+
+def _device(c: dict[str, Any]) -> list[Problem]:
+    """The device must be on this machine (a task would fail on it later) and torch.compile
+    able to run there when asked for. (Luigi's choices already check the precision.)"""
+    if "device" not in c:
+        return []
+    if problem := device_problem(c["device"]):
+        return [Problem("compute", "device", c["device"], problem)]
+    if c.get("compile") and (problem := compile_problem(c["device"])):
+        return [Problem("compute", "compile", True, problem)]
+    return []
 
 
 def _slurm(s: dict[str, Any]) -> list[Problem]:

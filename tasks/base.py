@@ -9,6 +9,7 @@ import luigi
 import torch
 
 from cache.fingerprint import digest
+from pipeline.device import Precision, resolve_device, resolve_precision
 from pipeline.lock import folder_lock
 from pipeline.progress import Progress
 from tasks.check import Checked
@@ -58,6 +59,16 @@ class Step(Checked, luigi.Task):
             self.set_progress_percentage(round(100 * done / max(1, total)))
             self.set_status_message(message)
         return Progress(total, f"{self.task_id}: {text}", report, logging.getLogger("luigi-interface"), every)
+
+    def device(self) -> torch.device:
+        """The device this task's models run on. Call it in work() only: scheduling
+        (requires, complete, output, settings) must not touch the GPU."""
+        return resolve_device(compute().device)
+
+    def precision(self) -> Precision:
+        """[compute] precision, resolved from the device *setting* without touching CUDA,
+        so fingerprints can hold it."""
+        return resolve_precision(compute().precision, compute().device)
 
     def use_threads(self) -> None:
         if compute().threads:

@@ -10,6 +10,7 @@ from luigi.configuration import get_config
 
 from pipeline import cluster
 from pipeline.cluster import SlurmSettings
+from pipeline.device import PRECISIONS
 
 
 class paths(luigi.Config):  # noqa: N801 (Luigi names a config section after its class)
@@ -29,6 +30,9 @@ class compute(luigi.Config):  # noqa: N801
     threads = luigi.IntParameter(default=0, description="torch threads per worker; 0 = torch's default")
     shard_rows = luigi.IntParameter(default=256, description="image rows per shard, the unit of parallel work")
     memory_budget_gb = luigi.FloatParameter(default=2.0, description="arrays up to this size are read into memory for training")
+    device = luigi.Parameter(default="auto", description="where every model runs: auto (CUDA when present, else MPS, else CPU), cpu, cuda, cuda:N or mps; not part of any fingerprint")
+    precision = luigi.ChoiceParameter(default="auto", choices=PRECISIONS, description="forward passes in fp32 or autocast to bf16 / fp16; auto = bf16 on CUDA, fp32 elsewhere; part of the fingerprints (it changes results)")
+    compile = luigi.BoolParameter(default=False, description="torch.compile students and the teacher pass (needs a C++ compiler on the CPU, triton on CUDA)")
 
 
 class slurm(luigi.Config):  # noqa: N801

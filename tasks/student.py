@@ -15,7 +15,7 @@ from pipeline.evaluation.metrics import classification_metrics
 from pipeline.spec import parse_spec
 from pipeline.training.train import TrainSettings, fit
 from tasks.base import Step, memory_budget
-from tasks.config import kd, students, train
+from tasks.config import compute, kd, students, train
 from tasks.data import PrepareDataset
 from tasks.teacher import CacheTeacher
 
@@ -57,7 +57,7 @@ class TrainStudent(StudentStep):
         distill = {"alpha": k.alpha, "temperature": k.temperature, "beta": k.beta,
                    "feature_loss": k.feature_loss, "hard": k.hard}
         return {"student": student_spec(self.student), "train": vars(self.train_settings()),
-                "distill": distill if self.mode == "kd" else None}
+                "distill": distill if self.mode == "kd" else None, "precision": self.precision().name}
 
     def train_settings(self) -> TrainSettings:
         s = train()
@@ -80,7 +80,8 @@ class TrainStudent(StudentStep):
         settings = self.train_settings()
         progress = self.progress(settings.epochs, "epochs", every=0)
         net, history = fit(name, kwargs, store, settings, self.folder(), cache=cache,
-                           distill=self.settings()["distill"], progress=progress)
+                           distill=self.settings()["distill"], progress=progress, device=self.device(),
+                           precision=self.precision(), compile=compute().compile)
         progress.close()
         (self.folder() / "history.json").write_text(json.dumps(history, indent=1))
         models.save_weights(net, self.output().path)
@@ -104,9 +105,9 @@ class EvaluateStudent(StudentStep):
         cache = TeacherCache(self.requires()["cache"].cache_path(), budget=0)
         name, kwargs = parse_spec(student_spec(self.student))
         net = models.load_weights(models.create(name, len(store.classes), **kwargs),
-                                  self.input()["model"].path)
+                                  self.input()["model"].path).to(self.device())
         rows = store.rows("test")
-        logits, _ = predict_rows(net, store, rows, train().image_size)
+        logits, _ = predict_rows(net, store, rows, train().image_size, precision=self.precision())
         metrics = classification_metrics(logits, store.labels[rows], cache.eval_logits[rows])
         metrics.update(model=name, params=sum(p.numel() for p in net.parameters()),
                        mode=self.mode, student=self.student)

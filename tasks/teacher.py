@@ -51,7 +51,8 @@ class FineTuneTeacher(Step):
     def settings(self) -> dict:
         t = teacher()
         init = t.init if t.init in ("scratch", "pretrained") else file_sha256(t.init)
-        return {"model": t.model, "init": init, "settings": vars(self.train_settings())}
+        return {"model": t.model, "init": init, "settings": vars(self.train_settings()),
+                "precision": self.precision().name}
 
     def train_settings(self) -> TrainSettings:
         t, s = teacher(), train()
@@ -71,7 +72,8 @@ class FineTuneTeacher(Step):
         settings = self.train_settings()
         progress = self.progress(settings.epochs, "teacher fine-tuning, epochs", every=0)
         store = ImageStore(self.requires().store_path(), memory_budget())
-        net, history = fit(name, kwargs, store, settings, self.folder(), init=init, progress=progress)
+        net, history = fit(name, kwargs, store, settings, self.folder(), init=init, progress=progress,
+                           device=self.device(), precision=self.precision(), compile=compute().compile)
         progress.close()
         (self.folder() / "history.json").write_text(json.dumps(history, indent=1))
         models.save_weights(net, self.output().path)
@@ -93,7 +95,8 @@ class CacheTeacher(Step):
 
     def settings(self) -> dict:
         return {"model": teacher().model, "image_size": train().image_size, "views": teacher().views,
-                "seed": teacher().seed, "stages": list(cached_stages()), "format_version": FORMAT_VERSION}
+                "seed": teacher().seed, "stages": list(cached_stages()), "format_version": FORMAT_VERSION,
+                "precision": self.precision().name}
 
     def identity(self) -> dict:
         """What a student checks the cache against before it trusts it."""
@@ -117,7 +120,7 @@ class CacheTeacher(Step):
         job = TeacherJob(str(store.path), str(self.folder() / "cache.zarr"), name, json.dumps(kwargs),
                          self.input()["teacher"].path, len(store.classes), train().image_size,
                          teacher().views, teacher().seed, train().batch_size * 4, c.threads,
-                         cached_stages())
+                         cached_stages(), c.device, self.precision().name, c.compile)
         attrs = {"identity": self.identity(), "classes": store.classes,
                  "teacher_params": sum(p.numel() for p in net.parameters()),
                  "versions": {"torch": torch.__version__, **_versions()}}

@@ -3,19 +3,23 @@ the JSON written. Speeds are measured by running the benchmark, never asserted h
 import json
 import math
 
+import pytest
+import torch
+
 from pipeline import bench
 
 KEYS = {"teacher_pass_ratio", "cached_kd_overhead", "online_over_cached", "online_over_cached_theory",
         "online_fraction_of_theory", "loader_headroom", "cache_bytes_per_image", "cache_bytes_raw_fp16",
         "cache_bytes_over_raw_fp16", "students_from_one_pass", "peak_rss_growth_teacher_pass",
-        "peak_rss_growth_cached_epoch"}
+        "peak_rss_growth_cached_epoch", "bf16_speedup"}
 
 
 def test_bench_reports_every_ratio(tmp_path):
     out = tmp_path / "bench.json"
     result = bench.main(["--per-class", "4", "--image-size", "32", "--batch-size", "8",
                          "--teacher-batch-size", "16", "--views", "2", "--reps", "1", "--epochs", "1",
-                         "--shard-rows", "16", "--threads", "1", "--students",
+                         "--shard-rows", "16", "--threads", "1", "--device", "cpu", "--precision", "bf16",
+                         "--students",
                          "vit_tiny_patch16_224 img_size=32 patch_size=8 embed_dim=32 depth=1 num_heads=2",
                          "--json", str(out)])
     assert set(result["metrics"]) == KEYS
@@ -26,3 +30,11 @@ def test_bench_reports_every_ratio(tmp_path):
     assert saved["metrics"].keys() == result["metrics"].keys()
     assert saved["settings"]["views"] == 2 and saved["machine"]["torch"]
     assert saved["machine"]["calibration_img_per_s"] > 0
+    assert (saved["machine"]["device"], saved["machine"]["precision"]) == ("cpu", "bf16")
+
+
+@pytest.mark.skipif(torch.cuda.device_count() > 0, reason="this machine has a CUDA GPU")
+def test_bench_refuses_an_absent_device_before_any_work(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--device", "cuda"])
+    assert "--device cuda: this machine has no CUDA GPU" in capsys.readouterr().err

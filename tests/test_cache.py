@@ -1,5 +1,7 @@
 """The teacher cache: what a student reads equals what the teacher would say online
 about exactly the images the student sees, and a foreign cache is refused."""
+import dataclasses
+
 import numpy as np
 import pytest
 import timm
@@ -9,6 +11,8 @@ import models
 from cache.reader import CacheMismatch, TeacherCache
 from conftest import TEACHER
 from pipeline.data.imagestore import ImageStore
+from pipeline.device import Precision
+from pipeline.teacher.teacher_pass import cache_teacher
 from pipeline.training.loader import TrainLoader
 from pipeline.training.losses import DistillationLoss
 
@@ -18,27 +22,53 @@ def online_teacher(tiny_data, classes):
     return models.load_weights(net, tiny_data["weights"]).eval()
 
 
+@pytest.fixture(scope="module")
+def caches(tiny_data, tmp_path_factory):
+    """The tiny teacher's cache by precision of the teacher pass: fp32 and bf16."""
+    job = dataclasses.replace(tiny_data["job"], out=str(tmp_path_factory.mktemp("bf16") / "cache.zarr"),
+                              precision="bf16")
+    store = ImageStore(tiny_data["store"])
+    dim = online_teacher(tiny_data, len(store.classes)).num_features
+    cache_teacher(job, store.rows("train"), len(store.labels), dim, {"identity": tiny_data["identity"]},
+                  "synchronous", 1, 16)
+    return {"fp32": tiny_data["cache"], "bf16": job.out}
+
+
+# Largest |cached - online| of the teacher's logits, on its own views. Measured: fp32 about
+# 1e-3 (the float16 store); bf16 exactly 0 (bf16 values this small are exact in float16,
+# and CPU bf16 kernels gave the same outputs at the pass's and the loader's batch sizes),
+# so 1e-2 (about one bf16 step at |logit| ~ 1) is margin. The loss: measured relative
+# deviations up to 9e-6 under bf16 (the features' float16 rounding), held to 1e-3 in both.
+LOGIT_TOLERANCE = {"fp32": 2e-3, "bf16": 1e-2}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("beta,feature_loss", [(0.0, "mse"), (0.5, "mse"), (0.5, "cosine")])
-def test_cached_loss_equals_online_loss_on_replayed_views(tiny_data, beta, feature_loss):
-    store, cache = ImageStore(tiny_data["store"]), TeacherCache(tiny_data["cache"])
+def test_cached_loss_equals_online_loss_on_replayed_views(tiny_data, caches, precision, beta, feature_loss):
+    """Under fp32 and under bf16 autocast (teacher pass, student and online teacher alike)."""
+    store, cache = ImageStore(tiny_data["store"]), TeacherCache(caches[precision])
     teacher = online_teacher(tiny_data, len(store.classes))
     loader = TrainLoader(store, 32, 8, seed=0, cache=cache)
     torch.manual_seed(0)
     student = models.create("resnet10t", len(store.classes))
     loss_fn = DistillationLoss(alpha=0.7, temperature=4, beta=beta, feature_loss=feature_loss,
                                student_dim=student.num_features, teacher_dim=cache.eval_features.shape[1])
+    autocast, tol = Precision(precision).autocast(torch.device("cpu")), LOGIT_TOLERANCE[precision]
     for epoch in (0, 1):
         for batch in loader.epoch(epoch):
             with torch.no_grad():
-                logits, features = student(batch.images)
-                online_logits, online_features = teacher(batch.images)
+                with autocast:
+                    logits, features = student(batch.images)
+                    online_logits, online_features = teacher(batch.images)
+                    flipped = teacher(batch.images.flip(-1))[0]
+                logits, features, online_logits, online_features, flipped = (
+                    t.float() for t in (logits, features, online_logits, online_features, flipped))
                 cached = loss_fn(logits, batch.labels, batch.teacher_logits, features, batch.teacher_features)
                 online = loss_fn(logits, batch.labels, online_logits, features, online_features)
-            assert torch.allclose(batch.teacher_logits.float(), online_logits, rtol=2e-3, atol=2e-3)
+            assert torch.allclose(batch.teacher_logits.float(), online_logits, rtol=tol, atol=tol)
             assert torch.allclose(cached, online, rtol=1e-3, atol=1e-4)
             # The same check fails on any other view: mirrored images give other targets.
-            assert not torch.allclose(batch.teacher_logits.float(), teacher(batch.images.flip(-1))[0],
-                                      rtol=2e-3, atol=2e-3)
+            assert not torch.allclose(batch.teacher_logits.float(), flipped, rtol=tol, atol=tol)
 
 
 def test_loader_replays_different_views_across_epochs(tiny_data):
@@ -107,11 +137,8 @@ def test_stage_maps_of_the_eval_view_are_cached_when_asked(tiny_data, tmp_path):
 def test_any_shard_size_and_batch_size_give_the_same_cache(tiny_data, tmp_path):
     """Shards of several teacher batches and a shard size that is no multiple of the
     chunk size hold what one batch per shard does."""
-    import dataclasses
-
     import zarr
 
-    from pipeline.teacher.teacher_pass import cache_teacher
     store = ImageStore(tiny_data["store"])
     dim = online_teacher(tiny_data, len(store.classes)).num_features
     groups = []

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import TINY_VIT, build
 
 from tasks import CheckConfig, RunAll
@@ -36,6 +37,8 @@ MISTAKES = [
     ("compute", "workers", "0", ">= 1"),
     ("compute", "shard_rows", "0", ">= 1"),
     ("compute", "scheduler", "thread", "threads, processes, synchronous, slurm or a cluster address"),
+    ("compute", "device", "gpu", "use auto, cpu, cuda, cuda:N or mps"),
+    ("compute", "precision", "fp8", "not a valid choice"),
 ]
 
 
@@ -55,7 +58,8 @@ def test_each_mistake_names_section_key_value_and_fix(luigi_config, tmp_path, se
 
 @pytest.mark.parametrize("section, key, value", [
     ("compute", "scheduler", "slurm"), ("compute", "scheduler", "tcp://host:8786"),
-    ("teacher", "stages", "1, 2"), ("kd", "alpha", "0"), ("teacher", "views", "0")])
+    ("teacher", "stages", "1, 2"), ("kd", "alpha", "0"), ("teacher", "views", "0"),
+    ("compute", "device", "cpu"), ("compute", "precision", "bf16")])
 def test_values_at_the_edge_of_their_range_pass(luigi_config, section, key, value):
     luigi_config(section, key, value)
     assert config_problems() == []
@@ -66,6 +70,18 @@ def test_a_mistake_stops_the_build_before_any_task_runs(luigi_config):
     for task in (RunAll(), CheckConfig()):
         ok, ran = build(task)
         assert not ok and ran == []
+    assert not luigi_config.work.exists()
+
+
+@pytest.mark.skipif(torch.cuda.device_count() > 0, reason="this machine has a CUDA GPU")
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_cuda_on_a_machine_without_it_fails_at_once_naming_the_setting(luigi_config, device):
+    luigi_config("compute", "device", device)
+    [problem] = config_problems()
+    assert str(problem).startswith(f"[compute] device = {device}: this machine has no CUDA GPU")
+    assert "use auto or cpu" in problem.fix
+    ok, ran = build(RunAll())
+    assert not ok and ran == []
     assert not luigi_config.work.exists()
 
 

@@ -3,15 +3,19 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 from conftest import TINY_CONVIT, build
 
+from cache.reader import TeacherCache
 from tasks import Report, RunAll
 from tasks.config import datasets
+from tasks.teacher import CacheTeacher
 
 
 def kinds(tasks) -> Counter:
@@ -39,6 +43,24 @@ def test_runall_reports_every_student_and_reruns_only_what_is_new(luigi_config):
     assert {t.student for t in ran if hasattr(t, "student")} == {"convit"}
     rows = list(csv.reader(open(Path(Report("demo").output().path).with_suffix(".csv"))))
     assert [r[0] for r in rows[1:]] == ["teacher", "vit", "convit"]
+
+
+def test_runall_in_bf16_on_the_cpu_writes_a_report(luigi_config):
+    """Every model (teacher fine-tuning, teacher pass, students, evaluation) under CPU bf16
+    autocast; losses stay float32 and the cache float16."""
+    luigi_config("compute", "precision", "bf16")
+    ok, ran = build(RunAll())
+    assert ok and kinds(ran)["TrainStudent"] == 2
+    rows = list(csv.reader(open(Path(Report("demo").output().path).with_suffix(".csv"))))
+    assert [r[0] for r in rows[1:]] == ["teacher", "vit"]
+    assert all(0 <= float(v) <= 100 for v in rows[2][3:7])
+    for task in ran:
+        if type(task).__name__ in ("FineTuneTeacher", "TrainStudent"):
+            assert json.loads((task.folder() / "settings.json").read_text())["settings"]["precision"] == "bf16"
+            history = json.loads((task.folder() / "history.json").read_text())
+            assert all(math.isfinite(epoch["loss"]) for epoch in history)
+    logits = TeacherCache(CacheTeacher("demo").cache_path()).group["eval/logits"][...]
+    assert logits.dtype == np.float16 and np.isfinite(logits).all()
 
 
 def test_changed_kd_setting_retrains_only_kd_students(luigi_config):

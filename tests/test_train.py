@@ -6,6 +6,7 @@ import torch
 from cache.reader import TeacherCache
 from conftest import TEACHER, TINY_VIT
 from pipeline.data.imagestore import ImageStore
+from pipeline.device import Precision
 from pipeline.spec import parse_spec
 from pipeline.training.train import TrainSettings, fit
 
@@ -44,15 +45,17 @@ def test_kd_reads_only_the_cache_and_changes_the_result(tiny_data, tmp_path, mon
     assert not same_weights(distilled, baseline)
 
 
-def test_interrupted_training_resumes_to_the_same_weights(tiny_data, tmp_path):
-    whole, history = train(tiny_data, tmp_path / "whole", cache=True)
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])  # fp16: with its GradScaler's state
+def test_interrupted_training_resumes_to_the_same_weights(tiny_data, tmp_path, precision):
+    kwargs = {"precision": Precision(precision)}
+    whole, history = train(tiny_data, tmp_path / "whole", cache=True, **kwargs)
 
     def stop_after_first_epoch(done, total, message=""):
         if done:  # 0 is the start
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_data, tmp_path / "resumed", cache=True, progress=stop_after_first_epoch)
-    resumed, resumed_history = train(tiny_data, tmp_path / "resumed", cache=True)
+        train(tiny_data, tmp_path / "resumed", cache=True, progress=stop_after_first_epoch, **kwargs)
+    resumed, resumed_history = train(tiny_data, tmp_path / "resumed", cache=True, **kwargs)
     assert same_weights(whole, resumed)
     assert [h["loss"] for h in resumed_history] == [h["loss"] for h in history]

@@ -17,15 +17,18 @@ from cache import blocks
 from cache.integrity import read_all
 from cache.reader import Rows
 from cache.schema import create_cache
+from pipeline.device import Precision, resolve_device
 from pipeline.teacher.inference import predict
 from pipeline.teacher.views import random_views, whole_views
 
 
 @lru_cache(maxsize=2)
-def _teacher(model: str, kwargs_json: str, classes: int, weights: str) -> torch.nn.Module:
+def _teacher(model: str, kwargs_json: str, classes: int, weights: str, device: torch.device,
+             compile: bool) -> torch.nn.Module:
     # Once per process: dask's process and cluster workers each build their own.
     net = models.create(model, classes, **json.loads(kwargs_json))
-    return models.load_weights(net, weights).eval()
+    net = models.load_weights(net, weights).eval().to(device)
+    return torch.compile(net) if compile else net
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,9 @@ class TeacherJob:
     batch_size: int = 256
     threads: int = 0  # torch threads per worker; 0 keeps torch's default
     stages: tuple[int, ...] = ()  # feature maps of these stages, eval view only
+    device: str = "cpu"  # a [compute] device setting, resolved in the worker
+    precision: str = "fp32"  # fp32, bf16 or fp16 (resolved); outputs are stored as float16 regardless
+    compile: bool = False  # torch.compile the teacher
 
     def __call__(self, block: tuple) -> None:
         tag, start, stop = block
@@ -58,10 +64,11 @@ class TeacherJob:
             rows = read_all(group["aug/rows"])[start:stop]
             params = random_views(self.seed, rows, self.views, size)
         v = params.shape[1]
-        net = _teacher(self.model, self.kwargs_json, self.classes, self.weights)
+        net = _teacher(self.model, self.kwargs_json, self.classes, self.weights,
+                       resolve_device(self.device), self.compile)
         stages = self.stages if tag == "eval" else ()
-        logits, features, *maps = predict(net, Rows(images, budget=0).take, rows, params,
-                                          self.image_size, self.batch_size, stages)
+        logits, features, *maps = predict(net, Rows(images, budget=0).take, rows, params, self.image_size,
+                                          self.batch_size, stages, Precision(self.precision))
         if tag == "eval":
             group["eval/logits"][start:stop] = logits.astype(np.float16)
             group["eval/features"][start:stop] = features.astype(np.float16)

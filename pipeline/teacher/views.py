@@ -47,10 +47,12 @@ def render(images: np.ndarray | torch.Tensor, params: np.ndarray, out: int,
            image_of: np.ndarray | None = None) -> torch.Tensor:
     """Crop, resize (bilinear, area-averaged when shrinking) and flip uint8 (B, S, S, 3)
     images by (N, 5) views, view i of image `image_of[i]` (default: of image i); returns
-    float (N, 3, out, out) in [0, 1]. Several views of one image convert it once."""
+    float (N, 3, out, out) in [0, 1] on the images' device. Several views of one image
+    convert it once."""
     x = torch.as_tensor(images).permute(0, 3, 1, 2).float().div_(255)
-    p = torch.as_tensor(params, dtype=torch.float32)
-    index = torch.arange(len(p)) if image_of is None else torch.as_tensor(image_of)
+    p = torch.as_tensor(params, dtype=torch.float32, device=x.device)
+    index = (torch.arange(len(p), device=x.device) if image_of is None
+             else torch.as_tensor(image_of, device=x.device))
     boxes = torch.stack([index.to(torch.float32),
                          p[:, 1], p[:, 0], p[:, 1] + p[:, 3], p[:, 0] + p[:, 2]], dim=1)
     crops = roi_align(x, boxes, output_size=out, spatial_scale=1.0, sampling_ratio=-1, aligned=True)

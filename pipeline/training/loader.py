@@ -10,6 +10,7 @@ import torch
 
 from cache.reader import TeacherCache
 from pipeline.data.imagestore import ImageStore
+from pipeline.device import to_device
 from pipeline.teacher.views import random_views, render, whole_views
 
 
@@ -28,12 +29,16 @@ class TrainLoader:
     - with a cache of the eval view only: the whole image and its eval outputs;
     - without a cache (baseline): a fresh random view per (image, epoch) when `augment`,
       else the whole image.
+
+    Batches are on `device`: the uint8 rows and cached outputs are copied there and the
+    views rendered there.
     """
 
     def __init__(self, store: ImageStore, image_size: int, batch_size: int, seed: int,
-                 cache: TeacherCache | None = None, augment: bool = True):
+                 cache: TeacherCache | None = None, augment: bool = True,
+                 device: torch.device = torch.device("cpu")):
         self.store, self.image_size, self.batch_size = store, image_size, batch_size
-        self.seed, self.cache, self.augment = seed, cache, augment
+        self.seed, self.cache, self.augment, self.device = seed, cache, augment, device
         self.rows = store.rows("train")
         if cache is not None and cache.views and not np.array_equal(cache.aug_rows, self.rows):
             raise ValueError(f"teacher cache {cache.path} covers other training rows than "
@@ -68,8 +73,11 @@ class TrainLoader:
             params = random_views(self.seed, keys, 1, size)[:, 0]
         else:
             params = whole_views(len(rows), size)
-        images = render(self.store.images[rows], params, self.image_size)
-        labels = torch.as_tensor(self.store.labels[rows])
+        images = render(self._on_device(self.store.images[rows]), params, self.image_size)
+        labels = self._on_device(self.store.labels[rows])
         if teacher is None:
             return Batch(images, labels, None, None)
-        return Batch(images, labels, torch.as_tensor(teacher[0]), torch.as_tensor(teacher[1]))
+        return Batch(images, labels, self._on_device(teacher[0]), self._on_device(teacher[1]))
+
+    def _on_device(self, array: np.ndarray) -> torch.Tensor:
+        return to_device(torch.as_tensor(array), self.device)

@@ -8,6 +8,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import torch
 import models
 from cache.reader import TeacherCache
 from pipeline.data.imagestore import ImageStore
+from pipeline.device import Precision
 from pipeline.teacher.inference import predict_rows
 from pipeline.training.loader import Batch, TrainLoader
 from pipeline.training.prefetch import prefetch
@@ -44,68 +46,83 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def student_loss(net: torch.nn.Module, loss_fn: DistillationLoss) -> Callable[[Batch], torch.Tensor]:
+def student_loss(net: torch.nn.Module, loss_fn: DistillationLoss,
+                 autocast: Callable[[], AbstractContextManager] = nullcontext
+                 ) -> Callable[[Batch], torch.Tensor]:
     """The loss of one batch: the student's outputs against the labels and, when the
-    batch carries them, the cached teacher outputs."""
+    batch carries them, the cached teacher outputs. The forward runs under `autocast`,
+    the loss in float32."""
     def loss_of(batch: Batch) -> torch.Tensor:
-        logits, features = net(batch.images)
-        return loss_fn(logits, batch.labels, batch.teacher_logits, features, batch.teacher_features)
+        with autocast():
+            logits, features = net(batch.images)
+        return loss_fn(logits.float(), batch.labels, batch.teacher_logits, features.float(),
+                       batch.teacher_features)
     return loss_of
 
 
 def train_epoch(loss_of: Callable[[Batch], torch.Tensor], opt: torch.optim.Optimizer,
-                batches: Iterable[Batch], lr: Callable[[int], float]) -> list[float]:
+                batches: Iterable[Batch], lr: Callable[[int], float],
+                scaler: torch.amp.GradScaler | None = None) -> list[float]:
     """One optimizer step per batch, step i at learning rate lr(i); returns the losses.
-    Shared by fit and the benchmark, so both time the same step."""
+    `scaler` (fp16) scales the loss; None steps plainly. Shared by fit and the benchmark,
+    so both time the same step."""
+    scaler = scaler or torch.amp.GradScaler("cpu", enabled=False)
     losses = []
     for i, batch in enumerate(batches):
         for group in opt.param_groups:
             group["lr"] = lr(i)
         loss = loss_of(batch)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        losses.append(loss.detach())  # read once at the end: a GPU runs ahead meanwhile
+    return torch.stack(losses).tolist() if losses else []
 
 
 def fit(model: str, model_kwargs: dict, store: ImageStore, settings: TrainSettings, workdir: Path,
         cache: TeacherCache | None = None, distill: dict | None = None,
-        init: bool | str = False, progress=None) -> tuple[torch.nn.Module, list[dict]]:
+        init: bool | str = False, progress=None, device: torch.device = torch.device("cpu"),
+        precision: Precision = Precision("fp32"), compile: bool = False
+        ) -> tuple[torch.nn.Module, list[dict]]:
     """Train `model` (a timm name and kwargs) on the store's train split and return it with
     its per-epoch history. With a cache, the loss is DistillationLoss(**distill) on the
     cached teacher outputs of the very views the student sees; without, plain CE.
     `init` is False, True (timm pretrained) or a weights file. A rerun in the same
-    workdir resumes from the last finished epoch and ends with identical weights."""
+    workdir resumes from the last finished epoch and ends with identical weights.
+    The model trains on `device` in `precision`, its forward torch.compiled if `compile`."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(settings.seed)
     net = models.create(model, len(store.classes), pretrained=init, **model_kwargs)
     teacher_dim = cache.eval_features.shape[1] if cache is not None else None
     loss_fn = DistillationLoss(**(distill or {}), student_dim=net.num_features, teacher_dim=teacher_dim)
+    net.to(device)
+    loss_fn.to(device)
     params = list(net.parameters()) + list(loss_fn.parameters())
     opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    scaler = precision.scaler(device)
     loader = TrainLoader(store, settings.image_size, settings.batch_size, settings.seed, cache,
-                         settings.augment)
-    start, history = _resume(workdir / "train_state.pt", net, loss_fn, opt)
+                         settings.augment, device)
+    start, history = _resume(workdir / "train_state.pt", net, loss_fn, opt, scaler)
     total, warmup = settings.epochs * len(loader), round(settings.warmup_epochs * len(loader))
     val_rows = store.rows("val")
-    loss_of = student_loss(net, loss_fn)
+    loss_of = student_loss(torch.compile(net) if compile else net, loss_fn, lambda: precision.autocast(device))
     if progress:
         progress(start, settings.epochs)  # where the rate and time left are measured from
     for epoch in range(start, settings.epochs):
         tic, first = time.perf_counter(), epoch * len(loader)
         net.train()
         losses = train_epoch(loss_of, opt, prefetch(loader.epoch(epoch)),
-                             lambda i: lr_at(first + i, total, warmup, settings.lr))
+                             lambda i: lr_at(first + i, total, warmup, settings.lr), scaler)
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
                   "seconds": round(time.perf_counter() - tic, 2)}
         if len(val_rows):
-            logits, _ = predict_rows(net, store, val_rows, settings.image_size)
+            logits, _ = predict_rows(net, store, val_rows, settings.image_size, precision=precision)
             record["val_top1"] = float(np.mean(logits.argmax(1) == store.labels[val_rows]))
         history.append(record)
         log.info("epoch %s", record)
-        _save_state(workdir / "train_state.pt", net, loss_fn, opt, epoch + 1, history)
+        _save_state(workdir / "train_state.pt", net, loss_fn, opt, scaler, epoch + 1, history)
         if progress:
             progress(epoch + 1, settings.epochs, describe(record))
     return net, history
@@ -117,21 +134,24 @@ def describe(record: dict) -> str:
     return f"loss {record['loss']:.4f}{val}, {record['seconds']:.1f} s"
 
 
-def _save_state(path: Path, net, loss_fn, opt, epoch: int, history: list) -> None:
+def _save_state(path: Path, net, loss_fn, opt, scaler, epoch: int, history: list) -> None:
     state = {"net": net.state_dict(), "loss": loss_fn.state_dict(), "opt": opt.state_dict(),
-             "epoch": epoch, "history": json.dumps(history), "rng": torch.get_rng_state()}
+             "scaler": scaler.state_dict(), "epoch": epoch, "history": json.dumps(history),
+             "rng": torch.get_rng_state()}
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
 
 
-def _resume(path: Path, net, loss_fn, opt) -> tuple[int, list]:
+def _resume(path: Path, net, loss_fn, opt, scaler) -> tuple[int, list]:
     if not path.exists():
         return 0, []
     state = torch.load(path, map_location="cpu", weights_only=True)
     net.load_state_dict(state["net"])
     loss_fn.load_state_dict(state["loss"])
     opt.load_state_dict(state["opt"])
+    if state.get("scaler"):  # fp16 only; a disabled scaler's state is empty
+        scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["rng"])
     log.info("resuming %s after epoch %d", path.parent, state["epoch"])
     return state["epoch"], json.loads(state["history"])

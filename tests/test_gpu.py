@@ -1,0 +1,80 @@
+"""On a CUDA GPU (`pytest -m gpu`; skipped without one): training and the teacher pass give
+what they give on the CPU, to the tolerances stated."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+import models
+from cache.reader import TeacherCache
+from conftest import TINY_VIT
+from pipeline.data.imagestore import ImageStore
+from pipeline.device import Precision
+from pipeline.spec import parse_spec
+from pipeline.teacher.teacher_pass import cache_teacher
+from pipeline.training.loader import TrainLoader
+from pipeline.training.losses import DistillationLoss
+from pipeline.training.train import TrainSettings, fit, student_loss, train_epoch
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+CUDA, CPU = torch.device("cuda"), torch.device("cpu")
+
+
+@pytest.fixture
+def no_tf32():
+    """Plain fp32 on the GPU too: TF32 convolutions (cuDNN's default) round to 10 bits."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def kd_losses(tiny_data, device: torch.device, epochs: int = 2) -> list[float]:
+    """Every step's loss of a seeded tiny ViT distilling from the cache on `device`, fp32."""
+    store, cache = ImageStore(tiny_data["store"]), TeacherCache(tiny_data["cache"])
+    name, kwargs = parse_spec(TINY_VIT)
+    torch.manual_seed(0)
+    net = models.create(name, len(store.classes), **kwargs).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    loss_of = student_loss(net, DistillationLoss(0.7, 4.0))
+    loader = TrainLoader(store, 32, 8, seed=0, cache=cache, device=device)
+    return [loss for epoch in range(epochs) for loss in train_epoch(loss_of, opt, loader.epoch(epoch), lambda i: 1e-3)]
+
+
+def test_student_on_cuda_follows_the_cpu_loss_curve(tiny_data, no_tf32):
+    """Same seed, same batches, fp32: the first step's loss agrees to 1e-4 (only kernels
+    differ), and the curve over 2 epochs stays within 1% as rounding compounds in Adam."""
+    cpu, cuda = kd_losses(tiny_data, CPU), kd_losses(tiny_data, CUDA)
+    assert len(cuda) == len(cpu) > 4
+    assert cuda[0] == pytest.approx(cpu[0], rel=1e-4)
+    assert np.allclose(cuda, cpu, rtol=1e-2)
+
+
+def test_cache_written_on_cuda_equals_the_cpu_cache(tiny_data, tmp_path, no_tf32):
+    """fp32 teacher pass on the GPU: every stored output within float16 rounding of the
+    CPU cache's (the tolerance tests/test_cache.py allows between batch sizes)."""
+    store = ImageStore(tiny_data["store"])
+    job = dataclasses.replace(tiny_data["job"], out=str(tmp_path / "cuda.zarr"), device="cuda")
+    dim = TeacherCache(tiny_data["cache"]).eval_features.shape[1]
+    cache_teacher(job, store.rows("train"), len(store.labels), dim, {"identity": tiny_data["identity"]},
+                  "synchronous", 1, 16)
+    cpu, cuda = zarr.open_group(tiny_data["cache"], mode="r"), zarr.open_group(job.out, mode="r")
+    assert np.array_equal(cpu["aug/params"][...], cuda["aug/params"][...])
+    for name in ("eval/logits", "eval/features", "aug/logits", "aug/features"):
+        assert cuda[name].dtype == np.float16
+        assert np.allclose(cpu[name][...], cuda[name][...], rtol=2e-3, atol=2e-3), name
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_training_on_cuda_learns(tiny_data, tmp_path, precision):
+    """bf16 autocast, and fp16 with its GradScaler: finite float32 losses that fall."""
+    name, kwargs = parse_spec(TINY_VIT)
+    _, history = fit(name, kwargs, ImageStore(tiny_data["store"]), TrainSettings(epochs=3, batch_size=8, image_size=32),
+                     tmp_path, device=CUDA, precision=Precision(precision))
+    losses = [h["loss"] for h in history]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]

@@ -19,8 +19,12 @@ started=$(date +%s)
 
 pip_rc=0
 if ! python -c "import zarr, luigi, dask, distributed, safetensors, tqdm, matplotlib, pytest" 2>/dev/null; then
-    python -m pip install --no-index --find-links wheels zarr luigi "dask[distributed]" safetensors tqdm \
-        matplotlib pytest > "$OUT/pip.log" 2>&1
+    PACKAGES=(zarr luigi "dask[distributed]" safetensors tqdm matplotlib pytest)
+    # A system Python (PEP 668) takes them with this variable; a read-only one, into the user's site.
+    export PIP_BREAK_SYSTEM_PACKAGES=1
+    python -m pip install --no-index --find-links wheels "${PACKAGES[@]}" \
+        > "$OUT/pip.log" 2>&1 ||
+        python -m pip install --user --no-index --find-links wheels "${PACKAGES[@]}" >> "$OUT/pip.log" 2>&1
     pip_rc=$?
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -80,3 +84,6 @@ print(f"{out / 'gpu-check.json'}: ok={result['ok']} in {result['wall_seconds']} 
       f"pytest: {' '.join(result['pytest_gpu']['summary'])}; bench rc {bench_rc}")
 sys.exit(0 if result["ok"] else 1)
 EOF
+check_rc=$?
+rm -f "$bench_json"
+exit $check_rc

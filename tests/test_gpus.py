@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import tiny_settings
 from distributed import Client
-from slow_runs import assert_same_files, save_teacher, teacher_job, write_cache, write_store
 
+from cache.blocks import run_blocks
 from pipeline import gpus
 from pipeline.cluster import gpu_cluster
 from tasks import CacheTeacher, TrainStudent
@@ -105,7 +105,7 @@ def test_gpu_resource_only_for_tasks_on_gpus(luigi_config):
     student = TrainStudent("demo", "vit", "kd")
     luigi_config("compute", "device", "cpu")
     assert "gpu" not in student.process_resources()
-    luigi_config("compute", "device", "cuda")
+    luigi_config("compute", "device", "auto")
     luigi_config("compute", "gpus", ",".join(FAKE))
     student = TrainStudent("demo", "vit", "kd")
     assert student.process_resources() == {"train": 1, "gpu": 1}
@@ -118,7 +118,7 @@ def test_luigi_workers_never_share_a_gpu(tmp_path):
     """`luigi --workers 3` with [resources] gpu = 2 and two fake GPUs runs four GPU tasks, two
     at a time, each in its own forked process on a GPU of its own, and never initialises CUDA."""
     settings = tiny_settings(str(tmp_path / "work"))
-    settings["compute"].update(device="cuda", gpus=",".join(FAKE))
+    settings["compute"].update(device="auto", gpus=",".join(FAKE))
     settings["resources"] = {"gpu": "2"}
     config = configparser.ConfigParser()
     config.read_dict(settings)
@@ -137,15 +137,18 @@ def test_luigi_workers_never_share_a_gpu(tmp_path):
     assert_no_shared_device(records)
 
 
+def held_by_worker(block: tuple) -> None:
+    tag, start, stop = block
+    Path(tag, f"{start}.json").write_text(json.dumps({"device": gpus.held(), "pid": os.getpid()}))
+
+
 def test_gpu_cluster_workers_hold_distinct_devices(tmp_path):
-    """scheduler = gpus: each dask worker process holds its own device, and the teacher pass
-    on that cluster writes the cache the threads scheduler writes."""
-    store, weights = tmp_path / "store.zarr", tmp_path / "teacher.safetensors"
-    write_store(store, scheduler="threads")
-    save_teacher(weights)
-    write_cache(teacher_job(store, weights, tmp_path / "reference.zarr"), scheduler="threads")
+    """scheduler = gpus: each dask worker process holds its own device for its lifetime, and
+    every block of run_blocks runs in a worker holding one; the devices are free afterwards."""
     with gpu_cluster(FAKE, tmp_path / "locks") as address, Client(address) as client:
         assert sorted(client.run(gpus.held).values()) == FAKE
-        write_cache(teacher_job(store, weights, tmp_path / "cache.zarr"), scheduler=address)
-    assert_same_files(tmp_path / "cache.zarr", tmp_path / "reference.zarr")
+        run_blocks(held_by_worker, [(str(tmp_path), start, start + 1) for start in range(8)], address)
+    records = [json.loads((tmp_path / f"{start}.json").read_text()) for start in range(8)]
+    assert {r["device"] for r in records} <= set(FAKE)
+    assert len({r["pid"] for r in records if r["device"] == "fake:0"}) <= 1  # one process per device
     assert not [p for p in (tmp_path / "locks").glob("*.lock") if p.read_text()]  # released

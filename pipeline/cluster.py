@@ -3,7 +3,7 @@ cluster's address, a dask cluster of SLURM jobs started for the duration of the 
 a local dask cluster of one worker process per GPU."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +66,7 @@ def gpu_cluster(devices: list[str], lock_dir: Path, threads: int = 1) -> Iterato
 
 
 @contextmanager
-def dask_scheduler(scheduler: str, slurm: SlurmSettings | None = None, devices: list[str] = (),
+def dask_scheduler(scheduler: str, slurm: SlurmSettings | None = None, devices: Sequence[str] = (),
                    lock_dir: Path | None = None) -> Iterator[str]:
     """The scheduler for cache.blocks.run_blocks: "threads", "processes", "synchronous" and
     addresses ("tcp://host:8786") as they are; "slurm" submits `slurm.jobs` jobs of a

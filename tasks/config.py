@@ -3,6 +3,7 @@ overridden on the command line, e.g. `--train-epochs 3`."""
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import fields
 from pathlib import Path
@@ -57,7 +58,7 @@ class slurm(luigi.Config):  # noqa: N801
         return SlurmSettings(**values)
 
 
-def dask_scheduler(devices: list[str] = ()) -> AbstractContextManager[str]:
+def dask_scheduler(devices: Sequence[str] = ()) -> AbstractContextManager[str]:
     """[compute] scheduler for cache.blocks.run_blocks, as a context: with `slurm`, SLURM jobs
     from [slurm] serve as dask workers meanwhile; with `gpus`, one local worker process for
     each of `devices`."""

@@ -14,17 +14,18 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-check}
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
+PY=${PYTHON:-$(command -v python3 || command -v python)}
 mkdir -p "$OUT"
 started=$(date +%s)
 
 pip_rc=0
-if ! python -c "import zarr, luigi, dask, distributed, safetensors, tqdm, matplotlib, pytest" 2>/dev/null; then
+if ! "$PY" -c "import zarr, luigi, dask, distributed, safetensors, tqdm, matplotlib, pytest" 2>/dev/null; then
     PACKAGES=(zarr luigi "dask[distributed]" safetensors tqdm matplotlib pytest)
     # A system Python (PEP 668) takes them with this variable; a read-only one, into the user's site.
     export PIP_BREAK_SYSTEM_PACKAGES=1
-    python -m pip install --no-index --find-links wheels "${PACKAGES[@]}" \
+    "$PY" -m pip install --no-index --find-links wheels "${PACKAGES[@]}" \
         > "$OUT/pip.log" 2>&1 ||
-        python -m pip install --user --no-index --find-links wheels "${PACKAGES[@]}" >> "$OUT/pip.log" 2>&1
+        "$PY" -m pip install --user --no-index --find-links wheels "${PACKAGES[@]}" >> "$OUT/pip.log" 2>&1
     pip_rc=$?
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -42,13 +43,13 @@ fi
 
 # Only the files holding gpu tests: collecting the others would import what this machine lacks.
 mapfile -t GPU_TESTS < <(grep -l "mark.gpu" tests/test_*.py)
-timeout 120 python -m pytest -m gpu -q -rA -p no:cacheprovider "${GPU_TESTS[@]}" > "$OUT/pytest.log" 2>&1
+timeout 120 "$PY" -m pytest -m gpu -q -rA -p no:cacheprovider "${GPU_TESTS[@]}" > "$OUT/pytest.log" 2>&1
 pytest_rc=$?
 bench_json=$(mktemp)
-timeout 300 python -m pipeline.bench "${BENCH[@]}" --json "$bench_json" > "$OUT/bench.log" 2>&1
+timeout 300 "$PY" -m pipeline.bench "${BENCH[@]}" --json "$bench_json" > "$OUT/bench.log" 2>&1
 bench_rc=$?
 
-python - "$OUT" "$DEVICE" "$pip_rc" "$pytest_rc" "$bench_rc" "$bench_json" "$started" "${BENCH[@]}" <<'EOF'
+"$PY" - "$OUT" "$DEVICE" "$pip_rc" "$pytest_rc" "$bench_rc" "$bench_json" "$started" "${BENCH[@]}" <<'EOF'
 import json, platform, subprocess, sys, time
 from pathlib import Path
 

@@ -114,6 +114,18 @@ def test_gpu_resource_only_for_tasks_on_gpus(luigi_config):
     assert CacheTeacher("demo").process_resources() == {"teacher": 1, "gpu": 2}
 
 
+def test_gpu_resource_defaults_to_the_gpus_found(luigi_config):
+    from luigi.configuration import get_config
+    from tasks.config import default_gpu_resource
+    luigi_config("compute", "device", "auto")
+    luigi_config("compute", "gpus", ",".join(FAKE))
+    default_gpu_resource()
+    assert get_config().getint("resources", "gpu") == 2
+    luigi_config("resources", "gpu", "1")  # luigi.cfg's own count stands
+    default_gpu_resource()
+    assert get_config().getint("resources", "gpu") == 1
+
+
 def test_luigi_workers_never_share_a_gpu(tmp_path):
     """`luigi --workers 3` with [resources] gpu = 2 and two fake GPUs runs four GPU tasks, two
     at a time, each in its own forked process on a GPU of its own, and never initialises CUDA."""

@@ -1,10 +1,16 @@
 """Where the dask work (image store, teacher pass) runs: a local scheduler, a running dask
-cluster's address, or a dask cluster of SLURM jobs started for the duration of the work."""
+cluster's address, a dask cluster of SLURM jobs started for the duration of the work, or
+a local dask cluster of one worker process per GPU."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from pipeline import gpus
 
 
 @dataclass(frozen=True)
@@ -35,11 +41,45 @@ def slurm_cluster(settings: SlurmSettings):
                         log_directory=settings.log_directory or None)
 
 
+class HoldGpu(WorkerPlugin):
+    """Makes a dask worker process hold a GPU of its own from start to end (pipeline.gpus.held())."""
+
+    def __init__(self, devices: list[str], lock_dir: Path):
+        self.devices, self.lock_dir = devices, lock_dir
+
+    def setup(self, worker) -> None:
+        self.release = gpus.hold_for_life(self.devices, self.lock_dir, f"dask worker {worker.address}")
+
+    def teardown(self, worker) -> None:
+        self.release()
+
+
 @contextmanager
-def dask_scheduler(scheduler: str, slurm: SlurmSettings | None = None) -> Iterator[str]:
+def gpu_cluster(devices: list[str], lock_dir: Path, threads: int = 1) -> Iterator[str]:
+    """A local dask cluster of one worker process per device, each holding its own device
+    for its lifetime (the same locks as tasks take); yields its address."""
+    from distributed import Client, LocalCluster
+    with LocalCluster(n_workers=len(devices), threads_per_worker=threads, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        client.register_plugin(HoldGpu(devices, lock_dir))
+        yield cluster.scheduler_address
+
+
+@contextmanager
+def dask_scheduler(scheduler: str, slurm: SlurmSettings | None = None, devices: Sequence[str] = (),
+                   lock_dir: Path | None = None) -> Iterator[str]:
     """The scheduler for cache.blocks.run_blocks: "threads", "processes", "synchronous" and
     addresses ("tcp://host:8786") as they are; "slurm" submits `slurm.jobs` jobs of a
-    SLURMCluster, yields its address, and cancels the jobs when the work is done."""
+    SLURMCluster, yields its address, and cancels the jobs when the work is done; "gpus" is
+    gpu_cluster over `devices` and their locks in `lock_dir`, or "processes" for work given
+    no devices (the image store)."""
+    if scheduler == "gpus":
+        if devices:
+            with gpu_cluster(list(devices), lock_dir) as address:
+                yield address
+        else:
+            yield "processes"
+        return
     if scheduler != "slurm":
         yield scheduler
         return

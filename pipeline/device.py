@@ -1,9 +1,10 @@
 """Where models run and in what precision: `[compute] device` and `[compute] precision`.
 
-Nothing here creates a CUDA context: CUDA is looked up with torch.cuda.device_count(),
-which asks NVML and so does not poison fork (torch.cuda.is_available() calls
-cudaGetDeviceCount, which does), so Luigi's scheduling process may call any of it and
-still fork workers that use the GPU.
+Nothing here creates a CUDA context: GPUs are counted with NVML only
+(pipeline.gpus.visible_gpus; torch.cuda.is_available() calls cudaGetDeviceCount, and
+torch.cuda.device_count() falls back to it when NVML fails, either of which poisons
+fork), so Luigi's scheduling process may call any of it and still fork workers that use
+the GPU.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
+
+from pipeline.gpus import visible_gpus
 
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -26,7 +29,7 @@ def _mps() -> bool:
 def device_type(setting: str) -> str:
     """What `setting` asks for, auto resolved: cuda, mps or cpu (present or not)."""
     if setting == "auto":
-        return "cuda" if torch.cuda.device_count() else "mps" if _mps() else "cpu"
+        return "cuda" if visible_gpus() else "mps" if _mps() else "cpu"
     return setting.split(":")[0]
 
 
@@ -36,7 +39,7 @@ def device_problem(setting: str) -> str | None:
         return f"use {DEVICES}"
     kind = device_type(setting)
     if kind == "cuda":
-        count = torch.cuda.device_count()
+        count = len(visible_gpus())
         if _index(setting) >= count:
             have = f"GPUs 0 to {count - 1}" if count else "no CUDA GPU (or its torch was built without CUDA)"
             return f"this machine has {have}; name a GPU it has, or use auto or cpu"

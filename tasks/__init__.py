@@ -1,6 +1,7 @@
 """Luigi tasks only: `luigi --module tasks RunAll` imports this package. The work itself
 lives in pipeline/, models/ and cache/."""
 from tasks.check import CheckConfig
+from tasks.config import default_gpu_resource
 from tasks.data import PrepareDataset
 from tasks.export import ExportCacheHDF5
 from tasks.report import Report, RunAll
@@ -10,3 +11,5 @@ from tasks.verify import VerifyData
 
 __all__ = ["CheckConfig", "PrepareDataset", "FineTuneTeacher", "TeacherCheckpoint", "CacheTeacher", "EvaluateTeacher",
            "TrainStudent", "EvaluateStudent", "Report", "RunAll", "VerifyData"]
+
+default_gpu_resource()

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import luigi
@@ -10,10 +12,11 @@ import torch
 
 from cache.fingerprint import digest
 from pipeline.device import Precision, resolve_device, resolve_precision
+from pipeline.gpus import hold_device
 from pipeline.lock import folder_lock
 from pipeline.progress import Progress
 from tasks.check import Checked
-from tasks.config import compute, paths
+from tasks.config import compute, device_gpus, gpu_lock_dir, paths
 
 
 class Step(Checked, luigi.Task):
@@ -26,10 +29,16 @@ class Step(Checked, luigi.Task):
 
     Subclasses do their work in `work()`; `run()` holds the folder's lock around it, so
     two runs started together on one work folder never write the same output at once.
+
+    A task that runs models (`on_device`) on GPUs holds one GPU of its own while it works:
+    Luigi's `gpu` resource keeps more such tasks from starting than there are GPUs, and a
+    lock per GPU, taken in the task's own process, picks which (`held_device`).
     """
 
     dataset = luigi.Parameter(description="a name from luigi.cfg's [datasets] section")
     kind = "step"
+    on_device = False
+    held_device: str | None = None  # the GPU this task holds while it works, e.g. "cuda:1"
 
     def settings(self) -> dict:
         return {}
@@ -41,7 +50,35 @@ class Step(Checked, luigi.Task):
         with folder_lock(self.folder()):
             # Another run may have finished this output while we waited for the lock.
             if not self.complete():
-                self.work()
+                with self.device_held():
+                    self.work()
+
+    def gpus(self) -> list[str]:
+        """The GPUs this task may run on; [] when it runs on the CPU. Never initialises CUDA:
+        Luigi calls it (through process_resources) in the process its workers fork from."""
+        return device_gpus() if self.on_device else []
+
+    def gpu_count(self) -> int:
+        """How many GPUs the task holds at once while it runs: Luigi's `gpu` resource it takes."""
+        return 1 if self.gpus() else 0
+
+    def process_resources(self) -> dict[str, int]:
+        count = self.gpu_count()
+        return {**self.resources, "gpu": count} if count else self.resources
+
+    @contextmanager
+    def device_held(self) -> Iterator[None]:
+        """Hold one of gpus() for the block (the first free one), if the task runs on GPUs."""
+        if not self.gpus():
+            yield
+            return
+        with hold_device(self.gpus(), gpu_lock_dir(), self.task_id) as device:
+            logging.getLogger("luigi-interface").info("%s runs on %s", self.task_id, device)
+            self.held_device = device
+            try:
+                yield
+            finally:
+                self.held_device = None
 
     def fingerprint(self) -> str:
         if not hasattr(self, "_fingerprint"):
@@ -62,8 +99,9 @@ class Step(Checked, luigi.Task):
 
     def device(self) -> torch.device:
         """The device this task's models run on. Call it in work() only: scheduling
-        (requires, complete, output, settings) must not touch the GPU."""
-        return resolve_device(compute().device)
+        (requires, complete, output, settings) must not touch the GPU. On GPUs it is the
+        one this task holds (device_held)."""
+        return resolve_device(self.held_device or compute().device)
 
     def precision(self) -> Precision:
         """[compute] precision, resolved from the device *setting* without touching CUDA,

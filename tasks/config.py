@@ -2,13 +2,16 @@
 overridden on the command line, e.g. `--train-epochs 3`."""
 from __future__ import annotations
 
+import socket
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import fields
+from pathlib import Path
 
 import luigi
 from luigi.configuration import get_config
 
-from pipeline import cluster
+from pipeline import cluster, gpus
 from pipeline.cluster import SlurmSettings
 from pipeline.device import PRECISIONS
 
@@ -33,6 +36,8 @@ class compute(luigi.Config):  # noqa: N801
     device = luigi.Parameter(default="auto", description="where every model runs: auto (CUDA when present, else MPS, else CPU), cpu, cuda, cuda:N or mps; not part of any fingerprint")
     precision = luigi.ChoiceParameter(default="auto", choices=PRECISIONS, description="forward passes in fp32 or autocast to bf16 / fp16; auto = bf16 on CUDA, fp32 elsewhere; part of the fingerprints (it changes results)")
     compile = luigi.BoolParameter(default=False, description="torch.compile students and the teacher pass (needs a C++ compiler on the CPU, triton on CUDA)")
+    gpus = luigi.Parameter(default="", description="the GPUs tasks share out, one each, e.g. cuda:0,cuda:2; empty = every GPU found (CUDA_VISIBLE_DEVICES honoured)")
+    gpu_lock_dir = luigi.Parameter(default="", description="folder of the GPU locks; empty = [paths] work/.gpus/<host>")
 
 
 class slurm(luigi.Config):  # noqa: N801
@@ -56,11 +61,32 @@ class slurm(luigi.Config):  # noqa: N801
         return SlurmSettings(**values)
 
 
-def dask_scheduler() -> AbstractContextManager[str]:
+def dask_scheduler(devices: Sequence[str] = ()) -> AbstractContextManager[str]:
     """[compute] scheduler for cache.blocks.run_blocks, as a context: with `slurm`, SLURM jobs
-    from [slurm] serve as dask workers meanwhile."""
+    from [slurm] serve as dask workers meanwhile; with `gpus`, one local worker process for
+    each of `devices`."""
     scheduler = compute().scheduler
-    return cluster.dask_scheduler(scheduler, slurm().settings() if scheduler == "slurm" else None)
+    return cluster.dask_scheduler(scheduler, slurm().settings() if scheduler == "slurm" else None,
+                                  devices, gpu_lock_dir())
+
+
+def device_gpus() -> list[str]:
+    """The GPUs of [compute] device and gpus; [] for CPU work. Never initialises CUDA."""
+    return gpus.device_gpus(compute().device, compute().gpus)
+
+
+def gpu_lock_dir() -> Path:
+    """Per host: GPU indices name different GPUs on different machines sharing a work folder."""
+    return Path(compute().gpu_lock_dir or Path(paths().work) / ".gpus" / socket.gethostname())
+
+
+def default_gpu_resource() -> None:
+    """Unless luigi.cfg's [resources] says how many, as many `gpu` tasks at once as there are GPUs."""
+    config = get_config()
+    if not config.has_option("resources", "gpu") and (found := device_gpus()):
+        if not config.has_section("resources"):
+            config.add_section("resources")
+        config.set("resources", "gpu", str(len(found)))
 
 
 class teacher(luigi.Config):  # noqa: N801

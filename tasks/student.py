@@ -45,6 +45,7 @@ class TrainStudent(StudentStep):
 
     kind = "student"
     resources = {"train": 1}
+    on_device = True
 
     def requires(self):
         reqs = {"store": PrepareDataset(self.dataset)}
@@ -91,6 +92,7 @@ class EvaluateStudent(StudentStep):
     """Test metrics of a trained student, and its agreement with the teacher."""
 
     kind = "student-eval"
+    on_device = True
 
     def requires(self):
         return {"store": PrepareDataset(self.dataset), "cache": CacheTeacher(self.dataset),

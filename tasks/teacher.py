@@ -3,6 +3,8 @@ and its evaluation from the cache alone."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import luigi
@@ -44,6 +46,7 @@ class FineTuneTeacher(Step):
 
     kind = "teacher"
     resources = {"teacher": 1, "train": 1}
+    on_device = True
 
     def requires(self):
         return PrepareDataset(self.dataset)
@@ -89,6 +92,19 @@ class CacheTeacher(Step):
 
     kind = "cache"
     resources = {"teacher": 1}
+    on_device = True
+
+    def gpu_count(self) -> int:
+        # With [compute] scheduler = gpus, one dask worker process per GPU runs the pass.
+        return len(self.gpus()) if compute().scheduler == "gpus" else super().gpu_count()
+
+    @contextmanager
+    def device_held(self) -> Iterator[None]:
+        if compute().scheduler == "gpus":  # its dask workers hold the GPUs, one each
+            yield
+            return
+        with super().device_held():
+            yield
 
     def requires(self):
         return {"store": PrepareDataset(self.dataset), "teacher": teacher_weights(self.dataset)}
@@ -126,7 +142,7 @@ class CacheTeacher(Step):
                  "versions": {"torch": torch.__version__, **_versions()}}
         train_rows = store.rows("train")
         progress = self.progress(1, "teacher pass, shards")
-        with dask_scheduler() as scheduler:
+        with dask_scheduler(self.gpus()) as scheduler:
             cache_teacher(job, train_rows, len(store.labels), net.num_features, attrs, scheduler,
                           c.workers, c.shard_rows, progress, net.stage_shapes(job.stages, job.image_size))
         progress.close()

@@ -17,6 +17,7 @@ from cache import blocks
 from cache.integrity import read_all
 from cache.reader import Rows
 from cache.schema import create_cache
+from pipeline import gpus
 from pipeline.device import Precision, resolve_device
 from pipeline.teacher.inference import predict
 from pipeline.teacher.views import random_views, whole_views
@@ -65,7 +66,7 @@ class TeacherJob:
             params = random_views(self.seed, rows, self.views, size)
         v = params.shape[1]
         net = _teacher(self.model, self.kwargs_json, self.classes, self.weights,
-                       resolve_device(self.device), self.compile)
+                       resolve_device(gpus.held() or self.device), self.compile)
         stages = self.stages if tag == "eval" else ()
         logits, features, *maps = predict(net, Rows(images, budget=0).take, rows, params, self.image_size,
                                           self.batch_size, stages, Precision(self.precision))

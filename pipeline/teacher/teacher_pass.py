@@ -14,7 +14,7 @@ import zarr
 
 import models
 from cache import blocks
-from cache.integrity import read_all
+from cache.integrity import checked
 from cache.reader import Rows
 from cache.schema import create_cache
 from pipeline import gpus
@@ -62,7 +62,8 @@ class TeacherJob:
             rows = np.arange(start, stop)
             params = whole_views(len(rows), size)[:, None]
         else:
-            rows = read_all(group["aug/rows"])[start:stop]
+            with checked(group["aug/rows"], slice(start, stop)):  # this block's rows, not all of them
+                rows = group["aug/rows"][start:stop]
             params = random_views(self.seed, rows, self.views, size)
         v = params.shape[1]
         net = _teacher(self.model, self.kwargs_json, self.classes, self.weights,

@@ -120,11 +120,14 @@ class kd(luigi.Config):  # noqa: N801
 
 
 def section(name: str) -> dict[str, str]:
-    """A free-form section of luigi.cfg, e.g. [datasets] or [students], as name -> spec."""
+    """A free-form section of luigi.cfg, e.g. [datasets] or [students], as name -> spec.
+    An empty spec drops the name, so a file in LUIGI_CONFIG_PATH can switch off one that
+    luigi.cfg declares (`demo =`)."""
     config = get_config()
     if not config.has_section(name):
         raise ValueError(f"luigi.cfg has no [{name}] section")
-    return {key: config.get(name, key) for key in config.options(name)}
+    specs = {key: config.get(name, key).strip() for key in config.options(name)}
+    return {key: spec for key, spec in specs.items() if spec}
 
 
 def datasets() -> dict[str, str]:

@@ -3,6 +3,7 @@ and its evaluation from the cache alone."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +12,7 @@ import luigi
 import torch
 
 import models
+from cache.blocks import atomic_write_text
 from cache.fingerprint import digest, file_sha256
 from cache.reader import TeacherCache
 from cache.schema import FORMAT_VERSION
@@ -142,10 +144,15 @@ class CacheTeacher(Step):
                  "versions": {"torch": torch.__version__, **_versions()}}
         train_rows = store.rows("train")
         progress = self.progress(1, "teacher pass, shards")
+        tic = time.perf_counter()
         with dask_scheduler(self.gpus()) as scheduler:
             cache_teacher(job, train_rows, len(store.labels), net.num_features, attrs, scheduler,
                           c.workers, c.shard_rows, progress, net.stage_shapes(job.stages, job.image_size))
         progress.close()
+        # The pass's one-off cost, for the report (a resumed pass counts its last run only).
+        atomic_write_text(self.folder() / "pass.json", json.dumps(
+            {"seconds": round(time.perf_counter() - tic, 2),
+             "forwards": len(store.labels) + teacher().views * len(train_rows)}))
 
     def cache_path(self) -> Path:
         return self.folder() / "cache.zarr"

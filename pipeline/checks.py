@@ -13,9 +13,10 @@ from dask.utils import parse_bytes
 import models
 from pipeline.data.sources import open_source
 from pipeline.device import compile_problem, device_problem
-from pipeline.spec import parse_spec, parse_stages
+from pipeline.spec import parse_names, parse_spec, parse_stages
 
 SCHEDULERS = ("threads", "processes", "synchronous", "slurm")
+MODES = ("baseline", "kd", "online")
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ RANGES = {
 
 def check(settings: dict[str, dict[str, Any]]) -> list[Problem]:
     """Every problem of `settings`: section -> key -> value, the typed values of [data],
-    [compute], [slurm] (for scheduler = slurm), [teacher], [train] and [kd], and the spec
+    [compute], [slurm] (for scheduler = slurm), [teacher], [train], [kd] and [views_study], and the spec
     strings of [datasets] and [students]. A missing section is not checked (the caller
     reports why it is missing)."""
     problems = [Problem(section, key, value, f"must be {rule}")
@@ -83,6 +84,30 @@ def check(settings: dict[str, dict[str, Any]]) -> list[Problem]:
             problems.append(Problem(section, "(none)", "", f"add at least one line to [{section}]"))
     if "teacher" in settings:
         problems += _teacher(settings["teacher"], size)
+    problems += _modes(settings.get("train", {}).get("modes"))
+    if "views_study" in settings:
+        problems += _views_study(settings["views_study"], settings.get("students", {}))
+    return problems
+
+
+def _modes(text: str | None) -> list[Problem]:
+    if text is None:
+        return []
+    chosen = parse_names(text)
+    if chosen and set(chosen) <= set(MODES):
+        return []
+    return [Problem("train", "modes", text, f"list one or more of {', '.join(MODES)}, comma-separated")]
+
+
+def _views_study(study: dict[str, Any], students: dict[str, str]) -> list[Problem]:
+    views, names = parse_names(study.get("views", "")), parse_names(study.get("students", ""))
+    problems = []
+    if not all(v.isdigit() for v in views):
+        problems.append(Problem("views_study", "views", study["views"], "list view counts >= 0, e.g. 0,8,32"))
+    if views and not names:
+        problems.append(Problem("views_study", "students", "", "name the students of the study, e.g. vit,swin"))
+    problems += [Problem("views_study", "students", name, f"not in [students] (it has: {', '.join(students)})")
+                 for name in names if name not in students]
     return problems
 
 

@@ -33,3 +33,8 @@ def parse_stages(text: str) -> tuple[int, ...]:
         return tuple(sorted({int(part) for part in text.replace(",", " ").split()}))
     except ValueError:
         raise ValueError(f"stages = {text!r}: give stage numbers, e.g. 1,2") from None
+
+
+def parse_names(text: str) -> list[str]:
+    """A comma-separated list, blanks dropped: "a, b," -> ["a", "b"]."""
+    return [name.strip() for name in text.split(",") if name.strip()]

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import luigi
+import numpy as np
 import torch
 
 from cache.fingerprint import digest
@@ -122,3 +123,23 @@ class Step(Checked, luigi.Task):
 
 def memory_budget() -> int:
     return int(compute().memory_budget_gb * (1 << 30))
+
+
+class Evaluation(Step):
+    """A model's test metrics (metrics.json) and its test logits (test_logits.npy, float32,
+    the store's test rows in order), which the report's paired bootstrap resamples."""
+
+    def output(self) -> dict[str, luigi.LocalTarget]:
+        return {"metrics": luigi.LocalTarget(self.folder() / "metrics.json"),
+                "logits": luigi.LocalTarget(self.folder() / "test_logits.npy")}
+
+    def save(self, metrics: dict, logits: np.ndarray) -> None:
+        self.folder().mkdir(parents=True, exist_ok=True)
+        with self.output()["logits"].temporary_path() as tmp, open(tmp, "wb") as file:
+            np.save(file, np.asarray(logits, dtype=np.float32))
+        with self.output()["metrics"].temporary_path() as tmp:
+            Path(tmp).write_text(json.dumps(metrics, indent=1, default=_plain))
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else str(value)

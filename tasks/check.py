@@ -11,10 +11,10 @@ import luigi
 from luigi.configuration import get_config
 
 from pipeline.checks import Problem, check
-from tasks.config import compute, data, datasets, kd, slurm, students, teacher, train
+from tasks.config import compute, data, datasets, kd, slurm, students, teacher, train, views_study
 
 log = logging.getLogger("luigi-interface")
-SECTIONS = (data, compute, slurm, teacher, train, kd)
+SECTIONS = (data, compute, slurm, teacher, train, kd, views_study)
 _checked: dict[str, list[Problem]] = {}  # by the values checked; files are looked at once per process
 
 

@@ -14,6 +14,7 @@ from luigi.configuration import get_config
 from pipeline import cluster, gpus
 from pipeline.cluster import SlurmSettings
 from pipeline.device import PRECISIONS
+from pipeline.spec import parse_names
 
 
 class paths(luigi.Config):  # noqa: N801 (Luigi names a config section after its class)
@@ -108,7 +109,8 @@ class train(luigi.Config):  # noqa: N801
     warmup_epochs = luigi.FloatParameter(default=1.0)
     image_size = luigi.IntParameter(default=32, description="input side for the teacher and the students")
     seed = luigi.IntParameter(default=0)
-    augment = luigi.BoolParameter(default=True, description="random crops and flips for baseline training")
+    augment = luigi.BoolParameter(default=True, description="random crops and flips for baseline and online training")
+    modes = luigi.Parameter(default="baseline,kd", description="the modes every student trains in: baseline (labels only), kd (from the teacher cache), online (the teacher run on every batch)")
 
 
 class kd(luigi.Config):  # noqa: N801
@@ -117,6 +119,21 @@ class kd(luigi.Config):  # noqa: N801
     beta = luigi.FloatParameter(default=0.0, description="weight of the feature-distillation term")
     feature_loss = luigi.ChoiceParameter(default="mse", choices=["mse", "cosine"])
     hard = luigi.BoolParameter(default=False, description="DeiT-style hard distillation")
+
+
+class views_study(luigi.Config):  # noqa: N801
+    """How many cached views a student needs: kd runs of a few students from caches of V views."""
+    views = luigi.Parameter(default="", description="the view counts V compared, e.g. 0,8,32; empty = no study")
+    students = luigi.Parameter(default="", description="the students of the study, e.g. vit,swin")
+
+
+def modes() -> list[str]:
+    return parse_names(train().modes)
+
+
+def study_views() -> list[int]:
+    """[views_study] views as integers; the config check has vouched for them."""
+    return [int(v) for v in parse_names(views_study().views)]
 
 
 def section(name: str) -> dict[str, str]:

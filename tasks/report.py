@@ -1,54 +1,112 @@
-"""Report: the paper's table for one data set. RunAll: every data set, student and mode."""
+"""Report: the paper's table for one data set, with paired-bootstrap intervals on every
+gain, each run's seconds and the views study. RunAll: every data set, student and mode."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import luigi
+import numpy as np
 
+from pipeline.data.imagestore import ImageStore
 from pipeline.evaluation.report import write_report
+from pipeline.spec import parse_names
 from tasks.base import Step
 from tasks.check import Checked
-from tasks.config import datasets, kd, students, teacher, train
-from tasks.student import MODES, EvaluateStudent
-from tasks.teacher import EvaluateTeacher
+from tasks.config import datasets, kd, modes, students, study_views, teacher, train, views_study
+from tasks.student import EvaluateStudent
+from tasks.teacher import CacheTeacher, EvaluateTeacher, teacher_weights
+
+
+def study_cache_views(views: int) -> int | None:
+    """The views parameter of a study's tasks: None for [teacher] views, so the study
+    shares the main experiment's cache and kd runs."""
+    return None if views == teacher().views else views
 
 
 class Report(Step):
-    """Markdown + CSV + PNG: the teacher, then each student without and with KD."""
+    """Markdown + CSV + PNGs: the teacher and its one-off cost, then each student in every
+    mode with the gains and their 95% intervals, and the views study when configured."""
 
     kind = "report"
 
     def requires(self):
-        return {"teacher": EvaluateTeacher(self.dataset),
-                "students": {s: {m: EvaluateStudent(self.dataset, s, m) for m in MODES} for s in students()}}
+        ds, study = self.dataset, parse_names(views_study().students)
+        return {"teacher": EvaluateTeacher(ds), "weights": teacher_weights(ds), "cache": CacheTeacher(ds),
+                "students": {s: {m: EvaluateStudent(ds, s, m) for m in modes()} for s in students()},
+                "views": {v: {"cache": CacheTeacher(ds, study_cache_views(v)),
+                              "students": {s: EvaluateStudent(ds, s, "kd", study_cache_views(v)) for s in study}}
+                          for v in study_views()}}
 
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(self.folder() / "report.md")
 
     def work(self) -> None:
-        read = lambda target: json.loads(open(target.path).read())  # noqa: E731
-        t = read(self.input()["teacher"])
-        rows = []
-        for name, modes in self.input()["students"].items():
-            metrics = {m: read(target) for m, target in modes.items()}
-            rows.append({"name": name, "model": metrics["kd"]["model"], "params": metrics["kd"]["params"],
-                         **metrics})
+        reqs = self.requires()
+        t = evaluation(self.input()["teacher"])
+        history = _history(Path(self.input()["weights"].path).parent)  # none for a given checkpoint
+        cost = _json(reqs["cache"].folder() / "pass.json")
+        teacher_row = {"name": "teacher", "model": t["metrics"]["model"], "params": t["metrics"]["params"],
+                       **t, "fit_seconds": _seconds(history), "pass_seconds": cost.get("seconds"),
+                       "forwards": cost.get("forwards"), "history": history}
+        rows = [{"name": name, "model": next(iter(runs.values()))["metrics"]["model"],
+                 "params": next(iter(runs.values()))["metrics"]["params"], "runs": runs}
+                for name, runs in ((name, {m: student_run(reqs["students"][name][m]) for m in by_mode})
+                                   for name, by_mode in reqs["students"].items())]
+        store = ImageStore(reqs["teacher"].requires()["store"].store_path(), budget=0)
+        labels = store.labels[store.rows("test")]
+        views = [views_row(v, study, len(store.labels)) for v, study in reqs["views"].items()]
         k, s = kd(), train()
         notes = [
             f"Test split of `{self.dataset}`; {s.epochs} epochs, batch {s.batch_size}, {s.image_size} px, seed {s.seed}.",
-            f"KD: alpha {k.alpha}, T {k.temperature}, beta {k.beta} ({k.feature_loss}), hard {k.hard}; "
-            f"teacher targets from the cache, {teacher().views} cached views per training image.",
-            "acc = top-1 accuracy (%); mAP = mean over classes of non-interpolated average precision, "
-            "one-vs-rest on softmax scores (%); gain = KD minus baseline, in points.",
+            f"kd: alpha {k.alpha}, T {k.temperature}, beta {k.beta} ({k.feature_loss}), hard {k.hard}; teacher "
+            f"targets from the cache, {teacher().views} cached views per training image. online: the same loss "
+            "with the teacher run on every batch, on the student's own fresh random views.",
         ]
         path = write_report(self.folder(), f"{self.dataset}: students without and with distillation",
-                            notes, {"name": "teacher", "model": t["model"], "params": t["params"], "metrics": t},
-                            rows)
+                            notes, teacher_row, labels, rows, views)
         print(f"report written to {path}")
 
 
+def evaluation(targets: dict) -> dict:
+    """An Evaluation's outputs: its metrics and test logits."""
+    return {"metrics": _json(targets["metrics"].path),
+            "logits": np.load(targets["logits"].path, allow_pickle=False)}
+
+
+def student_run(task: EvaluateStudent) -> dict:
+    """One student run for the report: test metrics and logits, training seconds, history."""
+    history = _history(task.requires()["model"].folder())
+    return {**evaluation(task.output()), "seconds": _seconds(history), "history": history}
+
+
+def views_row(views: int, study: dict, images: int) -> dict:
+    """A cache of `views` views: its bytes on disk per image of the data set, the pass's
+    cost and the study's students' kd metrics."""
+    cache = study["cache"]
+    size = sum(f.stat().st_size for f in cache.cache_path().rglob("*") if f.is_file())
+    cost = _json(cache.folder() / "pass.json")
+    return {"views": views, "bytes_per_image": size / images, "pass_seconds": cost.get("seconds"),
+            "forwards": cost.get("forwards"),
+            "students": {name: _json(task.output()["metrics"].path) for name, task in study["students"].items()}}
+
+
+def _json(path) -> dict:
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _history(folder: Path) -> list[dict]:
+    path = folder / "history.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def _seconds(history: list[dict]) -> float | None:
+    return round(sum(epoch["seconds"] for epoch in history), 1) if history else None
+
+
 class RunAll(Checked, luigi.WrapperTask):
-    """Every data set x every student x {baseline, kd}, and a report per data set."""
+    """Every data set x every student x [train] modes, the views study, and a report per data set."""
 
     def requires(self):
         return [Report(name) for name in datasets()]

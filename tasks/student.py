@@ -1,11 +1,11 @@
-"""Students: training (labels only, or distilling from the cache) and evaluation."""
+"""Students: training (labels only, distilling from the cache, or from the teacher run
+online) and evaluation."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import luigi
-import numpy as np
 
 import models
 from cache.reader import TeacherCache
@@ -13,13 +13,12 @@ from pipeline.data.imagestore import ImageStore
 from pipeline.teacher.inference import predict_rows
 from pipeline.evaluation.metrics import classification_metrics
 from pipeline.spec import parse_spec
+from pipeline.checks import MODES
 from pipeline.training.train import TrainSettings, fit
-from tasks.base import Step, memory_budget
-from tasks.config import compute, kd, students, train
+from tasks.base import Evaluation, Step, memory_budget
+from tasks.config import compute, kd, students, teacher, train
 from tasks.data import PrepareDataset
-from tasks.teacher import CacheTeacher
-
-MODES = ["baseline", "kd"]
+from tasks.teacher import CacheTeacher, teacher_weights
 
 
 def student_spec(student: str) -> str:
@@ -33,15 +32,21 @@ def student_spec(student: str) -> str:
 class StudentStep(Step):
     student = luigi.Parameter(description="a name from luigi.cfg's [students] section")
     mode = luigi.ChoiceParameter(choices=MODES)
+    views = luigi.OptionalIntParameter(default=None, description="mode kd: the cache's views; None = [teacher] views")
+
+    @property
+    def priority(self) -> int:  # the views study last: a stopped experiment misses it first
+        return -1 if self.views is not None else 0
 
     def folder(self) -> Path:
-        path = super().folder()
-        return path.with_name(f"{self.kind}-{self.student}-{self.mode}-{self.fingerprint()[:12]}")
+        views = "" if self.views is None else f"-v{self.views}"
+        return super().folder().with_name(f"{self.kind}-{self.student}-{self.mode}{views}-{self.fingerprint()[:12]}")
 
 
 class TrainStudent(StudentStep):
-    """Train one student; in mode kd it distills from the teacher cache and never
-    builds the teacher."""
+    """Train one student: on labels alone (baseline), distilling from the teacher cache and
+    never building the teacher (kd), or distilling from the teacher run on every batch
+    on the student's own fresh views, never reading the cache (online)."""
 
     kind = "student"
     resources = {"train": 1}
@@ -50,15 +55,20 @@ class TrainStudent(StudentStep):
     def requires(self):
         reqs = {"store": PrepareDataset(self.dataset)}
         if self.mode == "kd":
-            reqs["cache"] = CacheTeacher(self.dataset)
+            reqs["cache"] = CacheTeacher(self.dataset, self.views)
+        if self.mode == "online":
+            reqs["teacher"] = teacher_weights(self.dataset)
         return reqs
 
     def settings(self) -> dict:
         k = kd()
         distill = {"alpha": k.alpha, "temperature": k.temperature, "beta": k.beta,
                    "feature_loss": k.feature_loss, "hard": k.hard}
-        return {"student": student_spec(self.student), "train": vars(self.train_settings()),
-                "distill": distill if self.mode == "kd" else None, "precision": self.precision().name}
+        settings = {"student": student_spec(self.student), "train": vars(self.train_settings()),
+                    "distill": None if self.mode == "baseline" else distill, "precision": self.precision().name}
+        if self.mode == "online":
+            settings["teacher"] = teacher().model
+        return settings
 
     def train_settings(self) -> TrainSettings:
         s = train()
@@ -73,33 +83,34 @@ class TrainStudent(StudentStep):
         self.use_threads()
         self.write_settings()
         store = ImageStore(self.requires()["store"].store_path(), memory_budget())
-        cache = None
+        cache = online = None
         if self.mode == "kd":
             cache = TeacherCache(self.requires()["cache"].cache_path(), memory_budget())
             cache.check(self.requires()["cache"].identity())
+        if self.mode == "online":
+            name, kwargs = parse_spec(teacher().model)
+            online = models.load_weights(models.create(name, len(store.classes), **kwargs),
+                                         self.input()["teacher"].path)
         name, kwargs = parse_spec(student_spec(self.student))
         settings = self.train_settings()
         progress = self.progress(settings.epochs, "epochs", every=0)
         net, history = fit(name, kwargs, store, settings, self.folder(), cache=cache,
                            distill=self.settings()["distill"], progress=progress, device=self.device(),
-                           precision=self.precision(), compile=compute().compile)
+                           precision=self.precision(), compile=compute().compile, teacher=online)
         progress.close()
         (self.folder() / "history.json").write_text(json.dumps(history, indent=1))
         models.save_weights(net, self.output().path)
 
 
-class EvaluateStudent(StudentStep):
-    """Test metrics of a trained student, and its agreement with the teacher."""
+class EvaluateStudent(Evaluation, StudentStep):
+    """Test metrics and logits of a trained student, and its agreement with the teacher."""
 
     kind = "student-eval"
     on_device = True
 
     def requires(self):
         return {"store": PrepareDataset(self.dataset), "cache": CacheTeacher(self.dataset),
-                "model": TrainStudent(self.dataset, self.student, self.mode)}
-
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(self.folder() / "metrics.json")
+                "model": TrainStudent(self.dataset, self.student, self.mode, self.views)}
 
     def work(self) -> None:
         self.use_threads()
@@ -113,10 +124,4 @@ class EvaluateStudent(StudentStep):
         metrics = classification_metrics(logits, store.labels[rows], cache.eval_logits[rows])
         metrics.update(model=name, params=sum(p.numel() for p in net.parameters()),
                        mode=self.mode, student=self.student)
-        self.folder().mkdir(parents=True, exist_ok=True)
-        with self.output().temporary_path() as tmp:
-            Path(tmp).write_text(json.dumps(metrics, indent=1, default=_plain))
-
-
-def _plain(value):
-    return value.item() if isinstance(value, np.generic) else str(value)
+        self.save(metrics, logits)

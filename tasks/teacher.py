@@ -21,7 +21,7 @@ from pipeline.evaluation.metrics import classification_metrics
 from pipeline.spec import parse_spec, parse_stages
 from pipeline.teacher.teacher_pass import TeacherJob, cache_teacher
 from pipeline.training.train import TrainSettings, fit
-from tasks.base import Step, memory_budget
+from tasks.base import Evaluation, Step, memory_budget
 from tasks.check import Checked
 from tasks.config import compute, dask_scheduler, teacher, train
 from tasks.data import PrepareDataset
@@ -90,11 +90,15 @@ def teacher_weights(dataset: str) -> luigi.Task:
 
 class CacheTeacher(Step):
     """Run the teacher once over the data set: eval view of every image and [teacher]
-    views random views of every training image, logits and features, into Zarr."""
+    views (or `views`) random views of every training image, logits and features, into Zarr."""
 
     kind = "cache"
     resources = {"teacher": 1}
     on_device = True
+    views = luigi.OptionalIntParameter(default=None, description="random views per training image; None = [teacher] views")
+
+    def view_count(self) -> int:
+        return teacher().views if self.views is None else self.views
 
     def gpu_count(self) -> int:
         # With [compute] scheduler = gpus, one dask worker process per GPU runs the pass.
@@ -112,7 +116,7 @@ class CacheTeacher(Step):
         return {"store": PrepareDataset(self.dataset), "teacher": teacher_weights(self.dataset)}
 
     def settings(self) -> dict:
-        return {"model": teacher().model, "image_size": train().image_size, "views": teacher().views,
+        return {"model": teacher().model, "image_size": train().image_size, "views": self.view_count(),
                 "seed": teacher().seed, "stages": list(cached_stages()), "format_version": FORMAT_VERSION,
                 "precision": self.precision().name}
 
@@ -122,7 +126,7 @@ class CacheTeacher(Step):
         weights = self.input()["teacher"].path
         return {"store": self.requires()["store"].fingerprint(), "teacher": name,
                 "teacher_kwargs": digest(kwargs), "teacher_sha256": file_sha256(weights),
-                "image_size": train().image_size, "views": teacher().views, "seed": teacher().seed,
+                "image_size": train().image_size, "views": self.view_count(), "seed": teacher().seed,
                 "stages": list(cached_stages()), "format_version": FORMAT_VERSION}
 
     def output(self) -> luigi.LocalTarget:
@@ -137,7 +141,7 @@ class CacheTeacher(Step):
         net = models.create(name, len(store.classes), **kwargs)
         job = TeacherJob(str(store.path), str(self.folder() / "cache.zarr"), name, json.dumps(kwargs),
                          self.input()["teacher"].path, len(store.classes), train().image_size,
-                         teacher().views, teacher().seed, train().batch_size * 4, c.threads,
+                         self.view_count(), teacher().seed, train().batch_size * 4, c.threads,
                          cached_stages(), c.device, self.precision().name, c.compile)
         attrs = {"identity": self.identity(), "classes": store.classes,
                  "teacher_params": sum(p.numel() for p in net.parameters()),
@@ -152,7 +156,7 @@ class CacheTeacher(Step):
         # The pass's one-off cost, for the report (a resumed pass counts its last run only).
         atomic_write_text(self.folder() / "pass.json", json.dumps(
             {"seconds": round(time.perf_counter() - tic, 2),
-             "forwards": len(store.labels) + teacher().views * len(train_rows)}))
+             "forwards": len(store.labels) + self.view_count() * len(train_rows)}))
 
     def cache_path(self) -> Path:
         return self.folder() / "cache.zarr"
@@ -172,22 +176,19 @@ def _versions() -> dict:
     return {"timm": timm.__version__, "zarr": zarr.__version__}
 
 
-class EvaluateTeacher(Step):
-    """The teacher's test metrics, from the cache's eval view alone."""
+class EvaluateTeacher(Evaluation):
+    """The teacher's test metrics and logits, from the cache's eval view alone."""
 
     kind = "teacher-eval"
 
     def requires(self):
         return {"store": PrepareDataset(self.dataset), "cache": CacheTeacher(self.dataset)}
 
-    def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(self.folder() / "metrics.json")
-
     def work(self) -> None:
         store = ImageStore(self.requires()["store"].store_path(), budget=0)
         cache = TeacherCache(self.requires()["cache"].cache_path())
         rows = store.rows("test")
-        metrics = classification_metrics(cache.eval_logits[rows], store.labels[rows])
+        logits = cache.eval_logits[rows]
+        metrics = classification_metrics(logits, store.labels[rows])
         metrics.update(model=cache.identity["teacher"], params=cache.attrs["teacher_params"])
-        with self.output().temporary_path() as tmp:
-            Path(tmp).write_text(json.dumps(metrics, indent=1))
+        self.save(metrics, logits)

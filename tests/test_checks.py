@@ -12,6 +12,7 @@ from conftest import TINY_VIT, build
 
 from tasks import CheckConfig, RunAll
 from tasks.check import config_problems
+from tasks.config import students
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,7 +24,9 @@ MISTAKES = [
     ("students", "typo", "vitt_tiny_patch16_224", "did you mean vit_tiny_patch16_224"),
     ("students", "kwarg", TINY_VIT + " embed_dimm=8", "embed_dimm"),
     ("students", "size", TINY_VIT.replace("img_size=32", "img_size=48"), "48"),
-    ("students", "empty", "", "empty spec"),
+    ("train", "modes", "kd,fast", "list one or more of baseline, kd, online"),
+    ("views_study", "views", "0,x", "list view counts >= 0"),
+    ("views_study", "students", "nobody", "not in [students]"),
     ("teacher", "model", "convnext_atoo", "unknown timm model"),
     ("teacher", "stages", "1,7", "stages 0 to 3"),
     ("teacher", "init", "{tmp}/missing.safetensors", "existing weights file"),
@@ -44,6 +47,11 @@ MISTAKES = [
 
 def test_tiny_configuration_has_no_problems(luigi_config):
     assert config_problems() == []
+
+
+def test_an_empty_spec_drops_a_name_declared_earlier(luigi_config):
+    luigi_config("students", "swin", "")  # what `swin =` in a LUIGI_CONFIG_PATH file does
+    assert config_problems() == [] and list(students()) == ["vit"]
 
 
 @pytest.mark.parametrize("section, key, value, fix", MISTAKES, ids=[f"{m[0]}-{m[1]}" for m in MISTAKES])

@@ -1,5 +1,6 @@
 """The training loop shared by students and the teacher's fine-tuning: seeded,
-checkpointed every epoch, resumable, and blind to any teacher but its cache."""
+checkpointed every epoch, resumable; a student distills from the teacher's cache or, as
+the reference the cache is judged against, from the teacher run online."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,17 @@ def student_loss(net: torch.nn.Module, loss_fn: DistillationLoss,
     return loss_of
 
 
+def teacher_targets(batches: Iterable[Batch], teacher: torch.nn.Module,
+                    autocast: Callable[[], AbstractContextManager] = nullcontext) -> Iterator[Batch]:
+    """Online distillation: each batch with the teacher's outputs (eval mode, float32) on
+    the batch's own views, in place of cached ones."""
+    teacher.eval()
+    for batch in batches:
+        with torch.no_grad(), autocast():
+            logits, features = teacher(batch.images)
+        yield batch._replace(teacher_logits=logits.float(), teacher_features=features.float())
+
+
 def train_epoch(loss_of: Callable[[Batch], torch.Tensor], opt: torch.optim.Optimizer,
                 batches: Iterable[Batch], lr: Callable[[int], float],
                 scaler: torch.amp.GradScaler | None = None) -> list[float]:
@@ -83,11 +95,13 @@ def train_epoch(loss_of: Callable[[Batch], torch.Tensor], opt: torch.optim.Optim
 def fit(model: str, model_kwargs: dict, store: ImageStore, settings: TrainSettings, workdir: Path,
         cache: TeacherCache | None = None, distill: dict | None = None,
         init: bool | str = False, progress=None, device: torch.device = torch.device("cpu"),
-        precision: Precision = Precision("fp32"), compile: bool = False
-        ) -> tuple[torch.nn.Module, list[dict]]:
+        precision: Precision = Precision("fp32"), compile: bool = False,
+        teacher: torch.nn.Module | None = None) -> tuple[torch.nn.Module, list[dict]]:
     """Train `model` (a timm name and kwargs) on the store's train split and return it with
     its per-epoch history. With a cache, the loss is DistillationLoss(**distill) on the
-    cached teacher outputs of the very views the student sees; without, plain CE.
+    cached teacher outputs of the very views the student sees; with a `teacher` instead
+    (online), on that teacher's outputs for the student's fresh random views, computed
+    every batch; with neither, plain CE.
     `init` is False, True (timm pretrained) or a weights file. A rerun in the same
     workdir resumes from the last finished epoch and ends with identical weights.
     The model trains on `device` in `precision`, its forward torch.compiled if `compile`."""
@@ -95,10 +109,15 @@ def fit(model: str, model_kwargs: dict, store: ImageStore, settings: TrainSettin
     workdir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(settings.seed)
     net = models.create(model, len(store.classes), pretrained=init, **model_kwargs)
-    teacher_dim = cache.eval_features.shape[1] if cache is not None else None
+    if cache is not None and teacher is not None:
+        raise ValueError("distill from a cache or from a teacher online, not both")
+    teacher_dim = (cache.eval_features.shape[1] if cache is not None
+                   else teacher.num_features if teacher is not None else None)
     loss_fn = DistillationLoss(**(distill or {}), student_dim=net.num_features, teacher_dim=teacher_dim)
     net.to(device)
     loss_fn.to(device)
+    if teacher is not None:
+        teacher.to(device)
     params = list(net.parameters()) + list(loss_fn.parameters())
     opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     scaler = precision.scaler(device)
@@ -107,14 +126,17 @@ def fit(model: str, model_kwargs: dict, store: ImageStore, settings: TrainSettin
     start, history = _resume(workdir / "train_state.pt", net, loss_fn, opt, scaler)
     total, warmup = settings.epochs * len(loader), round(settings.warmup_epochs * len(loader))
     val_rows = store.rows("val")
-    loss_of = student_loss(torch.compile(net) if compile else net, loss_fn, lambda: precision.autocast(device))
+    autocast = lambda: precision.autocast(device)  # noqa: E731
+    loss_of = student_loss(torch.compile(net) if compile else net, loss_fn, autocast)
     if progress:
         progress(start, settings.epochs)  # where the rate and time left are measured from
     for epoch in range(start, settings.epochs):
         tic, first = time.perf_counter(), epoch * len(loader)
         net.train()
-        losses = train_epoch(loss_of, opt, prefetch(loader.epoch(epoch)),
-                             lambda i: lr_at(first + i, total, warmup, settings.lr), scaler)
+        batches = prefetch(loader.epoch(epoch))
+        if teacher is not None:
+            batches = teacher_targets(batches, teacher, autocast)
+        losses = train_epoch(loss_of, opt, batches, lambda i: lr_at(first + i, total, warmup, settings.lr), scaler)
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
                   "seconds": round(time.perf_counter() - tic, 2)}
         if len(val_rows):

@@ -4,6 +4,7 @@ import csv
 import numpy as np
 import pytest
 
+from pipeline.evaluation.bootstrap import paired_interval
 from pipeline.evaluation.charts import padded_range, summary_figure
 from pipeline.evaluation.metrics import classification_metrics
 from pipeline.evaluation.report import student_gains, write_report
@@ -62,7 +63,10 @@ def test_online_columns_and_intervals(tmp_path):
         low, point, high = (float(rows[1][f"{column}{s}"]) for s in (" low", "", " high"))
         assert low <= point <= high
     runs = students[0]["runs"]
-    point, low, high = student_gains(LABELS, runs, 200, 0)[("kd", "online", "top1")]
+    gains = student_gains(LABELS, runs, 200, 0)
+    point, low, high = gains[("kd", "online", "top1")]
+    assert gains[("online", "baseline", "mAP")] == paired_interval(
+        LABELS, runs["online"]["logits"], runs["baseline"]["logits"], "mAP", 200, 0)
     assert point == pytest.approx(runs["kd"]["metrics"]["top1"] - runs["online"]["metrics"]["top1"])
     cell = f"{100 * point:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
     assert f"| {cell} |" in next(line for line in md.splitlines() if line.startswith("| s1 |"))

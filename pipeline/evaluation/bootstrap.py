@@ -18,21 +18,26 @@ Scorer = Callable[[np.ndarray], np.ndarray]
 def paired_interval(labels: np.ndarray, logits_a: np.ndarray, logits_b: np.ndarray, metric: str,
                     resamples: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
     """(point, low, high) of metric(a) - metric(b), as fractions: point on all test images,
-    (low, high) the percentile interval at `level` of the paired bootstrap differences."""
-    point, diffs = paired_differences(labels, logits_a, logits_b, metric, resamples, seed)
-    low, high = np.percentile(diffs, [50 * (1 - level), 50 * (1 + level)])
-    return point, float(low), float(high)
+    (low, high) the percentile interval at `level` of the differences on paired resamples."""
+    (point_a, a), (point_b, b) = (bootstrap_values(labels, x, metric, resamples, seed) for x in (logits_a, logits_b))
+    return interval(point_a - point_b, a - b, level)
 
 
-def paired_differences(labels: np.ndarray, logits_a: np.ndarray, logits_b: np.ndarray, metric: str,
-                       resamples: int, seed: int) -> tuple[float, np.ndarray]:
-    """metric(a) - metric(b) on all images, and on each of `resamples` resamples that draw
-    len(labels) images with replacement, the same images for a and b (paired)."""
+def bootstrap_values(labels: np.ndarray, logits: np.ndarray, metric: str, resamples: int = 2000,
+                     seed: int = 0) -> tuple[float, np.ndarray]:
+    """One run's metric on all images and on each of `resamples` resamples of len(labels)
+    images drawn with replacement. The resamples depend only on (len(labels), resamples,
+    seed), so runs scored with the same seed see the same images: their differences pair."""
     labels = np.asarray(labels)
-    a, b = scorer(labels, logits_a, metric), scorer(labels, logits_b, metric)
-    ones = np.ones((1, len(labels)), dtype=np.int32)
-    counts = resample_counts(len(labels), resamples, seed, chunk_for(logits_a))
-    return float(a(ones)[0] - b(ones)[0]), np.concatenate([a(w) - b(w) for w in counts])
+    score = scorer(labels, logits, metric)
+    counts = resample_counts(len(labels), resamples, seed, chunk_for(logits))
+    return float(score(np.ones((1, len(labels)), np.int32))[0]), np.concatenate([score(w) for w in counts])
+
+
+def interval(point: float, values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """(point, low, high): the central percentile interval of the bootstrap values."""
+    low, high = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
+    return float(point), float(low), float(high)
 
 
 def resample_counts(n: int, resamples: int, seed: int, chunk: int) -> Iterator[np.ndarray]:

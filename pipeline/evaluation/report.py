@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from cache.blocks import atomic_write_text
-from pipeline.evaluation.bootstrap import paired_interval
+from pipeline.evaluation.bootstrap import bootstrap_values, interval
 from pipeline.evaluation.charts import curves_figure, save_png, summary_figure
 
 MODES = ("baseline", "kd", "online")
@@ -56,9 +56,14 @@ def write_report(out_dir: Path, title: str, notes: list[str], teacher: dict, lab
 
 
 def student_gains(labels: np.ndarray, runs: dict, resamples: int, seed: int) -> dict[tuple, tuple]:
-    """{(a, b, metric): (point, low, high)} in fractions for each pair of PAIRS in runs."""
-    return {(a, b, key): paired_interval(labels, runs[a]["logits"], runs[b]["logits"], key, resamples, seed)
-            for a, b in PAIRS if a in runs and b in runs for key in SHORT}
+    """{(a, b, metric): (point, low, high)} in fractions for each pair of PAIRS in runs; every
+    run is scored once on the same resamples (one seed), so each pair is a paired bootstrap."""
+    gains = {}
+    for key in SHORT:
+        values = {m: bootstrap_values(labels, run["logits"], key, resamples, seed) for m, run in runs.items()}
+        gains |= {(a, b, key): interval(values[a][0] - values[b][0], values[a][1] - values[b][1])
+                  for a, b in PAIRS if a in runs and b in runs}
+    return gains
 
 
 def table_columns(modes: list[str], pairs: list[tuple[str, str]]) -> list[str]:

@@ -18,13 +18,19 @@ def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
     return float(np.sum(precision * recall_gain))
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64: the scores AP ranks (shared so ties match everywhere)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    scores = np.exp(logits - logits.max(1, keepdims=True))
+    return scores / scores.sum(1, keepdims=True)
+
+
 def classification_metrics(logits: np.ndarray, labels: np.ndarray,
                            teacher_logits: np.ndarray | None = None) -> dict:
     """top1, top5, mAP (mean over classes present of one-vs-rest AP on softmax scores),
     per-class AP and, given teacher logits, top-1 agreement with the teacher."""
     logits = np.asarray(logits, dtype=np.float64)
-    scores = np.exp(logits - logits.max(1, keepdims=True))
-    scores /= scores.sum(1, keepdims=True)
+    scores = softmax(logits)
     ranked = np.argsort(-logits, axis=1, kind="stable")
     k = min(5, logits.shape[1])
     ap = [average_precision(scores[:, c], labels == c) for c in range(logits.shape[1])]

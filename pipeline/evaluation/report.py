@@ -1,65 +1,150 @@
-"""The paper-style comparison: one row per student, accuracy and mAP without and with
-distillation and the gain, the teacher on top; as Markdown, CSV and a PNG chart."""
+"""The paper-style comparison for one data set: the teacher and its one-off cost, then per
+student accuracy and mAP per training mode, the gains between modes with paired bootstrap
+intervals, and training seconds; as Markdown, CSV and two PNG charts."""
 from __future__ import annotations
 
 import csv
 import io
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from cache.blocks import atomic_write_text
+from pipeline.evaluation.bootstrap import bootstrap_values, interval
+from pipeline.evaluation.charts import curves_figure, save_png, summary_figure
 
-from cache.blocks import atomic_write_text  # noqa: E402
-
-COLUMNS = ["model", "timm name", "params (M)", "acc", "mAP", "acc KD", "mAP KD", "acc gain", "mAP gain"]
-
-
-def table_rows(teacher: dict, students: list[dict]) -> list[list]:
-    """teacher: {name, model, params, metrics}; students: {name, model, params, baseline, kd}
-    where baseline/kd are metric dicts. Percentages with one decimal."""
-    pct = lambda x: round(100 * x, 1)  # noqa: E731
-    rows = [[teacher["name"], teacher["model"], round(teacher["params"] / 1e6, 2),
-             pct(teacher["metrics"]["top1"]), pct(teacher["metrics"]["mAP"]), "", "", "", ""]]
-    for s in students:
-        b, k = s["baseline"], s["kd"]
-        rows.append([s["name"], s["model"], round(s["params"] / 1e6, 2), pct(b["top1"]), pct(b["mAP"]),
-                     pct(k["top1"]), pct(k["mAP"]), round(pct(k["top1"]) - pct(b["top1"]), 1),
-                     round(pct(k["mAP"]) - pct(b["mAP"]), 1)])
-    return rows
+MODES = ("baseline", "kd", "online")
+PAIRS = (("kd", "baseline"), ("online", "baseline"), ("kd", "online"))
+SUFFIX = {"baseline": "", "kd": " KD", "online": " online"}  # plain acc/mAP: no distillation
+GAIN = {("kd", "baseline"): " KD gain", ("online", "baseline"): " online gain", ("kd", "online"): " KD-online"}
+SHORT = {"top1": "acc", "mAP": "mAP"}
 
 
-def write_report(out_dir: Path, title: str, notes: list[str], teacher: dict,
-                 students: list[dict]) -> Path:
-    """Write report.csv, report.png and, last, report.md; return the Markdown's path."""
+def write_report(out_dir: Path, title: str, notes: list[str], teacher: dict, labels: np.ndarray,
+                 students: list[dict], views: list[dict] | None = None, resamples: int = 2000,
+                 seed: int = 0) -> Path:
+    """Write report.csv, views.csv (given views), report.png, curves.png and, last, report.md
+    into out_dir; return the Markdown's path. Metrics are fractions in, percent out.
+
+    teacher: {"name", "model", "params", "metrics": {"top1", "mAP"}, "fit_seconds",
+      "pass_seconds", "forwards" (each may be None), "history": [{"epoch", "val_top1"}, ...]}.
+    labels: (N,) test labels, the rows of every run's logits.
+    students: [{"name", "model", "params", "runs": {mode: {"metrics": {"top1", "mAP"},
+      "logits": (N, C), "seconds": training wall time, "history": [...]}}}], modes a subset
+      of MODES; a gain is shown for each pair of PAIRS a student ran both of.
+    views: [{"views", "bytes_per_image", "forwards", "pass_seconds",
+      "students": {name: {"top1", "mAP"}}}] (a study of cached views per image), or None."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = table_rows(teacher, students)
-    buf = io.StringIO()
-    csv.writer(buf).writerows([COLUMNS, *rows])
-    atomic_write_text(out_dir / "report.csv", buf.getvalue())
-    _chart(out_dir / "report.png", title, teacher, students)
-    lines = [f"# {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
-    lines += ["", *notes, "", "![accuracy and mAP](report.png)", ""]
+    modes = [m for m in MODES if m == "baseline" or any(m in s["runs"] for s in students)]
+    pairs = [p for p in PAIRS if any(set(p) <= set(s["runs"]) for s in students)]
+    gains = {s["name"]: student_gains(labels, s["runs"], resamples, seed) for s in students}
+    columns = table_columns(modes, pairs)
+    rows = [teacher_row(teacher)] + [student_row(s, gains[s["name"]]) for s in students]
+    atomic_write_text(out_dir / "report.csv", _csv(columns, rows))
+    lines = [f"# {title}", "", *_markdown(columns, rows)]
+    if views:
+        view_columns, view_rows = views_table(views)
+        atomic_write_text(out_dir / "views.csv", _csv(view_columns, view_rows))
+        lines += ["", "## Cached teacher views per training image", "", *_markdown(view_columns, view_rows)]
+    save_png(summary_figure(title, teacher, students, modes, gains, pairs), out_dir / "report.png")
+    save_png(curves_figure(title, teacher, students), out_dir / "curves.png")
+    for paragraph in [*notes, bootstrap_note(len(labels), resamples, seed)]:
+        lines += ["", paragraph]
+    lines += ["", "![accuracy, mAP and gains](report.png)", "", "![validation top-1 per epoch](curves.png)", ""]
     atomic_write_text(out_dir / "report.md", "\n".join(lines))
     return out_dir / "report.md"
 
 
-def _chart(path: Path, title: str, teacher: dict, students: list[dict]) -> None:
-    names = [s["name"] for s in students]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    for ax, key, label in zip(axes, ("top1", "mAP"), ("top-1 accuracy (%)", "mAP (%)")):
-        x = range(len(names))
-        ax.bar([i - 0.2 for i in x], [100 * s["baseline"][key] for s in students], 0.4, label="baseline")
-        ax.bar([i + 0.2 for i in x], [100 * s["kd"][key] for s in students], 0.4, label="KD from cache")
-        ax.axhline(100 * teacher["metrics"][key], color="k", ls="--", lw=1, label=f"teacher ({teacher['model']})")
-        ax.set_xticks(list(x), names, rotation=30, ha="right")
-        ax.set_ylabel(label)
-        ax.set_ylim(0, 100)
-    axes[0].legend(loc="lower left", fontsize=8)
-    fig.suptitle(title)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+def student_gains(labels: np.ndarray, runs: dict, resamples: int, seed: int) -> dict[tuple, tuple]:
+    """{(a, b, metric): (point, low, high)} in fractions for each pair of PAIRS in runs; every
+    run is scored once on the same resamples (one seed), so each pair is a paired bootstrap."""
+    gains = {}
+    for key in SHORT:
+        values = {m: bootstrap_values(labels, run["logits"], key, resamples, seed) for m, run in runs.items()}
+        gains |= {(a, b, key): interval(values[a][0] - values[b][0], values[a][1] - values[b][1])
+                  for a, b in PAIRS if a in runs and b in runs}
+    return gains
+
+
+def table_columns(modes: list[str], pairs: list[tuple[str, str]]) -> list[str]:
+    """The main table's columns for the modes and gain pairs present."""
+    return (["model", "timm name", "params (M)"] + [f"{SHORT[k]}{SUFFIX[m]}" for m in modes for k in SHORT]
+            + [f"{SHORT[k]}{GAIN[p]}" for p in pairs for k in SHORT]
+            + [f"train s{SUFFIX[m]}" for m in modes] + ["cache pass s", "cache forwards"])
+
+
+def teacher_row(teacher: dict) -> dict:
+    """The teacher under the no-distillation columns, with its one-off cost."""
+    return {"model": teacher["name"], "timm name": teacher["model"], "params (M)": round(teacher["params"] / 1e6, 2),
+            "acc": _pct(teacher["metrics"]["top1"]), "mAP": _pct(teacher["metrics"]["mAP"]),
+            "train s": _seconds(teacher.get("fit_seconds")),
+            "cache pass s": _seconds(teacher.get("pass_seconds")), "cache forwards": teacher.get("forwards")}
+
+
+def student_row(student: dict, gains: dict[tuple, tuple]) -> dict:
+    """Accuracy, mAP and seconds per mode run; gains as (point, low, high) in points."""
+    row = {"model": student["name"], "timm name": student["model"], "params (M)": round(student["params"] / 1e6, 2)}
+    for mode, run in student["runs"].items():
+        row |= {f"{SHORT[k]}{SUFFIX[mode]}": _pct(run["metrics"][k]) for k in SHORT}
+        row[f"train s{SUFFIX[mode]}"] = _seconds(run.get("seconds"))
+    for (a, b, key), interval in gains.items():
+        row[f"{SHORT[key]}{GAIN[a, b]}"] = tuple(_pct(v) for v in interval)
+    return row
+
+
+def views_table(views: list[dict]) -> tuple[list[str], list[dict]]:
+    """One row per number of cached views: its cost and each student's KD accuracy and mAP."""
+    names = list(dict.fromkeys(n for v in views for n in v["students"]))
+    columns = ["views", "bytes/image", "forwards", "pass s"] + [f"{n} {SHORT[k]}" for n in names for k in SHORT]
+    rows = [{"views": v["views"], "bytes/image": round(v["bytes_per_image"]), "forwards": v["forwards"],
+             "pass s": _seconds(v.get("pass_seconds")),
+             **{f"{n} {SHORT[k]}": _pct(m[k]) for n, m in v["students"].items() for k in SHORT}} for v in views]
+    return columns, rows
+
+
+def bootstrap_note(images: int, resamples: int, seed: int) -> str:
+    return (f"Gains are in points, [low, high] their 95% interval: a paired bootstrap over the {images} test "
+            f"images ({resamples} resamples, seed {seed}; each draws {images} images with replacement, the "
+            "same images for both runs), percentile interval of the difference. train s: training wall "
+            "time; cache pass s and cache forwards: the teacher's one-off pass that fills the cache.")
+
+
+def _csv(columns: list[str], rows: list[dict]) -> str:
+    """An interval column becomes three: the point, then `low` and `high`."""
+    header = [c for col in columns for c in ((col, f"{col} low", f"{col} high") if _is_interval(col, rows) else (col,))]
+    body = [[v for col in columns for v in _cells(row.get(col), _is_interval(col, rows))] for row in rows]
+    buf = io.StringIO()
+    csv.writer(buf).writerows([header, *body])
+    return buf.getvalue()
+
+
+def _cells(value, interval: bool) -> tuple:
+    if not interval:
+        return ("" if value is None else value,)
+    return value if value is not None else ("", "", "")
+
+
+def _is_interval(column: str, rows: list[dict]) -> bool:
+    return any(isinstance(row.get(column), tuple) for row in rows)
+
+
+def _markdown(columns: list[str], rows: list[dict]) -> list[str]:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return lines + ["| " + " | ".join(_show(row.get(c)) for c in columns) + " |" for row in rows]
+
+
+def _show(value) -> str:
+    """A cell for people: empty when absent, a gain as `+3.1 [+1.2, +4.9]`."""
+    if value is None:
+        return ""
+    if isinstance(value, tuple):
+        return f"{value[0]:+.1f} [{value[1]:+.1f}, {value[2]:+.1f}]"
+    return str(value)
+
+
+def _pct(x: float) -> float:
+    return round(100 * x, 1)
+
+
+def _seconds(s: float | None) -> float | None:
+    return None if s is None else round(s, 1)

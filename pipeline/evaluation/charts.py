@@ -1,0 +1,112 @@
+"""The report's figures: accuracy, mAP and gains with their intervals per student, and
+each run's validation curve. Axes fit the data (Stanford 40 students score 5-40%)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+METRICS = (("top1", "top-1 accuracy"), ("mAP", "mAP"))
+COLORS = {"baseline": "C0", "kd": "C1", "online": "C2"}  # a mode keeps its colour everywhere
+PAIR_COLORS = ("C3", "C4", "C5")
+
+
+def padded_range(values: list[float], pad: float = 0.12) -> tuple[float, float]:
+    """Axis limits that hold every value and zero, with a margin: bars and gaps stay honest
+    (they start at zero) without a fixed 0-100 axis that flattens small numbers."""
+    low, high = min([0.0, *values]), max([0.0, *values])
+    margin = pad * (high - low) or 1.0
+    return (low - margin if low < 0 else 0.0), high + margin
+
+
+def summary_figure(title: str, teacher: dict, students: list[dict], modes: list[str],
+                   gains: dict[str, dict[tuple, tuple]], pairs: list[tuple[str, str]]) -> Figure:
+    """Top row: top-1 and mAP per student, a bar per mode, the teacher as a line. Bottom row:
+    the gains between modes in points with their 95% bootstrap intervals as error bars."""
+    names = [s["name"] for s in students]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), layout="constrained")
+    for col, (key, label) in enumerate(METRICS):
+        values = [[100 * s["runs"][m]["metrics"][key] if m in s["runs"] else float("nan") for s in students]
+                  for m in modes]
+        _bars(axes[0, col], names, values, modes, [COLORS[m] for m in modes], f"{label} (%)")
+        axes[0, col].axhline(100 * teacher["metrics"][key], color="k", ls="--", lw=1,
+                             label=f"teacher ({teacher['model']})")
+        axes[0, col].set_ylim(*padded_range([v for row in values for v in row if v == v]
+                                            + [100 * teacher["metrics"][key]]))
+        _gain_bars(axes[1, col], names, [[gains[n].get((*p, key)) for n in names] for p in pairs],
+                   [f"{a} - {b}" for a, b in pairs], f"{label} gain (points)")
+    _legend_below(fig)
+    fig.suptitle(title)
+    return fig
+
+
+def _legend_below(fig: Figure) -> None:
+    """One legend for all panels, outside the axes so that it hides no bar or line."""
+    handles = {h.get_label(): h for ax in fig.axes for h in ax.get_legend_handles_labels()[0]}
+    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=max(1, min(6, len(handles))),
+               fontsize=8)
+
+
+def _bars(ax, names: list[str], values: list[list[float]], labels: list[str], colors: list[str],
+          ylabel: str, errors: list | None = None) -> None:
+    """Grouped bars: one group per name, one bar per series; errors: (2, n) per series."""
+    width = 0.8 / max(1, len(values))
+    for i, (row, label, color) in enumerate(zip(values, labels, colors)):
+        x = [j + (i - (len(values) - 1) / 2) * width for j in range(len(names))]
+        ax.bar(x, row, width, label=label, color=color, yerr=None if errors is None else errors[i], capsize=3)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_xlim(-0.5, len(names) - 0.5)  # a group whose bars are all missing keeps its place
+    ax.set_ylabel(ylabel)
+
+
+def _gain_bars(ax, names: list[str], cells: list[list[tuple | None]], labels: list[str], ylabel: str) -> None:
+    """Gains in points as bars with their intervals; a pair a student lacks is left empty."""
+    nan = float("nan")
+    points = [[100 * c[0] if c else nan for c in row] for row in cells]
+    errors = [[[100 * (c[0] - c[1]) if c else nan for c in row], [100 * (c[2] - c[0]) if c else nan for c in row]]
+              for row in cells]
+    _bars(ax, names, points, labels, PAIR_COLORS[:len(labels)], ylabel, errors)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_ylim(*padded_range([100 * v for row in cells for c in row if c for v in c[1:]]))
+
+
+def curves_figure(title: str, teacher: dict, students: list[dict]) -> Figure:
+    """One panel per student: validation top-1 per epoch for each run, the teacher's for
+    reference, so a reader sees which runs were still learning when training stopped."""
+    fig, axes = plt.subplots(1, max(1, len(students)), figsize=(4 * max(1, len(students)), 3.6),
+                             layout="constrained", squeeze=False)
+    top = []
+    for ax, s in zip(axes[0], students):
+        for mode, run in s["runs"].items():
+            top += _curve(ax, run.get("history", []), mode, {"color": COLORS[mode]})
+        top += _curve(ax, teacher.get("history", []), f"teacher ({teacher['model']})", {"color": "k", "ls": "--"})
+        ax.set_title(s["name"])
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0, 0].set_ylabel("validation top-1 (%)")
+    for ax in axes[0]:
+        ax.set_ylim(*padded_range(top))
+    _legend_below(fig)
+    fig.suptitle(title)
+    return fig
+
+
+def _curve(ax, history: list[dict], label: str, style: dict) -> list[float]:
+    """Plot one history's val_top1 (%) per epoch; return the values (none if never validated)."""
+    points = [(h["epoch"], 100 * h["val_top1"]) for h in history if "val_top1" in h]
+    if points:
+        ax.plot(*zip(*points), marker=".", label=label, **style)
+    return [v for _, v in points]
+
+
+def save_png(fig: Figure, path: Path) -> None:
+    """Save to a temporary sibling, then rename: readers never see half a PNG."""
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)

@@ -1,0 +1,95 @@
+"""The report: columns for the modes that ran, gains with intervals, CSV, charts, views."""
+import csv
+
+import numpy as np
+import pytest
+
+from pipeline.evaluation.bootstrap import paired_interval
+from pipeline.evaluation.charts import padded_range, summary_figure
+from pipeline.evaluation.metrics import classification_metrics
+from pipeline.evaluation.report import student_gains, write_report
+
+N, C = 60, 5
+LABELS = np.random.default_rng(0).integers(0, C, N)
+
+
+def _run(seed: int, signal: float) -> dict:
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(N, C)) + signal * np.eye(C)[LABELS]
+    history = [{"epoch": e, "loss": 1.0 / e, "seconds": 2.5, "val_top1": 0.05 * e} for e in (1, 2, 3)]
+    return {"metrics": classification_metrics(logits, LABELS), "logits": logits, "seconds": 7.5, "history": history}
+
+
+def _inputs(modes=("baseline", "kd")):
+    teacher = {"name": "teacher", "model": "convnext_atto", "params": 3_700_000,
+               "metrics": {"top1": 0.38, "mAP": 0.35}, "fit_seconds": 1234.5, "pass_seconds": 56.7,
+               "forwards": 4321, "history": [{"epoch": 1, "val_top1": 0.2}, {"epoch": 2, "val_top1": 0.3}]}
+    students = [{"name": f"s{i}", "model": "vit_tiny", "params": 5_000_000,
+                 "runs": {m: _run(10 * i + j, 0.3 + 0.4 * j) for j, m in enumerate(modes)}} for i in (1, 2)]
+    return teacher, students
+
+
+def _write(tmp_path, modes=("baseline", "kd"), views=None):
+    teacher, students = _inputs(modes)
+    path = write_report(tmp_path, "demo", ["a note"], teacher, LABELS, students, views, resamples=200)
+    with open(tmp_path / "report.csv") as f:
+        return path.read_text(), list(csv.DictReader(f)), students
+
+
+def test_baseline_and_kd_only(tmp_path):
+    md, rows, students = _write(tmp_path)
+    header = md.splitlines()[2]
+    assert "acc KD gain" in header and "mAP KD gain" in header and "train s KD" in header
+    assert "online" not in md.split("Gains are")[0]
+    assert "paired bootstrap over the 60 test images (200 resamples, seed 0" in md
+    assert [r["model"] for r in rows] == ["teacher", "s1", "s2"]
+    t = rows[0]
+    assert (t["acc"], t["train s"], t["cache pass s"], t["cache forwards"], t["acc KD"]) == \
+        ("38.0", "1234.5", "56.7", "4321", "")
+    s1 = students[0]["runs"]
+    assert float(rows[1]["acc KD"]) == round(100 * s1["kd"]["metrics"]["top1"], 1)
+    assert float(rows[1]["train s KD"]) == 7.5
+    assert md.index("](report.png)") < md.index("](curves.png)")
+    assert (tmp_path / "report.png").stat().st_size > 0 and (tmp_path / "curves.png").stat().st_size > 0
+    assert not (tmp_path / "views.csv").exists()
+
+
+def test_online_columns_and_intervals(tmp_path):
+    md, rows, students = _write(tmp_path, ("baseline", "kd", "online"))
+    for column in ("acc online", "acc online gain", "mAP online gain", "acc KD-online", "mAP KD-online",
+                   "train s online"):
+        assert f" {column} |" in md.splitlines()[2]
+    for column in ("acc KD gain", "acc KD-online", "mAP online gain"):
+        low, point, high = (float(rows[1][f"{column}{s}"]) for s in (" low", "", " high"))
+        assert low <= point <= high
+    runs = students[0]["runs"]
+    gains = student_gains(LABELS, runs, 200, 0)
+    point, low, high = gains[("kd", "online", "top1")]
+    assert gains[("online", "baseline", "mAP")] == paired_interval(
+        LABELS, runs["online"]["logits"], runs["baseline"]["logits"], "mAP", 200, 0)
+    assert point == pytest.approx(runs["kd"]["metrics"]["top1"] - runs["online"]["metrics"]["top1"])
+    cell = f"{100 * point:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+    assert f"| {cell} |" in next(line for line in md.splitlines() if line.startswith("| s1 |"))
+    assert rows[0]["acc KD-online low"] == ""  # the teacher has no gains
+
+
+def test_views_table(tmp_path):
+    views = [{"views": v, "bytes_per_image": 80.0 * v, "forwards": 100 * v, "pass_seconds": 1.5 * v,
+              "students": {"s1": {"top1": 0.1 * v, "mAP": 0.12 * v}}} for v in (1, 2)]
+    md, _, _ = _write(tmp_path, views=views)
+    assert "| views | bytes/image | forwards | pass s | s1 acc | s1 mAP |" in md
+    assert "| 2 | 160 | 200 | 3.0 | 20.0 | 24.0 |" in md
+    with open(tmp_path / "views.csv") as f:
+        assert next(csv.reader(f)) == ["views", "bytes/image", "forwards", "pass s", "s1 acc", "s1 mAP"]
+
+
+def test_axes_fit_small_values():
+    assert padded_range([5.0, 40.0]) == pytest.approx((0.0, 44.8))
+    assert padded_range([-2.0, 3.0]) == pytest.approx((-2.6, 3.6))
+    teacher, students = _inputs()
+    gains = {s["name"]: student_gains(LABELS, s["runs"], 100, 0) for s in students}
+    fig = summary_figure("demo", teacher, students, ["baseline", "kd"], gains, [("kd", "baseline")])
+    top1 = fig.axes[0].get_ylim()[1]
+    values = [100 * s["runs"][m]["metrics"]["top1"] for s in students for m in ("baseline", "kd")] + [38.0]
+    assert max(values) < top1 < 1.2 * max(values) < 90
+    assert fig.legends and not fig.axes[0].get_legend()  # the legend sits outside the axes

@@ -14,9 +14,9 @@ import models
 from pipeline.data.sources import open_source
 from pipeline.device import compile_problem, device_problem
 from pipeline.spec import parse_names, parse_spec, parse_stages
+from pipeline.training.train import MODES
 
 SCHEDULERS = ("threads", "processes", "synchronous", "slurm")
-MODES = ("baseline", "kd", "online")
 
 
 @dataclass(frozen=True)

@@ -43,18 +43,9 @@ class Report(Step):
 
     def work(self) -> None:
         reqs = self.requires()
-        t = evaluation(self.input()["teacher"])
-        history = _history(Path(self.input()["weights"].path).parent)  # none for a given checkpoint
-        cost = _json(reqs["cache"].folder() / "pass.json")
-        teacher_row = {"name": "teacher", "model": t["metrics"]["model"], "params": t["metrics"]["params"],
-                       **t, "fit_seconds": _seconds(history), "pass_seconds": cost.get("seconds"),
-                       "forwards": cost.get("forwards"), "history": history}
-        rows = [{"name": name, "model": next(iter(runs.values()))["metrics"]["model"],
-                 "params": next(iter(runs.values()))["metrics"]["params"], "runs": runs}
-                for name, runs in ((name, {m: student_run(reqs["students"][name][m]) for m in by_mode})
-                                   for name, by_mode in reqs["students"].items())]
         store = ImageStore(reqs["teacher"].requires()["store"].store_path(), budget=0)
-        labels = store.labels[store.rows("test")]
+        rows = [student_row(name, {mode: student_run(task) for mode, task in by_mode.items()})
+                for name, by_mode in reqs["students"].items()]
         views = [views_row(v, study, len(store.labels)) for v, study in reqs["views"].items()]
         k, s = kd(), train()
         notes = [
@@ -63,9 +54,24 @@ class Report(Step):
             f"targets from the cache, {teacher().views} cached views per training image. online: the same loss "
             "with the teacher run on every batch, on the student's own fresh random views.",
         ]
-        path = write_report(self.folder(), f"{self.dataset}: students without and with distillation",
-                            notes, teacher_row, labels, rows, views)
+        path = write_report(self.folder(), f"{self.dataset}: students without and with distillation", notes,
+                            self.teacher_row(), store.labels[store.rows("test")], rows, views)
         print(f"report written to {path}")
+
+    def teacher_row(self) -> dict:
+        """The teacher's metrics and its one-off cost: fine-tuning (none for a given
+        checkpoint) and the cache pass."""
+        metrics = _json(self.input()["teacher"]["metrics"].path)
+        history = _history(Path(self.input()["weights"].path).parent)
+        cost = _json(self.requires()["cache"].folder() / "pass.json")
+        return {"name": "teacher", "model": metrics["model"], "params": metrics["params"], "metrics": metrics,
+                "fit_seconds": _seconds(history), "pass_seconds": cost.get("seconds"),
+                "forwards": cost.get("forwards"), "history": history}
+
+
+def student_row(name: str, runs: dict) -> dict:
+    first = next(iter(runs.values()))["metrics"]
+    return {"name": name, "model": first["model"], "params": first["params"], "runs": runs}
 
 
 def evaluation(targets: dict) -> dict:

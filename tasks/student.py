@@ -13,8 +13,7 @@ from pipeline.data.imagestore import ImageStore
 from pipeline.teacher.inference import predict_rows
 from pipeline.evaluation.metrics import classification_metrics
 from pipeline.spec import parse_spec
-from pipeline.checks import MODES
-from pipeline.training.train import TrainSettings, fit
+from pipeline.training.train import MODES, TrainSettings, fit
 from tasks.base import Evaluation, Step, memory_budget
 from tasks.config import compute, kd, students, teacher, train
 from tasks.data import PrepareDataset

@@ -81,3 +81,37 @@ def test_failed_task_exits_nonzero(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "missing" in proc.stderr + proc.stdout
+
+
+def report_table(name: str = "report.csv") -> list[dict]:
+    return list(csv.DictReader(open(Path(Report("demo").output().path).with_name(name))))
+
+
+def test_adding_online_to_a_finished_experiment_trains_only_the_online_runs(luigi_config):
+    assert build(RunAll())[0]
+    assert "acc online" not in report_table()[0]
+    luigi_config("train", "modes", "baseline,kd,online")
+    ok, ran = build(RunAll())
+    assert ok
+    assert kinds(ran) == Counter(TrainStudent=1, EvaluateStudent=1, Report=1, RunAll=1)
+    assert {t.mode for t in ran if hasattr(t, "mode")} == {"online"}
+    teacher, vit = report_table()
+    for column in ("acc online", "mAP online", "acc online gain", "acc KD-online", "acc KD-online low",
+                   "acc KD-online high", "train s online"):
+        assert vit[column] != "", column
+    low, point, high = (float(vit[f"acc KD-online{end}"]) for end in (" low", "", " high"))
+    assert low <= point <= high
+    assert float(vit["train s online"]) > 0 and float(teacher["cache pass s"]) > 0
+
+
+def test_views_study_adds_only_its_caches_and_kd_runs(luigi_config):
+    assert build(RunAll())[0]
+    luigi_config("views_study", "views", "0,2")  # 2 = [teacher] views: the main experiment's
+    ok, ran = build(RunAll())
+    assert ok
+    assert kinds(ran) == Counter(CacheTeacher=1, TrainStudent=1, EvaluateStudent=1, Report=1, RunAll=1)
+    assert {(type(t).__name__, t.views) for t in ran if hasattr(t, "views")} == {
+        ("CacheTeacher", 0), ("TrainStudent", 0), ("EvaluateStudent", 0)}
+    rows = {int(r["views"]): r for r in report_table("views.csv")}
+    assert sorted(rows) == [0, 2]
+    assert 0 < float(rows[0]["bytes/image"]) < float(rows[2]["bytes/image"])

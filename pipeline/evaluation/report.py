@@ -12,8 +12,8 @@ import numpy as np
 from cache.blocks import atomic_write_text
 from pipeline.evaluation.bootstrap import bootstrap_values, interval
 from pipeline.evaluation.charts import curves_figure, save_png, summary_figure
+from pipeline.training.train import MODES
 
-MODES = ("baseline", "kd", "online")
 PAIRS = (("kd", "baseline"), ("online", "baseline"), ("kd", "online"))
 SUFFIX = {"baseline": "", "kd": " KD", "online": " online"}  # plain acc/mAP: no distillation
 GAIN = {("kd", "baseline"): " KD gain", ("online", "baseline"): " online gain", ("kd", "online"): " KD-online"}

@@ -26,6 +26,7 @@ from pipeline.training.prefetch import prefetch
 from pipeline.training.losses import DistillationLoss
 
 log = logging.getLogger(__name__)
+MODES = ("baseline", "kd", "online")  # labels only, from the teacher cache, from the teacher run online
 
 
 @dataclass(frozen=True)

@@ -51,9 +51,11 @@ class Report(Step):
         notes = [
             f"Test split of `{self.dataset}`; {s.epochs} epochs, batch {s.batch_size}, {s.image_size} px, seed {s.seed}.",
             f"kd: alpha {k.alpha}, T {k.temperature}, beta {k.beta} ({k.feature_loss}), hard {k.hard}; teacher "
-            f"targets from the cache, {teacher().views} cached views per training image. online: the same loss "
-            "with the teacher run on every batch, on the student's own fresh random views.",
+            f"targets from the cache, {teacher().views} cached views per training image.",
         ]
+        if "online" in modes():
+            notes.append("online: the same loss with the teacher run on every batch, on the student's own fresh "
+                         "random views (the reference the cache is judged against).")
         path = write_report(self.folder(), f"{self.dataset}: students without and with distillation", notes,
                             self.teacher_row(), store.labels[store.rows("test")], rows, views)
         print(f"report written to {path}")

@@ -33,10 +33,6 @@ class StudentStep(Step):
     mode = luigi.ChoiceParameter(choices=MODES)
     views = luigi.OptionalIntParameter(default=None, description="mode kd: the cache's views; None = [teacher] views")
 
-    @property
-    def priority(self) -> int:  # the views study last: a stopped experiment misses it first
-        return -1 if self.views is not None else 0
-
     def folder(self) -> Path:
         views = "" if self.views is None else f"-v{self.views}"
         return super().folder().with_name(f"{self.kind}-{self.student}-{self.mode}{views}-{self.fingerprint()[:12]}")

@@ -14,7 +14,6 @@ from conftest import TINY_CONVIT, build
 
 from cache.reader import TeacherCache
 from tasks import Report, RunAll
-from tasks.config import datasets
 from tasks.teacher import CacheTeacher
 
 

@@ -87,8 +87,8 @@ def student_row(student: dict, gains: dict[tuple, tuple]) -> dict:
     for mode, run in student["runs"].items():
         row |= {f"{SHORT[k]}{SUFFIX[mode]}": _pct(run["metrics"][k]) for k in SHORT}
         row[f"train s{SUFFIX[mode]}"] = _seconds(run.get("seconds"))
-    for (a, b, key), interval in gains.items():
-        row[f"{SHORT[key]}{GAIN[a, b]}"] = tuple(_pct(v) for v in interval)
+    for (a, b, key), bounds in gains.items():
+        row[f"{SHORT[key]}{GAIN[a, b]}"] = tuple(_pct(v) for v in bounds)
     return row
 
 

@@ -78,19 +78,23 @@ def _gain_bars(ax, names: list[str], cells: list[list[tuple | None]], labels: li
 def curves_figure(title: str, teacher: dict, students: list[dict]) -> Figure:
     """One panel per student: validation top-1 per epoch for each run, the teacher's for
     reference, so a reader sees which runs were still learning when training stopped."""
-    fig, axes = plt.subplots(1, max(1, len(students)), figsize=(4 * max(1, len(students)), 3.6),
-                             layout="constrained", squeeze=False)
+    cols = min(3, max(1, len(students)))
+    rows = -(-max(1, len(students)) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows + 0.6), layout="constrained",
+                             squeeze=False, sharey=True)
     top = []
-    for ax, s in zip(axes[0], students):
+    for ax in axes.flat[len(students):]:
+        ax.set_visible(False)
+    for ax, s in zip(axes.flat, students):
         for mode, run in s["runs"].items():
             top += _curve(ax, run.get("history", []), mode, {"color": COLORS[mode]})
         top += _curve(ax, teacher.get("history", []), f"teacher ({teacher['model']})", {"color": "k", "ls": "--"})
         ax.set_title(s["name"])
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[0, 0].set_ylabel("validation top-1 (%)")
-    for ax in axes[0]:
-        ax.set_ylim(*padded_range(top))
+    for ax in axes[:, 0]:
+        ax.set_ylabel("validation top-1 (%)")
+    axes[0, 0].set_ylim(*padded_range(top))  # shared by every panel
     _legend_below(fig)
     fig.suptitle(title)
     return fig

@@ -203,7 +203,7 @@ class Run:
         if mode == "online":
             task = LogitDistillationTask(net.backbone, teacher.backbone, temperature=s.temperature,
                                          task_loss_weight=1 - s.alpha, distill_loss_weight=s.alpha,
-                                         verbose=False)
+                                         verbose=False).to(device)  # its mean/std buffers start on the CPU
             # timm's task takes inputs normalised for the student, as a Net normalises them.
             # Its loss is computed inside, so under autocast too (autocast keeps it float32).
             def online_loss(batch: Batch) -> torch.Tensor:

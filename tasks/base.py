@@ -121,6 +121,12 @@ class Step(Checked, luigi.Task):
             indent=1, sort_keys=True, default=str))
 
 
+def read_json(path: Path, default):
+    """A JSON record a task left (history.json, pass.json), or `default` where there is none
+    (a given checkpoint has no history; a cache made before pass.json has no cost)."""
+    return json.loads(path.read_text()) if path.exists() else default
+
+
 def memory_budget() -> int:
     return int(compute().memory_budget_gb * (1 << 30))
 

@@ -2,7 +2,6 @@
 gain, each run's seconds and the views study. RunAll: every data set, student and mode."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import luigi
@@ -11,7 +10,7 @@ import numpy as np
 from pipeline.data.imagestore import ImageStore
 from pipeline.evaluation.report import write_report
 from pipeline.spec import parse_names
-from tasks.base import Step
+from tasks.base import Step, read_json
 from tasks.check import Checked
 from tasks.config import datasets, kd, modes, students, study_views, teacher, train, views_study
 from tasks.student import EvaluateStudent
@@ -63,9 +62,9 @@ class Report(Step):
     def teacher_row(self) -> dict:
         """The teacher's metrics and its one-off cost: fine-tuning (none for a given
         checkpoint) and the cache pass."""
-        metrics = _json(self.input()["teacher"]["metrics"].path)
-        history = _history(Path(self.input()["weights"].path).parent)
-        cost = _json(self.requires()["cache"].folder() / "pass.json")
+        metrics = read_json(Path(self.input()["teacher"]["metrics"].path), {})
+        history = read_json(Path(self.input()["weights"].path).parent / "history.json", [])
+        cost = self.requires()["cache"].cost()
         return {"name": "teacher", "model": metrics["model"], "params": metrics["params"], "metrics": metrics,
                 "fit_seconds": _seconds(history), "pass_seconds": cost.get("seconds"),
                 "forwards": cost.get("forwards"), "history": history}
@@ -78,13 +77,13 @@ def student_row(name: str, runs: dict) -> dict:
 
 def evaluation(targets: dict) -> dict:
     """An Evaluation's outputs: its metrics and test logits."""
-    return {"metrics": _json(targets["metrics"].path),
+    return {"metrics": read_json(Path(targets["metrics"].path), {}),
             "logits": np.load(targets["logits"].path, allow_pickle=False)}
 
 
 def student_run(task: EvaluateStudent) -> dict:
     """One student run for the report: test metrics and logits, training seconds, history."""
-    history = _history(task.requires()["model"].folder())
+    history = read_json(task.requires()["model"].folder() / "history.json", [])
     return {**evaluation(task.output()), "seconds": _seconds(history), "history": history}
 
 
@@ -93,20 +92,11 @@ def views_row(views: int, study: dict, images: int) -> dict:
     cost and the study's students' kd metrics."""
     cache = study["cache"]
     size = sum(f.stat().st_size for f in cache.cache_path().rglob("*") if f.is_file())
-    cost = _json(cache.folder() / "pass.json")
+    cost = cache.cost()
     return {"views": views, "bytes_per_image": size / images, "pass_seconds": cost.get("seconds"),
             "forwards": cost.get("forwards"),
-            "students": {name: _json(task.output()["metrics"].path) for name, task in study["students"].items()}}
-
-
-def _json(path) -> dict:
-    path = Path(path)
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def _history(folder: Path) -> list[dict]:
-    path = folder / "history.json"
-    return json.loads(path.read_text()) if path.exists() else []
+            "students": {name: read_json(Path(task.output()["metrics"].path), {})
+                         for name, task in study["students"].items()}}
 
 
 def _seconds(history: list[dict]) -> float | None:

@@ -21,7 +21,7 @@ from pipeline.evaluation.metrics import classification_metrics
 from pipeline.spec import parse_spec, parse_stages
 from pipeline.teacher.teacher_pass import TeacherJob, cache_teacher
 from pipeline.training.train import TrainSettings, fit
-from tasks.base import Evaluation, Step, memory_budget
+from tasks.base import Evaluation, Step, memory_budget, read_json
 from tasks.check import Checked
 from tasks.config import compute, dask_scheduler, teacher, train
 from tasks.data import PrepareDataset
@@ -160,6 +160,10 @@ class CacheTeacher(Step):
 
     def cache_path(self) -> Path:
         return self.folder() / "cache.zarr"
+
+    def cost(self) -> dict:
+        """The pass's one-off cost, {"seconds", "forwards"}, or {} for a cache without it."""
+        return read_json(self.folder() / "pass.json", {})
 
 
 def cached_stages() -> tuple[int, ...]:

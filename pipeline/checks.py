@@ -11,7 +11,7 @@ from typing import Any
 from dask.utils import parse_bytes
 
 import models
-from pipeline.data.sources import open_source
+from pipeline.data.readers import open_source
 from pipeline.device import compile_problem, device_problem
 from pipeline.spec import parse_names, parse_spec, parse_stages
 from pipeline.training.train import MODES

@@ -6,7 +6,7 @@ from functools import cached_property
 import luigi
 
 from pipeline.data.imagestore import STORE_VERSION, write_image_store
-from pipeline.data.sources import carve_validation, open_source
+from pipeline.data.readers import carve_validation, open_source
 from pipeline.spec import parse_spec
 from tasks.base import Step
 from tasks.config import compute, dask_scheduler, data, datasets

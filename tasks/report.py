@@ -43,9 +43,9 @@ class Report(Step):
     def work(self) -> None:
         reqs = self.requires()
         store = ImageStore(reqs["teacher"].requires()["store"].store_path(), budget=0)
-        rows = [student_row(name, {mode: student_run(task) for mode, task in by_mode.items()})
+        rows = [student_results(name, {mode: run_results(task) for mode, task in by_mode.items()})
                 for name, by_mode in reqs["students"].items()]
-        views = [views_row(v, study, len(store.labels)) for v, study in reqs["views"].items()]
+        views = [views_results(v, study, len(store.labels)) for v, study in reqs["views"].items()]
         k, s = kd(), train()
         notes = [
             f"Test split of `{self.dataset}`; {s.epochs} epochs, batch {s.batch_size}, {s.image_size} px, seed {s.seed}.",
@@ -56,21 +56,21 @@ class Report(Step):
             notes.append("online: the same loss with the teacher run on every batch, on the student's own fresh "
                          "random views (the reference the cache is judged against).")
         path = write_report(self.folder(), f"{self.dataset}: students without and with distillation", notes,
-                            self.teacher_row(), store.labels[store.rows("test")], rows, views)
+                            self.teacher_results(), store.labels[store.rows("test")], rows, views)
         print(f"report written to {path}")
 
-    def teacher_row(self) -> dict:
+    def teacher_results(self) -> dict:
         """The teacher's metrics and its one-off cost: fine-tuning (none for a given
         checkpoint) and the cache pass."""
         metrics = read_json(Path(self.input()["teacher"]["metrics"].path), {})
         history = read_json(Path(self.input()["weights"].path).parent / "history.json", [])
         cost = self.requires()["cache"].cost()
         return {"name": "teacher", "model": metrics["model"], "params": metrics["params"], "metrics": metrics,
-                "fit_seconds": _seconds(history), "pass_seconds": cost.get("seconds"),
+                "fit_seconds": training_seconds(history), "pass_seconds": cost.get("seconds"),
                 "forwards": cost.get("forwards"), "history": history}
 
 
-def student_row(name: str, runs: dict) -> dict:
+def student_results(name: str, runs: dict) -> dict:
     first = next(iter(runs.values()))["metrics"]
     return {"name": name, "model": first["model"], "params": first["params"], "runs": runs}
 
@@ -81,13 +81,13 @@ def evaluation(targets: dict) -> dict:
             "logits": np.load(targets["logits"].path, allow_pickle=False)}
 
 
-def student_run(task: EvaluateStudent) -> dict:
+def run_results(task: EvaluateStudent) -> dict:
     """One student run for the report: test metrics and logits, training seconds, history."""
     history = read_json(task.requires()["model"].folder() / "history.json", [])
-    return {**evaluation(task.output()), "seconds": _seconds(history), "history": history}
+    return {**evaluation(task.output()), "seconds": training_seconds(history), "history": history}
 
 
-def views_row(views: int, study: dict, images: int) -> dict:
+def views_results(views: int, study: dict, images: int) -> dict:
     """A cache of `views` views: its bytes on disk per image of the data set, the pass's
     cost and the study's students' kd metrics."""
     cache = study["cache"]
@@ -99,7 +99,7 @@ def views_row(views: int, study: dict, images: int) -> dict:
                          for name, task in study["students"].items()}}
 
 
-def _seconds(history: list[dict]) -> float | None:
+def training_seconds(history: list[dict]) -> float | None:
     return round(sum(epoch["seconds"] for epoch in history), 1) if history else None
 
 

@@ -10,7 +10,7 @@ import luigi
 import models
 from cache.reader import TeacherCache
 from pipeline.data.imagestore import ImageStore
-from pipeline.teacher.inference import predict_rows
+from pipeline.inference import predict_rows
 from pipeline.evaluation.metrics import classification_metrics
 from pipeline.spec import parse_spec
 from pipeline.training.train import MODES, TrainSettings, fit

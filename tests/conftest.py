@@ -77,7 +77,7 @@ def tiny_data(tmp_path_factory):
     The teacher is randomly initialised: these tests check plumbing, not accuracy."""
     import models
     from pipeline.data.imagestore import write_image_store
-    from pipeline.data.sources import carve_validation
+    from pipeline.data.readers import carve_validation
     from pipeline.data.synthetic import SyntheticSource
     from pipeline.teacher.teacher_pass import TeacherJob, cache_teacher
     from pipeline.data.imagestore import ImageStore

@@ -103,7 +103,7 @@ def test_eval_view_outputs_are_the_teacher_on_whole_images(tiny_data):
     store, cache = ImageStore(tiny_data["store"]), TeacherCache(tiny_data["cache"])
     teacher = online_teacher(tiny_data, len(store.classes))
     rows = store.rows("test")
-    from pipeline.teacher.inference import predict_rows
+    from pipeline.inference import predict_rows
     logits, features = predict_rows(teacher, store, rows, 32)
     assert np.allclose(cache.eval_logits[rows], logits, rtol=2e-3, atol=2e-3)
     assert np.allclose(cache.eval_features[rows], features, rtol=2e-3, atol=2e-3)
@@ -115,7 +115,7 @@ def test_stage_maps_of_the_eval_view_are_cached_when_asked(tiny_data, tmp_path):
     import zarr
 
     from pipeline.teacher.teacher_pass import cache_teacher
-    from pipeline.teacher.views import render, whole_views
+    from pipeline.views import render, whole_views
     store = ImageStore(tiny_data["store"])
     teacher = online_teacher(tiny_data, len(store.classes))
     shapes = teacher.stage_shapes((1, 2), 32)

@@ -149,7 +149,7 @@ def _folder_with_a_truncated_image(root: Path) -> Path:
 def test_bad_image_stops_or_is_skipped_and_recorded(tmp_path, policy):
     from pipeline.data.imagestore import write_image_store
     from pipeline.data.source import BadImage
-    from pipeline.data.sources import ImageFolder
+    from pipeline.data.readers import ImageFolder
     source = ImageFolder(_folder_with_a_truncated_image(tmp_path / "src"), holdout=0.0)
     items, out = source.items(), tmp_path / "store.zarr"
     write = lambda: write_image_store(source, items, out, 8, {}, on_bad_image=policy)  # noqa: E731

@@ -77,8 +77,8 @@ def teacher_row(teacher: dict) -> dict:
     """The teacher under the no-distillation columns, with its one-off cost."""
     return {"model": teacher["name"], "timm name": teacher["model"], "params (M)": round(teacher["params"] / 1e6, 2),
             "acc": _pct(teacher["metrics"]["top1"]), "mAP": _pct(teacher["metrics"]["mAP"]),
-            "train s": _seconds(teacher.get("fit_seconds")),
-            "cache pass s": _seconds(teacher.get("pass_seconds")), "cache forwards": teacher.get("forwards")}
+            "train s": _round_seconds(teacher.get("fit_seconds")),
+            "cache pass s": _round_seconds(teacher.get("pass_seconds")), "cache forwards": teacher.get("forwards")}
 
 
 def student_row(student: dict, gains: dict[tuple, tuple]) -> dict:
@@ -86,7 +86,7 @@ def student_row(student: dict, gains: dict[tuple, tuple]) -> dict:
     row = {"model": student["name"], "timm name": student["model"], "params (M)": round(student["params"] / 1e6, 2)}
     for mode, run in student["runs"].items():
         row |= {f"{SHORT[k]}{SUFFIX[mode]}": _pct(run["metrics"][k]) for k in SHORT}
-        row[f"train s{SUFFIX[mode]}"] = _seconds(run.get("seconds"))
+        row[f"train s{SUFFIX[mode]}"] = _round_seconds(run.get("seconds"))
     for (a, b, key), bounds in gains.items():
         row[f"{SHORT[key]}{GAIN[a, b]}"] = tuple(_pct(v) for v in bounds)
     return row
@@ -97,7 +97,7 @@ def views_table(views: list[dict]) -> tuple[list[str], list[dict]]:
     names = list(dict.fromkeys(n for v in views for n in v["students"]))
     columns = ["views", "bytes/image", "forwards", "pass s"] + [f"{n} {SHORT[k]}" for n in names for k in SHORT]
     rows = [{"views": v["views"], "bytes/image": round(v["bytes_per_image"]), "forwards": v["forwards"],
-             "pass s": _seconds(v.get("pass_seconds")),
+             "pass s": _round_seconds(v.get("pass_seconds")),
              **{f"{n} {SHORT[k]}": _pct(m[k]) for n, m in v["students"].items() for k in SHORT}} for v in views]
     return columns, rows
 
@@ -146,5 +146,5 @@ def _pct(x: float) -> float:
     return round(100 * x, 1)
 
 
-def _seconds(s: float | None) -> float | None:
+def _round_seconds(s: float | None) -> float | None:
     return None if s is None else round(s, 1)

@@ -1,1 +1,1 @@
-"""The teacher pass: views drawn and rendered, the teacher run over them, its outputs written to the cache."""
+"""The teacher pass: the teacher run over every stored image and view, its outputs written to the cache."""

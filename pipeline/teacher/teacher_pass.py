@@ -18,8 +18,8 @@ from cache.reader import Rows
 from cache.schema import create_cache
 from pipeline import gpus
 from pipeline.device import Precision, resolve_device
-from pipeline.teacher.inference import predict
-from pipeline.teacher.views import random_views, whole_views
+from pipeline.inference import predict
+from pipeline.views import random_views, whole_views
 
 
 @lru_cache(maxsize=2)

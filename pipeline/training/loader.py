@@ -11,7 +11,7 @@ import torch
 from cache.reader import TeacherCache
 from pipeline.data.imagestore import ImageStore
 from pipeline.device import to_device
-from pipeline.teacher.views import random_views, render, whole_views
+from pipeline.views import random_views, render, whole_views
 
 
 class Batch(NamedTuple):

@@ -20,7 +20,7 @@ import models
 from cache.reader import TeacherCache
 from pipeline.data.imagestore import ImageStore
 from pipeline.device import Precision
-from pipeline.teacher.inference import predict_rows
+from pipeline.inference import predict_rows
 from pipeline.training.loader import Batch, TrainLoader
 from pipeline.training.prefetch import prefetch
 from pipeline.training.losses import DistillationLoss

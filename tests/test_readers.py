@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from pipeline.data.source import BadImage, BadSource, Item
-from pipeline.data.sources import HDF5Source, ImageFolder, Stanford40, carve_validation, open_source, read_image
+from pipeline.data.readers import HDF5Source, ImageFolder, Stanford40, carve_validation, open_source, read_image
 
 REAL_STANFORD = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "stanford40"
 
@@ -140,7 +140,7 @@ def test_imagefolder_split_layout_ignores_hidden_and_non_images(tmp_path: Path, 
     (tmp_path / "train" / "a.b" / "._img 0.png").write_bytes(b"junk")
     (tmp_path / "test" / "Ärger" / "notes.txt").write_text("not an image")
     (tmp_path / "train" / ".cache").mkdir()
-    with caplog.at_level(logging.INFO, logger="pipeline.data.sources"):
+    with caplog.at_level(logging.INFO, logger="pipeline.data.readers"):
         source = open_source(f"imagefolder:{tmp_path}")
         items = source.items()
     assert source.classes == CLASSES

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from pipeline.device import Precision, to_device
-from pipeline.teacher.views import render, whole_views
+from pipeline.views import render, whole_views
 from pipeline.training.prefetch import prefetch
 
 FP32 = Precision("fp32")

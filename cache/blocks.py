@@ -8,9 +8,7 @@ manifest, the completion marker that Luigi looks for, is written last.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
@@ -22,20 +20,12 @@ import zarr
 from dask.callbacks import Callback
 from zarr.errors import ZarrUserWarning
 
+from cache.files import atomic_write_text
+
 MANIFEST = "manifest.json"
 _MARKERS = ".done"
 
 Progress = Callable[..., None]  # progress(blocks done, blocks in all, rows=rows done)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write to a temporary sibling, then rename into place: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def read_manifest(root: str | Path) -> dict | None:

@@ -8,8 +8,6 @@ exactly what the Zarr group had.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import h5py
@@ -17,6 +15,7 @@ import numpy as np
 import zarr
 
 from cache.blocks import nodes, read_manifest
+from cache.files import atomic_path
 from cache.integrity import checked
 
 JSON_ATTRS = "json_attrs"
@@ -33,21 +32,13 @@ def export_hdf5(cache_path: str | Path, out_path: str | Path) -> Path:
         raise FileNotFoundError(f"{cache_path} is not a finished teacher cache (no manifest.json)")
     group = zarr.open_group(str(cache_path), mode="r")
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            _write_attrs(f, group.attrs.asdict())
-            for name, node in nodes(group):
-                if isinstance(node, zarr.Group):
-                    _write_attrs(f.require_group(name), node.attrs.asdict())
-                else:
-                    _copy_array(node, f, name)
-        os.replace(tmp, out)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+        _write_attrs(f, group.attrs.asdict())
+        for name, node in nodes(group):
+            if isinstance(node, zarr.Group):
+                _write_attrs(f.require_group(name), node.attrs.asdict())
+            else:
+                _copy_array(node, f, name)
     return out
 
 

@@ -1,16 +1,31 @@
-"""Stable content digests: what a task's output depends on, reduced to a short hex string."""
+"""Stable content digests, the project's one way of hashing: what a task's output depends
+on (settings, a data set's file listing, a weights file) reduced to a SHA-256 hex string."""
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 
+def _canonical(parts: Any) -> bytes:
+    """JSON with keys sorted, so dict order never matters."""
+    return json.dumps(parts, sort_keys=True, default=str, separators=(",", ":")).encode()
+
+
 def digest(*parts: Any) -> str:
-    """SHA-256 of the canonical JSON of `parts` (keys sorted, so dict order never matters)."""
-    text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    """SHA-256 of the canonical JSON of `parts`."""
+    return hashlib.sha256(_canonical(parts)).hexdigest()
+
+
+def digest_lines(head: Any, lines: Iterable[str]) -> str:
+    """SHA-256 of the canonical JSON of `head`, then of each line, streamed: a listing of a
+    million files is never held in memory."""
+    h = hashlib.sha256(_canonical(head))
+    for line in lines:
+        h.update(line.encode("utf-8", "surrogateescape") + b"\n")
+    return h.hexdigest()
 
 
 def file_sha256(path: str | Path) -> str:

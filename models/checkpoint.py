@@ -1,23 +1,21 @@
 """Weights on disk: safetensors written atomically; safetensors or weights-only torch files read."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from cache.files import atomic_path
+
 
 def save_weights(model: nn.Module, path: str | Path) -> None:
     """Save a plain timm state dict (a Net's backbone), loadable by timm users as is."""
     model = getattr(model, "backbone", model)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))
 
 
 def read_state(path: str | Path) -> dict:

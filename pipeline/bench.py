@@ -30,6 +30,7 @@ import numpy as np
 import timm
 import torch
 import zarr
+from cache.files import atomic_write_json
 from timm.task import LogitDistillationTask
 
 import models
@@ -67,8 +68,11 @@ class Settings:
     students: tuple[str, ...] = STUDENTS
     reps: int = 3
     threads: int = os.cpu_count() or 1
-    epochs: int = 8  # luigi.cfg's default student epochs
+    epochs: int = 8
     shard_rows: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
     alpha: float = 0.7
     temperature: float = 4.0
     seed: int = 0
@@ -91,6 +95,8 @@ HELP = {"per_class": "training images per class (8 classes), plus a quarter as m
         "threads": "torch threads, everywhere",
         "epochs": "epochs of each run in students_from_one_pass",
         "shard_rows": "store and cache rows per shard",
+        "lr": "students' peak learning rate", "weight_decay": "students' AdamW weight decay",
+        "warmup_epochs": "epochs of learning-rate warm-up",
         "alpha": "weight of the distillation term", "temperature": "distillation temperature",
         "seed": "seed of data, views and initialisations",
         "device": "where every model runs: auto, cpu, cuda, cuda:N or mps (as [compute] device)",
@@ -154,9 +160,10 @@ class Bench:
     def _teacher_pass(self) -> None:
         s, store = self.s, ImageStore(self.store, budget=0)
         name, kwargs = parse_spec(s.teacher)
-        job = TeacherJob(str(self.store), str(self.cache), name, json.dumps(kwargs), str(self.weights),
-                         self.classes, s.image_size, s.views, s.seed, s.teacher_batch_size, s.threads,
-                         device=s.device, precision=s.on()[1].name)
+        job = TeacherJob(store=str(self.store), out=str(self.cache), model=name, kwargs_json=json.dumps(kwargs),
+                         weights=str(self.weights), classes=self.classes, image_size=s.image_size, views=s.views,
+                         seed=s.seed, batch_size=s.teacher_batch_size, threads=s.threads, device=s.device,
+                         precision=s.on()[1].name)
         identity = {"teacher": s.teacher, "image_size": s.image_size, "views": s.views, "seed": s.seed}
         cache_teacher(job, store.rows("train"), len(store.labels), self.teacher_dim,
                       {"identity": identity, "classes": store.classes}, shard_rows=s.shard_rows)
@@ -196,8 +203,9 @@ class Run:
         device, precision = s.on()
         torch.manual_seed(s.seed)
         net = models.create(name, len(store.classes), **kwargs).to(device)
-        self.settings = TrainSettings(epochs=epochs, batch_size=s.batch_size, image_size=s.image_size,
-                                      seed=s.seed)
+        self.settings = TrainSettings(epochs=epochs, batch_size=s.batch_size, lr=s.lr, weight_decay=s.weight_decay,
+                                      warmup_epochs=s.warmup_epochs, image_size=s.image_size, seed=s.seed,
+                                      augment=True)
         self.loader = TrainLoader(store, s.image_size, s.batch_size, s.seed, cache, device=device)
         autocast = lambda: precision.autocast(device)  # noqa: E731
         if mode == "online":
@@ -475,7 +483,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(table(result["metrics"]))
     print(f"wall time {result['wall_seconds']:.0f} s")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
+        atomic_write_json(args.json, result, indent=1)
     return result
 
 

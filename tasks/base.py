@@ -11,6 +11,7 @@ import luigi
 import numpy as np
 import torch
 
+from cache.files import atomic_path, atomic_write_json
 from cache.fingerprint import digest
 from pipeline.device import Precision, resolve_device, resolve_precision
 from pipeline.gpus import hold_device
@@ -115,10 +116,9 @@ class Step(Checked, luigi.Task):
 
     def write_settings(self) -> None:
         """Record what made this folder, for people reading the work tree."""
-        self.folder().mkdir(parents=True, exist_ok=True)
-        (self.folder() / "settings.json").write_text(json.dumps(
-            {"task": self.task_id, "settings": self.settings(), "fingerprint": self.fingerprint()},
-            indent=1, sort_keys=True, default=str))
+        atomic_write_json(self.folder() / "settings.json",
+                          {"task": self.task_id, "settings": self.settings(), "fingerprint": self.fingerprint()},
+                          indent=1, sort_keys=True, default=str)
 
 
 def read_json(path: Path, default):
@@ -140,11 +140,9 @@ class Evaluation(Step):
                 "logits": luigi.LocalTarget(self.folder() / "test_logits.npy")}
 
     def save(self, metrics: dict, logits: np.ndarray) -> None:
-        self.folder().mkdir(parents=True, exist_ok=True)
-        with self.output()["logits"].temporary_path() as tmp, open(tmp, "wb") as file:
-            np.save(file, np.asarray(logits, dtype=np.float32))
-        with self.output()["metrics"].temporary_path() as tmp:
-            Path(tmp).write_text(json.dumps(metrics, indent=1, default=_plain))
+        with atomic_path(self.output()["logits"].path) as tmp:
+            np.save(tmp, np.asarray(logits, dtype=np.float32))
+        atomic_write_json(self.output()["metrics"].path, metrics, indent=1, default=_plain)
 
 
 def _plain(value):

@@ -9,12 +9,12 @@ import logging
 
 import luigi
 from luigi.configuration import get_config
+from luigi.parameter import MissingParameterException
 
 from pipeline.checks import Problem, check
-from tasks.config import compute, data, datasets, kd, slurm, students, teacher, train, views_study
+from tasks.config import SECTIONS, datasets, students
 
 log = logging.getLogger("luigi-interface")
-SECTIONS = (data, compute, slurm, teacher, train, kd, views_study)
 _checked: dict[str, list[Problem]] = {}  # by the values checked; files are looked at once per process
 
 
@@ -34,6 +34,10 @@ def config_problems() -> list[Problem]:
                 values[key] = param.task_value(name, key)
             except ValueError as error:  # e.g. epochs = ten
                 problems.append(Problem(name, key, get_config().get(name, key, "(command line)"), str(error)))
+            except MissingParameterException:  # defaults live in luigi.cfg only
+                problems.append(Problem(name, key, "(missing)", "every setting needs a value and luigi.cfg holds "
+                                        "the defaults: run from the checkout (where luigi.cfg is), or restore "
+                                        "the key in luigi.cfg"))
     for name, read in (("datasets", datasets), ("students", students)):
         try:
             settings[name] = read()

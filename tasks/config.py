@@ -1,5 +1,7 @@
-"""The experiment as luigi.cfg declares it. Each class is a section; any value can be
-overridden on the command line, e.g. `--train-epochs 3`."""
+"""The experiment's settings: each class is a section of luigi.cfg. Every default is
+written once, in luigi.cfg, never here; each key's description= is its one documentation
+(`python -m tasks.settings_doc` lists them in docs/configuration.md). Any value can be
+overridden on the command line, e.g. `--train-epochs 3`, or by a file in LUIGI_CONFIG_PATH."""
 from __future__ import annotations
 
 import socket
@@ -15,45 +17,65 @@ from pipeline import cluster, gpus
 from pipeline.cluster import SlurmSettings
 from pipeline.device import PRECISIONS
 from pipeline.spec import parse_names
+from pipeline.training.train import TrainSettings
 
 
 class paths(luigi.Config):  # noqa: N801 (Luigi names a config section after its class)
-    work = luigi.Parameter(default="work", description="folder for every output")
+    work = luigi.Parameter(description="folder for every output")
 
 
 class data(luigi.Config):  # noqa: N801
-    store_size = luigi.IntParameter(default=32, description="side of the stored square images")
-    val_fraction = luigi.FloatParameter(default=0.1, description="train fraction held out for validation when a source has no val split")
-    seed = luigi.IntParameter(default=0)
-    on_bad_image = luigi.ChoiceParameter(default="fail", choices=["fail", "skip"])
+    store_size = luigi.IntParameter(description="side of the stored square images, in pixels")
+    val_fraction = luigi.FloatParameter(
+        description="fraction of train held out for validation when a source has no val split")
+    seed = luigi.IntParameter(description="seed of that validation split")
+    on_bad_image = luigi.ChoiceParameter(
+        choices=["fail", "skip"],
+        description="an image that cannot be decoded stops the run (fail) or is left out and recorded (skip)")
 
 
 class compute(luigi.Config):  # noqa: N801
-    scheduler = luigi.Parameter(default="threads", description="dask scheduler: threads, processes, synchronous, a cluster address tcp://host:port, or slurm (a dask-jobqueue cluster, see [slurm])")
-    workers = luigi.IntParameter(default=1, description="dask workers for decoding and the teacher pass")
-    threads = luigi.IntParameter(default=0, description="torch threads per worker; 0 = torch's default")
-    shard_rows = luigi.IntParameter(default=256, description="image rows per shard, the unit of parallel work")
-    memory_budget_gb = luigi.FloatParameter(default=2.0, description="arrays up to this size are read into memory for training")
-    device = luigi.Parameter(default="auto", description="where every model runs: auto (CUDA when present, else MPS, else CPU), cpu, cuda, cuda:N or mps; not part of any fingerprint")
-    precision = luigi.ChoiceParameter(default="auto", choices=PRECISIONS, description="forward passes in fp32 or autocast to bf16 / fp16; auto = bf16 on CUDA, fp32 elsewhere; part of the fingerprints (it changes results)")
-    compile = luigi.BoolParameter(default=False, description="torch.compile students and the teacher pass (needs a C++ compiler on the CPU, triton on CUDA)")
-    gpus = luigi.Parameter(default="", description="the GPUs tasks share out, one each, e.g. cuda:0,cuda:2; empty = every GPU found (CUDA_VISIBLE_DEVICES honoured)")
-    gpu_lock_dir = luigi.Parameter(default="", description="folder of the GPU locks; empty = [paths] work/.gpus/<host>")
+    scheduler = luigi.Parameter(
+        description="where the image store and the teacher pass run: dask's threads, processes or "
+                    "synchronous; a dask cluster's address tcp://host:port; slurm (dask workers in SLURM "
+                    "jobs, see [slurm]); or gpus (the teacher pass on one local worker process per GPU)")
+    workers = luigi.IntParameter(description="dask workers for decoding and the teacher pass")
+    threads = luigi.IntParameter(description="torch threads per worker; 0 = torch's default")
+    shard_rows = luigi.IntParameter(description="image rows per shard, the unit of parallel work")
+    memory_budget_gb = luigi.FloatParameter(
+        description="arrays up to this size are read into memory for training; larger ones are read from disk")
+    device = luigi.Parameter(
+        description="where every model runs: auto (CUDA when present, else MPS, else CPU), cpu, cuda, "
+                    "cuda:N or mps; not part of any fingerprint")
+    precision = luigi.ChoiceParameter(
+        choices=PRECISIONS,
+        description="forward passes in fp32 or autocast to bf16 / fp16; auto = bf16 on CUDA, fp32 "
+                    "elsewhere; part of the fingerprints (it changes results)")
+    compile = luigi.BoolParameter(
+        description="torch.compile the students and the teacher pass (a C++ compiler on the CPU, triton on CUDA)")
+    gpus = luigi.Parameter(
+        description="the GPUs tasks share out, one each, e.g. cuda:0,cuda:2; empty = every GPU found "
+                    "(CUDA_VISIBLE_DEVICES honoured)")
+    gpu_lock_dir = luigi.Parameter(description="folder of the GPU locks; empty = [paths] work/.gpus/<host>")
 
 
 class slurm(luigi.Config):  # noqa: N801
     """The SLURM jobs of [compute] scheduler = slurm (dask-jobqueue's SLURMCluster)."""
-    queue = luigi.Parameter(default="", description="partition (#SBATCH -p); empty = the cluster's default")
-    account = luigi.Parameter(default="", description="#SBATCH -A; empty = none")
-    cores = luigi.IntParameter(default=4, description="cores per job")
-    processes = luigi.IntParameter(default=1, description="dask worker processes per job, sharing its cores and memory")
-    memory = luigi.Parameter(default="8GB", description="memory per job")
-    walltime = luigi.Parameter(default="01:00:00")
-    jobs = luigi.IntParameter(default=2, description="jobs submitted for each store or teacher pass")
-    extra_directives = luigi.Parameter(default="", description="more #SBATCH options, one per line")
-    prologue = luigi.Parameter(default="", description="shell lines each job runs before its workers, one per line")
-    interface = luigi.Parameter(default="", description="network interface the scheduler and workers use, e.g. ib0")
-    log_directory = luigi.Parameter(default="", description="folder for the jobs' output; empty = SLURM's default")
+    queue = luigi.Parameter(description="partition (#SBATCH -p); empty = the cluster's default")
+    account = luigi.Parameter(description="#SBATCH -A; empty = none")
+    cores = luigi.IntParameter(description="cores per job")
+    processes = luigi.IntParameter(description="dask worker processes per job, sharing its cores and memory")
+    memory = luigi.Parameter(
+        description="memory per job; --mem gets whole GiB, rounded up (16GB: 15G, 16GiB: 16G)")
+    walltime = luigi.Parameter(description="time limit per job, HH:MM:SS")
+    jobs = luigi.IntParameter(description="jobs submitted for each image store or teacher pass, cancelled after it")
+    extra_directives = luigi.Parameter(
+        description="more #SBATCH options, one per line, e.g. --qos=normal or --gres=gpu:1 (write % as %%)")
+    prologue = luigi.Parameter(
+        description="shell lines each job runs before its workers, one per line, e.g. "
+                    "source ~/venvs/kdcache/bin/activate")
+    interface = luigi.Parameter(description="network interface the scheduler and workers use, e.g. ib0")
+    log_directory = luigi.Parameter(description="folder for the jobs' output; empty = SLURM's default")
 
     def settings(self) -> SlurmSettings:
         values = {field.name: getattr(self, field.name) for field in fields(SlurmSettings)}
@@ -91,40 +113,58 @@ def default_gpu_resource() -> None:
 
 
 class teacher(luigi.Config):  # noqa: N801
-    model = luigi.Parameter(default="convnext_atto", description="timm name and key=value kwargs")
-    init = luigi.Parameter(default="scratch", description="fine-tuning starts from: scratch, pretrained (timm's weights) or a weights file")
-    checkpoint = luigi.Parameter(default="", description="a finished teacher for this data set; skips fine-tuning")
-    epochs = luigi.IntParameter(default=30)
-    lr = luigi.FloatParameter(default=2e-3)
-    views = luigi.IntParameter(default=8, description="random views cached per training image; 0 = the eval view only")
-    stages = luigi.Parameter(default="", description="also cache the eval view's feature maps of these stages, e.g. 1,2 (timm feature indices)")
-    seed = luigi.IntParameter(default=0)
+    model = luigi.Parameter(description="a timm ConvNeXt name and key=value kwargs")
+    init = luigi.Parameter(
+        description="fine-tuning starts from: scratch, pretrained (timm's weights) or a local weights file")
+    checkpoint = luigi.Parameter(description="a finished teacher for this data set; skips fine-tuning")
+    epochs = luigi.IntParameter(description="fine-tuning epochs")
+    lr = luigi.FloatParameter(description="fine-tuning learning rate")
+    views = luigi.IntParameter(description="random views cached per training image; 0 = the eval view only")
+    stages = luigi.Parameter(
+        description="also cache the eval view's feature maps of these stages, e.g. 1,2 (timm feature "
+                    "indices); empty = none")
+    seed = luigi.IntParameter(description="seed of the teacher's initialisation, fine-tuning and views")
 
 
 class train(luigi.Config):  # noqa: N801
-    epochs = luigi.IntParameter(default=8)
-    batch_size = luigi.IntParameter(default=64)
-    lr = luigi.FloatParameter(default=1e-3)
-    weight_decay = luigi.FloatParameter(default=0.05)
-    warmup_epochs = luigi.FloatParameter(default=1.0)
-    image_size = luigi.IntParameter(default=32, description="input side for the teacher and the students")
-    seed = luigi.IntParameter(default=0)
-    augment = luigi.BoolParameter(default=True, description="random crops and flips for baseline and online training")
-    modes = luigi.Parameter(default="baseline,kd", description="the modes every student trains in: baseline (labels only), kd (from the teacher cache), online (the teacher run on every batch)")
+    """The training loop of every student; the teacher's fine-tuning shares all but epochs, lr and seed."""
+    epochs = luigi.IntParameter(description="training epochs of each student")
+    batch_size = luigi.IntParameter(description="images per step (the teacher pass uses 4x)")
+    lr = luigi.FloatParameter(description="peak learning rate (AdamW, linear warm-up, cosine decay)")
+    weight_decay = luigi.FloatParameter(description="AdamW weight decay")
+    warmup_epochs = luigi.FloatParameter(description="epochs of linear learning-rate warm-up")
+    image_size = luigi.IntParameter(description="input side for the teacher and the students")
+    seed = luigi.IntParameter(description="seed of the students' initialisation and image order")
+    augment = luigi.BoolParameter(description="random crops and flips for baseline and online training")
+    modes = luigi.Parameter(
+        description="the modes every student trains in: baseline (labels only), kd (from the teacher "
+                    "cache), online (the teacher run on every batch)")
 
 
 class kd(luigi.Config):  # noqa: N801
-    alpha = luigi.FloatParameter(default=0.7)
-    temperature = luigi.FloatParameter(default=4.0)
-    beta = luigi.FloatParameter(default=0.0, description="weight of the feature-distillation term")
-    feature_loss = luigi.ChoiceParameter(default="mse", choices=["mse", "cosine"])
-    hard = luigi.BoolParameter(default=False, description="DeiT-style hard distillation")
+    """What mode kd (and online) means; part of those students' identity."""
+    alpha = luigi.FloatParameter(description="weight of the distillation term; 1 - alpha weighs the labels")
+    temperature = luigi.FloatParameter(description="softmax temperature T of both distributions")
+    beta = luigi.FloatParameter(description="weight of the feature-distillation term; 0 = none")
+    feature_loss = luigi.ChoiceParameter(
+        choices=["mse", "cosine"], description="the feature term, through a learned projector")
+    hard = luigi.BoolParameter(description="DeiT-style hard distillation: CE on the teacher's argmax")
 
 
 class views_study(luigi.Config):  # noqa: N801
     """How many cached views a student needs: kd runs of a few students from caches of V views."""
-    views = luigi.Parameter(default="", description="the view counts V compared, e.g. 0,8,32; empty = no study")
-    students = luigi.Parameter(default="", description="the students of the study, e.g. vit,swin")
+    views = luigi.Parameter(description="the view counts V compared, e.g. 0,8,32; empty = no study")
+    students = luigi.Parameter(description="the students of the study, e.g. vit,swin")
+
+
+SECTIONS = (paths, data, compute, slurm, teacher, train, kd, views_study)  # every section of settings
+
+
+def train_settings(**overrides) -> TrainSettings:
+    """[train] as the training loop's settings; `overrides` replace fields (the teacher's
+    epochs, lr and seed)."""
+    values = {field.name: getattr(train(), field.name) for field in fields(TrainSettings)}
+    return TrainSettings(**{**values, **overrides})
 
 
 def modes() -> list[str]:

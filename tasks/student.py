@@ -2,12 +2,12 @@
 online) and evaluation."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import luigi
 
 import models
+from cache.files import atomic_write_json
 from cache.reader import TeacherCache
 from pipeline.data.imagestore import ImageStore
 from pipeline.inference import predict_rows
@@ -15,7 +15,7 @@ from pipeline.evaluation.metrics import classification_metrics
 from pipeline.spec import parse_spec
 from pipeline.training.train import MODES, TrainSettings, fit
 from tasks.base import Evaluation, Step, memory_budget
-from tasks.config import compute, kd, students, teacher, train
+from tasks.config import compute, kd, students, teacher, train, train_settings
 from tasks.data import PrepareDataset
 from tasks.teacher import CacheTeacher, teacher_weights
 
@@ -66,10 +66,7 @@ class TrainStudent(StudentStep):
         return settings
 
     def train_settings(self) -> TrainSettings:
-        s = train()
-        return TrainSettings(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, weight_decay=s.weight_decay,
-                             warmup_epochs=s.warmup_epochs, image_size=s.image_size, seed=s.seed,
-                             augment=s.augment)
+        return train_settings()
 
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(self.folder() / f"{self.student}-{self.mode}.safetensors")
@@ -93,7 +90,7 @@ class TrainStudent(StudentStep):
                            distill=self.settings()["distill"], progress=progress, device=self.device(),
                            precision=self.precision(), compile=compute().compile, teacher=online)
         progress.close()
-        (self.folder() / "history.json").write_text(json.dumps(history, indent=1))
+        atomic_write_json(self.folder() / "history.json", history, indent=1)
         models.save_weights(net, self.output().path)
 
 

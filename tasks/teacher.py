@@ -12,7 +12,7 @@ import luigi
 import torch
 
 import models
-from cache.blocks import atomic_write_text
+from cache.files import atomic_write_json
 from cache.fingerprint import digest, file_sha256
 from cache.reader import TeacherCache
 from cache.schema import FORMAT_VERSION
@@ -23,7 +23,7 @@ from pipeline.teacher.teacher_pass import TeacherJob, cache_teacher
 from pipeline.training.train import TrainSettings, fit
 from tasks.base import Evaluation, Step, memory_budget, read_json
 from tasks.check import Checked
-from tasks.config import compute, dask_scheduler, teacher, train
+from tasks.config import compute, dask_scheduler, teacher, train, train_settings
 from tasks.data import PrepareDataset
 
 
@@ -60,10 +60,8 @@ class FineTuneTeacher(Step):
                 "precision": self.precision().name}
 
     def train_settings(self) -> TrainSettings:
-        t, s = teacher(), train()
-        return TrainSettings(epochs=t.epochs, batch_size=s.batch_size, lr=t.lr, weight_decay=s.weight_decay,
-                             warmup_epochs=s.warmup_epochs, image_size=s.image_size, seed=t.seed,
-                             augment=s.augment)
+        t = teacher()
+        return train_settings(epochs=t.epochs, lr=t.lr, seed=t.seed)
 
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(self.folder() / "weights.safetensors")
@@ -80,7 +78,7 @@ class FineTuneTeacher(Step):
         net, history = fit(name, kwargs, store, settings, self.folder(), init=init, progress=progress,
                            device=self.device(), precision=self.precision(), compile=compute().compile)
         progress.close()
-        (self.folder() / "history.json").write_text(json.dumps(history, indent=1))
+        atomic_write_json(self.folder() / "history.json", history, indent=1)
         models.save_weights(net, self.output().path)
 
 
@@ -115,19 +113,22 @@ class CacheTeacher(Step):
     def requires(self):
         return {"store": PrepareDataset(self.dataset), "teacher": teacher_weights(self.dataset)}
 
+    def pass_settings(self) -> dict:
+        """How the pass sees and records the images: the part of settings() that identity()
+        repeats, written once."""
+        return {"image_size": train().image_size, "views": self.view_count(), "seed": teacher().seed,
+                "stages": list(cached_stages()), "format_version": FORMAT_VERSION}
+
     def settings(self) -> dict:
-        return {"model": teacher().model, "image_size": train().image_size, "views": self.view_count(),
-                "seed": teacher().seed, "stages": list(cached_stages()), "format_version": FORMAT_VERSION,
-                "precision": self.precision().name}
+        return {"model": teacher().model, **self.pass_settings(), "precision": self.precision().name}
 
     def identity(self) -> dict:
-        """What a student checks the cache against before it trusts it."""
+        """What a student checks the cache against before it trusts it: the pass's settings
+        with the actual store and teacher weights in place of their names."""
         name, kwargs = parse_spec(teacher().model)
         weights = self.input()["teacher"].path
         return {"store": self.requires()["store"].fingerprint(), "teacher": name,
-                "teacher_kwargs": digest(kwargs), "teacher_sha256": file_sha256(weights),
-                "image_size": train().image_size, "views": self.view_count(), "seed": teacher().seed,
-                "stages": list(cached_stages()), "format_version": FORMAT_VERSION}
+                "teacher_kwargs": digest(kwargs), "teacher_sha256": file_sha256(weights), **self.pass_settings()}
 
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(self.folder() / "cache.zarr" / "manifest.json")
@@ -139,10 +140,12 @@ class CacheTeacher(Step):
         store = ImageStore(self.requires()["store"].store_path(), budget=0)
         name, kwargs = parse_spec(teacher().model)
         net = models.create(name, len(store.classes), **kwargs)
-        job = TeacherJob(str(store.path), str(self.folder() / "cache.zarr"), name, json.dumps(kwargs),
-                         self.input()["teacher"].path, len(store.classes), train().image_size,
-                         self.view_count(), teacher().seed, train().batch_size * 4, c.threads,
-                         cached_stages(), c.device, self.precision().name, c.compile)
+        job = TeacherJob(store=str(store.path), out=str(self.cache_path()), model=name,
+                         kwargs_json=json.dumps(kwargs), weights=self.input()["teacher"].path,
+                         classes=len(store.classes), image_size=train().image_size, views=self.view_count(),
+                         seed=teacher().seed, batch_size=train().batch_size * 4, threads=c.threads,
+                         stages=cached_stages(), device=c.device, precision=self.precision().name,
+                         compile=c.compile)
         attrs = {"identity": self.identity(), "classes": store.classes,
                  "teacher_params": sum(p.numel() for p in net.parameters()),
                  "versions": {"torch": torch.__version__, **_versions()}}
@@ -154,9 +157,9 @@ class CacheTeacher(Step):
                           c.workers, c.shard_rows, progress, net.stage_shapes(job.stages, job.image_size))
         progress.close()
         # The pass's one-off cost, for the report (a resumed pass counts its last run only).
-        atomic_write_text(self.folder() / "pass.json", json.dumps(
-            {"seconds": round(time.perf_counter() - tic, 2),
-             "forwards": len(store.labels) + self.view_count() * len(train_rows)}))
+        atomic_write_json(self.folder() / "pass.json",
+                          {"seconds": round(time.perf_counter() - tic, 2),
+                           "forwards": len(store.labels) + self.view_count() * len(train_rows)})
 
     def cache_path(self) -> Path:
         return self.folder() / "cache.zarr"

@@ -1,20 +1,41 @@
-"""Shared fixtures: a tiny experiment (small images, tiny models, two epochs) that
-replaces luigi.cfg for the duration of a test."""
+"""Shared fixtures: a tiny experiment (small images, tiny models, two epochs) laid over
+the shipped luigi.cfg, the home of every default, for the duration of a test."""
 from __future__ import annotations
+
+import configparser
+from pathlib import Path
 
 import luigi
 import pytest
 import torch
-from luigi.configuration import get_config
+from luigi.configuration import add_config_path, get_config
 from luigi.task_register import Register
 
 torch.set_num_threads(2)
+SHIPPED = Path(__file__).resolve().parents[1] / "luigi.cfg"
+add_config_path(str(SHIPPED))  # the defaults, wherever pytest is started from
+WHOLE = ("datasets", "students")  # the tiny experiment's own lists replace these sections whole
 
 TINY_VIT = "vit_tiny_patch16_224 img_size=32 patch_size=8 embed_dim=32 depth=1 num_heads=2"
 TINY_CONVIT = "convit_tiny img_size=32 patch_size=8 embed_dim=16 depth=1 num_heads=2 local_up_to_layer=1"
 
 
+def shipped_settings() -> dict[str, dict[str, str]]:
+    """The shipped luigi.cfg as section -> key -> value."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(SHIPPED)
+    return {section: dict(parser[section]) for section in parser.sections()}
+
+
 def tiny_settings(work: str) -> dict:
+    """The shipped luigi.cfg with the tiny experiment's values in place of its own."""
+    settings = shipped_settings()
+    for section, values in _tiny(work).items():
+        settings[section] = values if section in WHOLE else {**settings.get(section, {}), **values}
+    return settings
+
+
+def _tiny(work: str) -> dict:
     return {
         "core": {"local_scheduler": "true", "log_level": "WARNING"},
         "paths": {"work": work},

@@ -18,7 +18,8 @@ from pipeline.spec import parse_spec
 from pipeline.teacher.teacher_pass import cache_teacher
 from pipeline.training.loader import TrainLoader
 from pipeline.training.losses import DistillationLoss
-from pipeline.training.train import TrainSettings, fit, student_loss, train_epoch
+from pipeline.training.train import fit, student_loss, train_epoch
+from tasks.config import train_settings
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -74,7 +75,7 @@ def test_cache_written_on_cuda_equals_the_cpu_cache(tiny_data, tmp_path, no_tf32
 def test_mixed_precision_training_on_cuda_learns(tiny_data, tmp_path, precision):
     """bf16 autocast, and fp16 with its GradScaler: finite float32 losses that fall."""
     name, kwargs = parse_spec(TINY_VIT)
-    _, history = fit(name, kwargs, ImageStore(tiny_data["store"]), TrainSettings(epochs=3, batch_size=8, image_size=32),
+    _, history = fit(name, kwargs, ImageStore(tiny_data["store"]), train_settings(epochs=3, batch_size=8, image_size=32),
                      tmp_path, device=CUDA, precision=Precision(precision))
     losses = [h["loss"] for h in history]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
@@ -86,7 +87,7 @@ def online_loss(tiny_data, folder, device: torch.device, precision: str = "fp32"
     store = ImageStore(tiny_data["store"])
     name, kwargs = parse_spec(TINY_VIT)
     teacher = models.load_weights(models.create(TEACHER, len(store.classes)), tiny_data["weights"])
-    _, history = fit(name, kwargs, store, TrainSettings(epochs=1, batch_size=8, image_size=32), folder,
+    _, history = fit(name, kwargs, store, train_settings(epochs=1, batch_size=8, image_size=32), folder,
                      distill={"alpha": 0.7, "temperature": 4.0}, teacher=teacher, device=device,
                      precision=Precision(precision))
     return history[0]["loss"]

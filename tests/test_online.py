@@ -12,11 +12,12 @@ from pipeline.spec import parse_spec
 from pipeline.training import train
 from pipeline.training.loader import TrainLoader
 from pipeline.training.losses import DistillationLoss
-from pipeline.training.train import TrainSettings, fit
+from pipeline.training.train import fit
+from tasks.config import train_settings
 from tasks import TrainStudent
 from tasks.teacher import CacheTeacher
 
-SETTINGS = TrainSettings(epochs=1, batch_size=16, image_size=32, seed=0)
+SETTINGS = train_settings(epochs=1, batch_size=16, image_size=32, seed=0)
 DISTILL = {"alpha": 0.7, "temperature": 4.0}
 
 

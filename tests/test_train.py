@@ -9,8 +9,9 @@ from pipeline.data.imagestore import ImageStore
 from pipeline.device import Precision
 from pipeline.spec import parse_spec
 from pipeline.training.train import TrainSettings, fit
+from tasks.config import train_settings
 
-SETTINGS = TrainSettings(epochs=2, batch_size=16, image_size=32, seed=0)
+SETTINGS = train_settings(epochs=2, batch_size=16, image_size=32, seed=0)
 DISTILL = {"alpha": 0.7, "temperature": 4.0}
 
 

@@ -5,9 +5,7 @@ items by reading the data set's own index files, and decodes one image per `load
 """
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 import logging
 import math
 import os
@@ -23,6 +21,7 @@ import h5py
 import numpy as np
 from PIL import Image, ImageOps
 
+from cache.fingerprint import digest_lines
 from pipeline.data.source import SPLITS, BadImage, BadSource, Item, Source
 
 log = logging.getLogger(__name__)
@@ -392,7 +391,4 @@ def _tree_stats(root: Path) -> Iterator[str]:
 
 
 def _fingerprint(kind: str, options: dict[str, Any], lines: Iterable[str]) -> str:
-    digest = hashlib.sha256(json.dumps([kind, options], sort_keys=True).encode())
-    for line in lines:
-        digest.update(line.encode("utf-8", "surrogateescape") + b"\n")
-    return digest.hexdigest()
+    return digest_lines([kind, options], lines)

@@ -5,7 +5,7 @@ eight actions. A pose is a per-class range for every joint angle plus per-sample
 jitter, so neighbouring actions (walking/running, waving/jumping, sitting/kicking) overlap.
 Scale, position, small rotation, facing direction, limb thickness and colours vary; figures are
 always darker than their background (silhouettes against a lit scene: with random polarity a
-from-scratch ConvNeXt stays at chance for hundreds of CPU steps, see README); background
+from-scratch ConvNeXt stays at chance for hundreds of CPU steps, see docs/design.md); background
 clutter (lines, ellipses, rectangles, limb-like strokes), occluders in front of the figure, a
 partial second figure at the border, lighting changes and pixel noise make the task non-trivial:
 it rewards local, translation-equivariant features (a small CNN learns it, raw-pixel templates
@@ -16,13 +16,12 @@ order or process.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from cache.fingerprint import digest
 from pipeline.data.source import Item
 
 GENERATOR_VERSION = 2
@@ -236,4 +235,4 @@ class SyntheticSource:
         args = {"generator": "synthetic", "version": GENERATOR_VERSION, "seed": self.seed,
                 "train_per_class": self.train_per_class, "test_per_class": self.test_per_class,
                 "size": self.size}
-        return hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()
+        return digest(args)

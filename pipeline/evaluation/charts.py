@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from cache.files import atomic_path  # noqa: E402
+
 METRICS = (("top1", "top-1 accuracy"), ("mAP", "mAP"))
 COLORS = {"baseline": "C0", "kd": "C1", "online": "C2"}  # a mode keeps its colour everywhere
 PAIR_COLORS = ("C3", "C4", "C5")
@@ -109,8 +111,6 @@ def _curve(ax, history: list[dict], label: str, style: dict) -> list[float]:
 
 
 def save_png(fig: Figure, path: Path) -> None:
-    """Save to a temporary sibling, then rename: readers never see half a PNG."""
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    tmp.replace(path)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cache.blocks import atomic_write_text
+from cache.files import atomic_write_text
 from pipeline.evaluation.bootstrap import bootstrap_values, interval
 from pipeline.evaluation.charts import curves_figure, save_png, summary_figure
 from pipeline.training.train import MODES

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 import models
+from cache.files import atomic_path
 from cache.reader import TeacherCache
 from pipeline.data.imagestore import ImageStore
 from pipeline.device import Precision
@@ -31,14 +31,15 @@ MODES = ("baseline", "kd", "online")  # labels only, from the teacher cache, fro
 
 @dataclass(frozen=True)
 class TrainSettings:
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    image_size: int = 64
-    seed: int = 0
-    augment: bool = True
+    """One training run's schedule; no defaults here: the tasks fill it from luigi.cfg's [train]."""
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_epochs: float
+    image_size: int
+    seed: int
+    augment: bool
 
 
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
@@ -161,9 +162,8 @@ def _save_state(path: Path, net, loss_fn, opt, scaler, epoch: int, history: list
     state = {"net": net.state_dict(), "loss": loss_fn.state_dict(), "opt": opt.state_dict(),
              "scaler": scaler.state_dict(), "epoch": epoch, "history": json.dumps(history),
              "rng": torch.get_rng_state()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def _resume(path: Path, net, loss_fn, opt, scaler) -> tuple[int, list]:

@@ -48,13 +48,18 @@ class Net(nn.Module):
         return {stage: tuple(m.shape[1:]) for stage, m in zip(stages, maps)}
 
 
-def _mvit_cfg(name: str, kwargs: dict) -> dict:
-    # timm's MViT v2 sizes its stages through a config dataclass, not keyword arguments;
-    # `cfg={...}` overrides fields of the named variant's config.
+def _mvit_cfg(name: str, overrides: dict) -> dict:
+    """timm's MViT v2 sizes its stages through a config dataclass, not keyword arguments;
+    `cfg={...}` overrides fields of the named variant's config, registered under a new
+    variant name that timm's public `cfg_variant` kwarg then selects. The registry,
+    `timm.models.mvitv2.model_cfgs`, is timm's internal: this is the one place that uses it."""
     from timm.models import mvitv2
-    overrides = kwargs.pop("cfg")
+    registry = getattr(mvitv2, "model_cfgs", None)
+    if not isinstance(registry, dict) or name not in registry:
+        raise ValueError(f"{name} cfg={overrides}: this timm ({timm.__version__}) no longer exposes "
+                         "mvitv2.model_cfgs, which `cfg=` needs; give the model without cfg= or use timm 1.0.x")
     variant = f"{name}-{sorted(overrides.items())}"
-    mvitv2.model_cfgs[variant] = dataclasses.replace(mvitv2.model_cfgs[name], **overrides)
+    registry[variant] = dataclasses.replace(registry[name], **overrides)
     return {"cfg_variant": variant}
 
 
@@ -63,13 +68,9 @@ def create(name: str, num_classes: int, pretrained: bool | str = False, **kwargs
     (timm's weights for the name) or a local weights file handed to timm's own loader."""
     kwargs = dict(kwargs)
     if name.startswith("mvitv2") and "cfg" in kwargs:
-        from timm.models.mvitv2 import _create_mvitv2
-        extra = _mvit_cfg(name, kwargs)
-        backbone = _create_mvitv2(name, pretrained=bool(pretrained), num_classes=num_classes,
-                                  **extra, **_pretrained_file(pretrained), **kwargs)
-    else:
-        backbone = timm.create_model(name, pretrained=bool(pretrained), num_classes=num_classes,
-                                     **_pretrained_file(pretrained), **kwargs)
+        kwargs |= _mvit_cfg(name, kwargs.pop("cfg"))
+    backbone = timm.create_model(name, pretrained=bool(pretrained), num_classes=num_classes,
+                                 **_pretrained_file(pretrained), **kwargs)
     return Net(backbone)
 
 

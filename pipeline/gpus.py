@@ -30,11 +30,21 @@ def visible_gpus() -> list[str]:
     counted with NVML, so that CUDA stays uninitialised for processes forked afterwards."""
     if not torch.backends.cuda.is_built():
         return []
-    count = torch.cuda._device_count_nvml()  # -1: NVML failed (no driver) or MIG UUIDs
+    count = _nvml_count()
     if count < 0:
         named = os.environ.get("CUDA_VISIBLE_DEVICES", "")
         count = len([d for d in named.split(",") if d.strip()])
     return [f"cuda:{i}" for i in range(count)]
+
+
+def _nvml_count() -> int:
+    """GPUs counted by NVML, CUDA_VISIBLE_DEVICES honoured, without initialising CUDA; -1
+    when NVML cannot tell (no driver, MIG UUIDs). torch offers this only as the private
+    torch.cuda._device_count_nvml (the public device_count() may initialise CUDA): this is
+    the one place that calls it, and a torch without it counts as -1, so the caller falls
+    back to CUDA_VISIBLE_DEVICES (or [compute] gpus lists the GPUs)."""
+    count_nvml = getattr(torch.cuda, "_device_count_nvml", None)
+    return count_nvml() if count_nvml is not None else -1
 
 
 def device_gpus(device: str, gpus: str = "") -> list[str]:

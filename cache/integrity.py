@@ -99,7 +99,7 @@ def damaged(array: zarr.Array, rows: slice = slice(None)) -> list[Damage]:
         if error is None:
             try:
                 array[region]
-            except Exception as err:  # whatever the codec raises: the checksum, zstd, a short index
+            except Exception as err:  # noqa: BLE001 (whatever the codec raises: the checksum, zstd, a short index)
                 error = f"{type(err).__name__}: {err}"
         if error:
             found.append(Damage(_name(array), file, error))
@@ -139,7 +139,7 @@ def verify(root: str | Path) -> list[Damage]:
     root = Path(root)
     try:
         arrays = [node for _, node in nodes(zarr.open_group(str(root), mode="r")) if isinstance(node, zarr.Array)]
-    except Exception as err:  # unreadable metadata (zarr.json) is damage too
+    except Exception as err:  # noqa: BLE001 (unreadable metadata, zarr.json, is damage too)
         return [Damage("(metadata)", root, f"{type(err).__name__}: {err}")]
     return [d for array in arrays for d in damaged(array)]
 

@@ -30,19 +30,19 @@ import numpy as np
 import timm
 import torch
 import zarr
-from cache.files import atomic_write_json
 from timm.task import LogitDistillationTask
 
 import models
+from cache.files import atomic_write_json
 from cache.reader import TeacherCache
 from pipeline.data.imagestore import ImageStore, write_image_store
-from pipeline.device import PRECISIONS, Precision, device_problem, resolve_device, resolve_precision
-from pipeline.training.loader import Batch, TrainLoader
-from pipeline.training.prefetch import prefetch
-from pipeline.training.losses import DistillationLoss
-from pipeline.spec import parse_spec
 from pipeline.data.synthetic import CLASSES, SyntheticSource
+from pipeline.device import PRECISIONS, Precision, device_problem, resolve_device, resolve_precision
+from pipeline.spec import parse_spec
 from pipeline.teacher.teacher_pass import TeacherJob, cache_teacher
+from pipeline.training.loader import Batch, TrainLoader
+from pipeline.training.losses import DistillationLoss
+from pipeline.training.prefetch import prefetch
 from pipeline.training.train import TrainSettings, lr_at, student_loss, train_epoch
 
 STUDENTS = ("vit_tiny_patch16_224 img_size=64 patch_size=8 embed_dim=96 depth=4 num_heads=3",
@@ -455,7 +455,8 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     parser.add_argument("--json", type=Path, help="write every result, setting and timing here")
     parser.add_argument("--workdir", type=Path, help="keep the data here (default: a temporary folder, removed)")
     parser.add_argument("--calibrate", action="store_true",
-                        help="only print the machine's calibration figure (convnext_atto img/s at 64 px, batch 64, 2 threads)")
+                        help="only print the machine's calibration figure "
+                             "(convnext_atto img/s at 64 px, batch 64, 2 threads)")
     args = parser.parse_args(argv)
     if problem := device_problem(args.device):
         parser.error(f"--device {args.device}: {problem}")

@@ -7,8 +7,8 @@ import numpy as np
 import torch
 
 from pipeline.device import Precision, to_device
-from pipeline.views import render, whole_views
 from pipeline.training.prefetch import prefetch
+from pipeline.views import render, whole_views
 
 FP32 = Precision("fp32")
 

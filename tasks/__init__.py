@@ -9,7 +9,7 @@ from tasks.student import EvaluateStudent, TrainStudent
 from tasks.teacher import CacheTeacher, EvaluateTeacher, FineTuneTeacher, TeacherCheckpoint
 from tasks.verify import VerifyData
 
-__all__ = ["CheckConfig", "PrepareDataset", "ExportCacheHDF5", "FineTuneTeacher", "TeacherCheckpoint", "CacheTeacher", "EvaluateTeacher",
-           "TrainStudent", "EvaluateStudent", "Report", "RunAll", "VerifyData"]
+__all__ = ["CheckConfig", "PrepareDataset", "ExportCacheHDF5", "FineTuneTeacher", "TeacherCheckpoint",
+           "CacheTeacher", "EvaluateTeacher", "TrainStudent", "EvaluateStudent", "Report", "RunAll", "VerifyData"]
 
 default_gpu_resource()

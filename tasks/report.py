@@ -48,7 +48,8 @@ class Report(Step):
         views = [views_results(v, study, len(store.labels)) for v, study in reqs["views"].items()]
         k, s = kd(), train()
         notes = [
-            f"Test split of `{self.dataset}`; {s.epochs} epochs, batch {s.batch_size}, {s.image_size} px, seed {s.seed}.",
+            f"Test split of `{self.dataset}`; {s.epochs} epochs, batch {s.batch_size}, {s.image_size} px, "
+            f"seed {s.seed}.",
             f"kd: alpha {k.alpha}, T {k.temperature}, beta {k.beta} ({k.feature_loss}), hard {k.hard}; teacher "
             f"targets from the cache, {teacher().views} cached views per training image.",
         ]

@@ -10,8 +10,8 @@ import models
 from cache.files import atomic_write_json
 from cache.reader import TeacherCache
 from pipeline.data.imagestore import ImageStore
-from pipeline.inference import predict_rows
 from pipeline.evaluation.metrics import classification_metrics
+from pipeline.inference import predict_rows
 from pipeline.spec import parse_spec
 from pipeline.training.train import MODES, TrainSettings, fit
 from tasks.base import Evaluation, Step, memory_budget

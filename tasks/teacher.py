@@ -93,7 +93,8 @@ class CacheTeacher(Step):
     kind = "cache"
     resources = {"teacher": 1}
     on_device = True
-    views = luigi.OptionalIntParameter(default=None, description="random views per training image; None = [teacher] views")
+    views = luigi.OptionalIntParameter(default=None,
+                                       description="random views per training image; None = [teacher] views")
 
     def view_count(self) -> int:
         return teacher().views if self.views is None else self.views

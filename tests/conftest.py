@@ -97,11 +97,10 @@ def tiny_data(tmp_path_factory):
     """A tiny image store and a teacher cache with 2 views, made without Luigi.
     The teacher is randomly initialised: these tests check plumbing, not accuracy."""
     import models
-    from pipeline.data.imagestore import write_image_store
+    from pipeline.data.imagestore import ImageStore, write_image_store
     from pipeline.data.readers import carve_validation
     from pipeline.data.synthetic import SyntheticSource
     from pipeline.teacher.teacher_pass import TeacherJob, cache_teacher
-    from pipeline.data.imagestore import ImageStore
 
     root = tmp_path_factory.mktemp("tiny")
     source = SyntheticSource(seed=1, train_per_class=6, test_per_class=2, size=32)

@@ -14,6 +14,7 @@ KEYS = {"teacher_pass_ratio", "cached_kd_overhead", "online_over_cached", "onlin
         "peak_rss_growth_cached_epoch", "bf16_speedup"}
 
 
+@pytest.mark.slow
 def test_bench_reports_every_ratio(tmp_path):
     out = tmp_path / "bench.json"
     result = bench.main(["--per-class", "4", "--image-size", "32", "--batch-size", "8",

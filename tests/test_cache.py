@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import timm
 import torch
+from conftest import TEACHER
 
 import models
 from cache.reader import CacheMismatch, TeacherCache
-from conftest import TEACHER
 from pipeline.data.imagestore import ImageStore
 from pipeline.device import Precision
 from pipeline.teacher.teacher_pass import cache_teacher
@@ -42,6 +42,7 @@ def caches(tiny_data, tmp_path_factory):
 LOGIT_TOLERANCE = {"fp32": 2e-3, "bf16": 1e-2}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("beta,feature_loss", [(0.0, "mse"), (0.5, "mse"), (0.5, "cosine")])
 def test_cached_loss_equals_online_loss_on_replayed_views(tiny_data, caches, precision, beta, feature_loss):
@@ -134,6 +135,7 @@ def test_stage_maps_of_the_eval_view_are_cached_when_asked(tiny_data, tmp_path):
         teacher.stage_shapes((4,), 32)
 
 
+@pytest.mark.slow
 def test_any_shard_size_and_batch_size_give_the_same_cache(tiny_data, tmp_path):
     """Shards of several teacher batches and a shard size that is no multiple of the
     chunk size hold what one batch per shard does."""

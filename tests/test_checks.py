@@ -93,6 +93,7 @@ def test_cuda_on_a_machine_without_it_fails_at_once_naming_the_setting(luigi_con
     assert not luigi_config.work.exists()
 
 
+@pytest.mark.slow
 def test_command_lists_every_problem_and_exits_nonzero_before_any_work(tmp_path):
     work = tmp_path / "work"
     cfg = tmp_path / "bad.cfg"

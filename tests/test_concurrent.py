@@ -9,11 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import build, tiny_settings
 from test_store import assert_same_files
 
 from pipeline.lock import folder_lock
 from tasks import CacheTeacher, PrepareDataset
+
+pytestmark = pytest.mark.slow  # runs whole graphs in separate processes
 
 REPO = Path(__file__).resolve().parents[1]
 

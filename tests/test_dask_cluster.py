@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 from conftest import build
 from distributed import Client, LocalCluster
-from slow_runs import (DyingTeacherJob, assert_same_files, save_teacher, teacher_job, write_cache,
-                       write_store)
+from slow_runs import DyingTeacherJob, assert_same_files, save_teacher, teacher_job, write_cache, write_store
 
 from cache import blocks
-from pipeline.teacher import teacher_pass
 from pipeline.data.source import BadImage
+from pipeline.teacher import teacher_pass
 from tasks import CacheTeacher, PrepareDataset
 
 
@@ -35,11 +34,13 @@ def cluster(client) -> Client:
     return client
 
 
+@pytest.mark.slow
 def test_workers_import_this_checkout(cluster):
     here = teacher_pass.__file__
     assert set(cluster.run(lambda: teacher_pass.__file__).values()) == {here}
 
 
+@pytest.mark.slow
 def test_cluster_builds_the_store_and_cache_of_the_threads_scheduler(cluster, luigi_config, tmp_path):
     """PrepareDataset and CacheTeacher with [compute] scheduler = tcp://..., against the same
     tasks with the threads scheduler: every file of the store and the cache is equal."""
@@ -62,6 +63,7 @@ def test_cluster_builds_the_store_and_cache_of_the_threads_scheduler(cluster, lu
     assert_same_files(cluster_cache, threads_cache)
 
 
+@pytest.mark.slow
 def test_teacher_pass_survives_a_killed_worker(cluster, tmp_path):
     """A worker process is SIGKILLed inside a block of the pass: the nanny restarts it, the
     scheduler reruns the block on a live worker, and the cache equals the undisturbed one."""
@@ -108,6 +110,7 @@ class CountsPickling:
         return {}
 
 
+@pytest.mark.slow
 def test_block_function_is_sent_once_not_once_per_block(cluster):
     """The function may hold a data set's whole item list (the image store's does)."""
     CountsPickling.count = 0
@@ -120,6 +123,7 @@ def test_block_error_surfaces_with_its_message(cluster):
         blocks.run_blocks(fail_on_second_block, blocks.shard_blocks(24, 8), cluster.scheduler.address)
 
 
+@pytest.mark.slow
 def test_progress_and_two_runs_at_once_on_one_cluster(cluster, tmp_path):
     """Two runs with equal block names (two data sets' first shards) run side by side, each
     its own blocks, and progress counts every block of a run once."""

@@ -15,8 +15,8 @@ import models
 from cache.blocks import nodes
 from cache.export import export_hdf5, read_attrs
 from cache.reader import TeacherCache
-from pipeline.lock import LOCK
 from pipeline.data.synthetic import CLASSES
+from pipeline.lock import LOCK
 from tasks import ExportCacheHDF5
 
 EVAL = ["eval/features", "eval/logits"]
@@ -48,6 +48,7 @@ def assert_round_trip(cache_path: Path, h5_path: Path) -> list[str]:
     return sorted(arrays)
 
 
+@pytest.mark.slow
 def test_export_round_trips_the_cache_with_and_without_views(export, luigi_config):
     assert build(export)[0]
     h5_path = Path(export.output().path)
@@ -63,6 +64,7 @@ def test_export_round_trips_the_cache_with_and_without_views(export, luigi_confi
     assert assert_round_trip(export.requires().cache_path(), Path(export.output().path)) == EVAL
 
 
+@pytest.mark.slow
 def test_interrupted_export_leaves_no_file(export, tmp_path, monkeypatch):
     assert build(export.requires())[0]
 

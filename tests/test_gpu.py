@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from conftest import TEACHER, TINY_VIT
 
 import models
 from cache.reader import TeacherCache
-from conftest import TEACHER, TINY_VIT
 from pipeline.data.imagestore import ImageStore
 from pipeline.device import Precision
 from pipeline.spec import parse_spec
@@ -75,8 +75,9 @@ def test_cache_written_on_cuda_equals_the_cpu_cache(tiny_data, tmp_path, no_tf32
 def test_mixed_precision_training_on_cuda_learns(tiny_data, tmp_path, precision):
     """bf16 autocast, and fp16 with its GradScaler: finite float32 losses that fall."""
     name, kwargs = parse_spec(TINY_VIT)
-    _, history = fit(name, kwargs, ImageStore(tiny_data["store"]), train_settings(epochs=3, batch_size=8, image_size=32),
-                     tmp_path, device=CUDA, precision=Precision(precision))
+    settings = train_settings(epochs=3, batch_size=8, image_size=32)
+    _, history = fit(name, kwargs, ImageStore(tiny_data["store"]), settings, tmp_path, device=CUDA,
+                     precision=Precision(precision))
     losses = [h["loss"] for h in history]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
 

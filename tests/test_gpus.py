@@ -48,6 +48,7 @@ def start(target, *args) -> multiprocessing.Process:
     return process
 
 
+@pytest.mark.slow
 def test_more_holders_than_devices_never_share_one(tmp_path):
     holders = [start(hold, tmp_path / "locks", tmp_path / f"holder-{i}.json", 0.3) for i in range(5)]
     for process in holders:
@@ -69,6 +70,7 @@ def wait_until(condition, seconds: float = 60) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_a_killed_holder_releases_its_device(tmp_path):
     locks = tmp_path / "locks"
     killed = start(hold, locks, tmp_path / "killed.json", 3600)
@@ -116,6 +118,7 @@ def test_gpu_resource_only_for_tasks_on_gpus(luigi_config):
 
 def test_gpu_resource_defaults_to_the_gpus_found(luigi_config):
     from luigi.configuration import get_config
+
     from tasks.config import default_gpu_resource
     luigi_config("compute", "device", "auto")
     luigi_config("compute", "gpus", ",".join(FAKE))
@@ -126,6 +129,7 @@ def test_gpu_resource_defaults_to_the_gpus_found(luigi_config):
     assert get_config().getint("resources", "gpu") == 1
 
 
+@pytest.mark.slow
 def test_luigi_workers_never_share_a_gpu(tmp_path):
     """`luigi --workers 3` with [resources] gpu = 2 and two fake GPUs runs four GPU tasks, two
     at a time, each in its own forked process on a GPU of its own, and never initialises CUDA."""
@@ -154,6 +158,7 @@ def held_by_worker(block: tuple) -> None:
     Path(tag, f"{start}.json").write_text(json.dumps({"device": gpus.held(), "pid": os.getpid()}))
 
 
+@pytest.mark.slow
 def test_gpu_cluster_workers_hold_distinct_devices(tmp_path):
     """scheduler = gpus: each dask worker process holds its own device for its lifetime, and
     every block of run_blocks runs in a worker holding one; the devices are free afterwards."""

@@ -92,6 +92,7 @@ def test_damaged_cache_shard_is_named_when_a_student_reads_it_from_disk(work, ho
         cache.aug_logits.take(np.arange(3), np.zeros(3, dtype=int))
 
 
+@pytest.mark.slow
 def test_verify_lists_every_damaged_shard_and_a_rerun_rebuilds_them(work, clean):
     flipped = damage(work / STORE, "images", 2, "flip")
     truncated = damage(work / CACHE, "eval/logits", 1, "truncate")
@@ -107,6 +108,7 @@ def test_verify_lists_every_damaged_shard_and_a_rerun_rebuilds_them(work, clean)
     assert verify_outputs(work) == [work / CACHE, work / STORE]
 
 
+@pytest.mark.slow
 def test_verify_task_fails_on_damage_and_a_rerun_rebuilds_the_cache(luigi_config):
     assert build(CacheTeacher("demo"))[0]
     assert build(VerifyData("demo"))[0]

@@ -11,13 +11,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from conftest import TINY_CONVIT, tiny_settings
-from PIL import Image
 from luigi.scheduler import scheduler
 from luigid import REPO, luigid, read_config, run, run_workers, write_config
+from PIL import Image
 
 from tasks import CacheTeacher, FineTuneTeacher, TrainStudent
 from tasks.__main__ import exit_code
+
+pytestmark = pytest.mark.slow  # a real luigid and worker processes
 
 EVERY_TASK = Counter(PrepareDataset=1, FineTuneTeacher=1, CacheTeacher=1, EvaluateTeacher=1,
                      TrainStudent=2, EvaluateStudent=2, Report=1, RunAll=1)

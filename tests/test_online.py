@@ -13,8 +13,8 @@ from pipeline.training import train
 from pipeline.training.loader import TrainLoader
 from pipeline.training.losses import DistillationLoss
 from pipeline.training.train import fit
-from tasks.config import train_settings
 from tasks import TrainStudent
+from tasks.config import train_settings
 from tasks.teacher import CacheTeacher
 
 SETTINGS = train_settings(epochs=1, batch_size=16, image_size=32, seed=0)
@@ -25,6 +25,7 @@ def teacher_net(tiny_data, classes):
     return models.load_weights(models.create(TEACHER, classes), tiny_data["weights"])
 
 
+@pytest.mark.slow
 def test_first_batch_loss_is_the_kd_loss_with_the_teacher_on_the_same_views(tiny_data, tmp_path, monkeypatch):
     store = ImageStore(tiny_data["store"])
     losses = []
@@ -55,6 +56,7 @@ def test_a_cache_and_an_online_teacher_together_are_refused(tiny_data, tmp_path)
             distill=DISTILL, teacher=teacher_net(tiny_data, len(store.classes)))
 
 
+@pytest.mark.slow
 def test_online_student_trains_without_ever_reading_a_cache(luigi_config, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("an online student read the teacher cache")

@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import tiny_settings
 
 from pipeline.progress import Progress, duration
+
+pytestmark = pytest.mark.slow  # a luigi command in a subprocess
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.data.source import BadImage, BadSource, Item
 from pipeline.data.readers import HDF5Source, ImageFolder, Stanford40, carve_validation, open_source, read_image
+from pipeline.data.source import BadImage, BadSource, Item
 
 REAL_STANFORD = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "stanford40"
 
@@ -361,6 +361,7 @@ def test_real_stanford_counts(real: Stanford40) -> None:
     assert sum(i.split == "test" for i in items) == 5532
 
 
+@pytest.mark.slow
 def test_real_stanford_boxes_lie_inside_their_images(real: Stanford40) -> None:
     for item in real.items():
         with Image.open(REAL_STANFORD / "JPEGImages" / item.key) as image:  # header only, no decode

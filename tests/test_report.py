@@ -36,6 +36,7 @@ def _write(tmp_path, modes=("baseline", "kd"), views=None):
         return path.read_text(), list(csv.DictReader(f)), students
 
 
+@pytest.mark.slow
 def test_baseline_and_kd_only(tmp_path):
     md, rows, students = _write(tmp_path)
     header = md.splitlines()[2]
@@ -54,6 +55,7 @@ def test_baseline_and_kd_only(tmp_path):
     assert not (tmp_path / "views.csv").exists()
 
 
+@pytest.mark.slow
 def test_online_columns_and_intervals(tmp_path):
     md, rows, students = _write(tmp_path, ("baseline", "kd", "online"))
     for column in ("acc online", "acc online gain", "mAP online gain", "acc KD-online", "mAP KD-online",
@@ -73,6 +75,7 @@ def test_online_columns_and_intervals(tmp_path):
     assert rows[0]["acc KD-online low"] == ""  # the teacher has no gains
 
 
+@pytest.mark.slow
 def test_views_table(tmp_path):
     views = [{"views": v, "bytes_per_image": 80.0 * v, "forwards": 100 * v, "pass_seconds": 1.5 * v,
               "students": {"s1": {"top1": 0.1 * v, "mAP": 0.12 * v}}} for v in (1, 2)]

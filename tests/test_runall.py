@@ -10,11 +10,14 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import TINY_CONVIT, build
 
 from cache.reader import TeacherCache
 from tasks import Report, RunAll
 from tasks.teacher import CacheTeacher
+
+pytestmark = pytest.mark.slow  # builds whole graphs
 
 
 def kinds(tasks) -> Counter:

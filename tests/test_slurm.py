@@ -19,10 +19,10 @@ from conftest import build
 from distributed import Client, LocalCluster
 from slow_runs import assert_same_files, save_teacher, teacher_job, write_cache, write_store
 
+import tasks.check
 from pipeline import cluster
 from pipeline.cluster import SlurmSettings, dask_scheduler, slurm_cluster
 from tasks import PrepareDataset
-import tasks.check
 from tasks.check import config_problems
 from tasks.config import slurm
 
@@ -92,6 +92,7 @@ def test_scheduler_slurm_without_dask_jobqueue_names_the_install(luigi_config, m
     assert (problem.section, problem.key) == ("compute", "scheduler") and "[cluster]" in problem.fix
 
 
+@pytest.mark.slow
 def test_compute_scheduler_slurm_starts_the_cluster_the_section_describes(luigi_config, monkeypatch):
     """PrepareDataset with scheduler = slurm asks for a SLURMCluster of the [slurm] values and
     scales it to `jobs`; an in-process cluster stands in for it."""
@@ -136,6 +137,7 @@ echo "Submitted batch job $!"
     return jobs
 
 
+@pytest.mark.slow
 def test_submitted_job_scripts_build_the_store_and_cache(fake_sbatch, tmp_path):
     """scheduler = slurm end to end: two jobs, one worker process each, on loopback build
     the same store and cache as the threads scheduler, and every job is gone afterwards."""
@@ -186,6 +188,7 @@ with CmdlineParser.global_instance(sys.argv[1:]) as parser:
 """
 
 
+@pytest.mark.slow
 def test_sbatch_array_job_is_a_worker_of_luigid(tmp_path):
     """configs/runall.sbatch, run as SLURM runs one array job (a stand-in `python` records
     the command): the luigid workers' command of tests/test_luigid.py, whose settings

@@ -41,6 +41,7 @@ def test_validation_is_carved_from_train_only(items):
     assert [item.id for item in carved] == [item.id for item in items]
 
 
+@pytest.mark.slow
 def test_every_person_box_lies_inside_its_image(source, items):
     for item in items:
         with Image.open(ROOT / "JPEGImages" / item.key) as image:  # reads the header only

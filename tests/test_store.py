@@ -21,7 +21,6 @@ from pipeline.data.source import SPLITS
 from pipeline.data.synthetic import CLASSES
 
 
-
 class Blocks:
     """A progress callback that records how many blocks a run had to do."""
 
@@ -77,12 +76,14 @@ def test_store_holds_every_image_squared_with_its_label_id_and_split(reference):
     assert store.manifest["split_counts"] == {"train": 32, "val": 0, "test": 16}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheduler", ["threads", "processes"])
 def test_parallel_store_equals_single_worker_store(reference, tmp_path, scheduler):
     write_store(tmp_path / "store.zarr", scheduler=scheduler, workers=2)
     assert_same_files(tmp_path / "store.zarr", reference["root"] / "store.zarr")
 
 
+@pytest.mark.slow
 def test_killed_store_preparation_resumes_to_the_same_store(reference, tmp_path):
     store = tmp_path / "store.zarr"
     done = kill_after_first_block(["store", str(store)], store, tmp_path / "log")
@@ -97,6 +98,7 @@ def test_killed_store_preparation_resumes_to_the_same_store(reference, tmp_path)
     assert_same_files(store, reference["root"] / "store.zarr")
 
 
+@pytest.mark.slow
 def test_killed_teacher_pass_resumes_to_the_same_cache(reference, tmp_path):
     root, cache = reference["root"], tmp_path / "cache.zarr"
     args = [root / "store.zarr", root / "teacher.safetensors", cache]
@@ -148,8 +150,8 @@ def _folder_with_a_truncated_image(root: Path) -> Path:
 @pytest.mark.parametrize("policy", ["fail", "skip"])
 def test_bad_image_stops_or_is_skipped_and_recorded(tmp_path, policy):
     from pipeline.data.imagestore import write_image_store
-    from pipeline.data.source import BadImage
     from pipeline.data.readers import ImageFolder
+    from pipeline.data.source import BadImage
     source = ImageFolder(_folder_with_a_truncated_image(tmp_path / "src"), holdout=0.0)
     items, out = source.items(), tmp_path / "store.zarr"
     write = lambda: write_image_store(source, items, out, 8, {}, on_bad_image=policy)  # noqa: E731

@@ -2,9 +2,9 @@
 import pytest
 import timm
 import torch
+from conftest import TEACHER, TINY_VIT
 
 from cache.reader import TeacherCache
-from conftest import TEACHER, TINY_VIT
 from pipeline.data.imagestore import ImageStore
 from pipeline.device import Precision
 from pipeline.spec import parse_spec

@@ -20,7 +20,7 @@ def prefetch(batches: Iterator[T], depth: int = 2) -> Iterator[T]:
             for batch in batches:
                 q.put(batch)
             q.put(done)
-        except BaseException as err:  # re-raised in the consumer
+        except BaseException as err:  # noqa: BLE001 (re-raised in the consumer)
             q.put(err)
 
     threading.Thread(target=fill, daemon=True).start()

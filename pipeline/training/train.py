@@ -22,8 +22,8 @@ from pipeline.data.imagestore import ImageStore
 from pipeline.device import Precision
 from pipeline.inference import predict_rows
 from pipeline.training.loader import Batch, TrainLoader
-from pipeline.training.prefetch import prefetch
 from pipeline.training.losses import DistillationLoss
+from pipeline.training.prefetch import prefetch
 
 log = logging.getLogger(__name__)
 MODES = ("baseline", "kd", "online")  # labels only, from the teacher cache, from the teacher run online

@@ -143,7 +143,7 @@ def _wait_for_port(port: int, proc: subprocess.Popen, log: Path) -> None:
     raise TimeoutError(f"luigid did not listen on port {port} within {START_TIMEOUT} s:\n{log.read_text()}")
 
 
-TASKS = ["-m", "tasks"]  # the command a node runs (README, "Many machines")
+TASKS = ["-m", "tasks"]  # the command a node runs (docs/operations.md, "Many machines")
 
 
 def worker_command(task: list[str], port: int, program: list[str] = TASKS) -> list:

@@ -1,4 +1,4 @@
-"""The README's "Many machines" recipe, for real: luigid on a loopback port with the
+"""The "Many machines" recipe of docs/operations.md, for real: luigid on a loopback port with the
 shipped configs/luigid.cfg (task history in SQLite, resources), two workers at once with
 configs/worker.cfg, on a tiny experiment."""
 from __future__ import annotations

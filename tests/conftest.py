@@ -11,6 +11,8 @@ import torch
 from luigi.configuration import add_config_path, get_config
 from luigi.task_register import Register
 
+from tasks.config import SECTIONS
+
 torch.set_num_threads(2)
 SHIPPED = Path(__file__).resolve().parents[1] / "luigi.cfg"
 add_config_path(str(SHIPPED))  # the defaults, wherever pytest is started from
@@ -28,8 +30,10 @@ def shipped_settings() -> dict[str, dict[str, str]]:
 
 
 def tiny_settings(work: str) -> dict:
-    """The shipped luigi.cfg with the tiny experiment's values in place of its own."""
-    settings = shipped_settings()
+    """The defaults of the shipped luigi.cfg (its sections of settings, not Luigi's own
+    [core], [retcode] or [resources]) with the tiny experiment's values in their place."""
+    shipped = shipped_settings()
+    settings = {section.__name__: shipped[section.__name__] for section in SECTIONS}
     for section, values in _tiny(work).items():
         settings[section] = values if section in WHOLE else {**settings.get(section, {}), **values}
     return settings

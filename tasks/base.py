@@ -45,6 +45,14 @@ class Step(Checked, luigi.Task):
     def settings(self) -> dict:
         return {}
 
+    def complete(self) -> bool:
+        """Its outputs exist, and its requirements are complete, all the way up. A damaged
+        upstream output (its manifest removed by VerifyData or a failed read) makes every
+        task below it incomplete, so `RunAll` reaches it and rebuilds it; the tasks below
+        then find their own outputs still valid (run() asks again) and do no work. Cheap: a
+        file check per task, never a read of the data."""
+        return super().complete() and all(task.complete() for task in luigi.task.flatten(self.requires()))
+
     def work(self) -> None:
         raise NotImplementedError
 

@@ -15,7 +15,7 @@ from slow_runs import save_teacher, teacher_job, write_cache, write_store
 from test_store import assert_same_files
 
 from cache.blocks import MANIFEST
-from cache.integrity import DamagedData, verify, verify_outputs
+from cache.integrity import RERUN, DamagedData, verify, verify_outputs
 from cache.reader import TeacherCache
 from pipeline.data.imagestore import ImageStore
 from tasks import CacheTeacher, VerifyData
@@ -60,6 +60,8 @@ def damage(output: Path, array: str, shard: int, how: str) -> Path:
     file = shard_file(output, array, shard)
     if how == "flip":
         flip_inside_chunk(file, zarr.open_array(str(output / array), mode="r"))
+    elif how == "delete":  # `rm` of a shard file
+        file.unlink()
     else:
         file.write_bytes(file.read_bytes()[: {"truncate": file.stat().st_size // 2, "empty": 0}[how]])
     return file
@@ -128,3 +130,26 @@ def test_damage_raised_in_a_dask_worker_process_reaches_the_caller_intact(work):
         ImageStore(work / STORE)
     again = pickle.loads(pickle.dumps(err.value))  # how dask's process workers return it
     assert str(again) == str(err.value) and again.damage[0].file == file
+
+
+@pytest.mark.slow  # builds the whole graph
+def test_runall_repairs_what_verify_found_and_redoes_nothing_else(luigi_config):
+    """The fix VerifyData's message names, `luigi --module tasks RunAll`, rebuilds the
+    damaged cache to its former bytes even though every output below it still exists, and
+    retrains, re-evaluates and rewrites nothing."""
+    from tasks import RunAll
+    assert build(RunAll())[0]
+    cache = CacheTeacher("demo").cache_path()
+    good = {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()}
+    work = luigi_config.work / "demo"
+    outputs = {p: p.stat().st_mtime_ns for p in work.glob("*/[!.]*") if p.is_file() and "cache-" not in p.parent.name}
+    assert any(p.suffix == ".safetensors" for p in outputs)
+    damage(cache, "aug/logits", 1, "delete")
+
+    assert not build(VerifyData("demo"))[0]
+    assert "RunAll" in RERUN
+    ok, ran = build(RunAll())
+    assert ok and CacheTeacher("demo").complete()
+    assert {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()} == good
+    assert {p: p.stat().st_mtime_ns for p in outputs} == outputs
+    assert "CacheTeacher" in [type(t).__name__ for t in ran]

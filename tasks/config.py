@@ -104,8 +104,12 @@ def gpu_lock_dir() -> Path:
 
 
 def default_gpu_resource() -> None:
-    """Unless luigi.cfg's [resources] says how many, as many `gpu` tasks at once as there are GPUs."""
+    """Unless luigi.cfg's [resources] says how many, as many `gpu` tasks at once as there are GPUs.
+    Without [compute] settings (no luigi.cfg where the command started) it does nothing, so
+    that the configuration check, not an import, says what is missing."""
     config = get_config()
+    if not config.has_option("compute", "device"):
+        return
     if not config.has_option("resources", "gpu") and (found := device_gpus()):
         if not config.has_section("resources"):
             config.add_section("resources")

@@ -10,13 +10,22 @@ from tasks.config import SECTIONS
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "configuration.md"
+SHIPPED = REPO / "luigi.cfg"  # the home of every default
 BEGIN, END = "<!-- settings:begin -->", "<!-- settings:end -->"
 
 
-def listing(cfg: Path = REPO / "luigi.cfg") -> str:
+def read_cfg(path: str | Path) -> configparser.ConfigParser:
+    """One config file's values as written: no interpolation, keys case-sensitive as Luigi
+    reads them (its parser keeps case)."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str
+    parser.read(path)
+    return parser
+
+
+def listing(cfg: Path = SHIPPED) -> str:
     """Markdown: a table per section, every key with its default and its description."""
-    defaults = configparser.ConfigParser(interpolation=None)
-    defaults.read(cfg)
+    defaults = read_cfg(cfg)
     lines = []
     for section in SECTIONS:
         name = section.__name__
@@ -37,7 +46,7 @@ def _described(param) -> str:
     return (param.description or "").split(" Choices: {")[0]
 
 
-def with_listing(text: str, cfg: Path = REPO / "luigi.cfg") -> str:
+def with_listing(text: str, cfg: Path = SHIPPED) -> str:
     """`text` (docs/configuration.md) with the listing between its markers made current."""
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)

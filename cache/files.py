@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,3 +36,17 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_json(path: str | Path, value: Any, **dumps: Any) -> None:
     """`value` as JSON (json.dumps keyword arguments in `dumps`), written atomically."""
     atomic_write_text(path, json.dumps(value, **dumps))
+
+
+def probe_writable(folder: str | Path) -> None:
+    """Raise OSError, naming the path that stops it, unless `folder` can be written: an entry
+    made in it or, where it does not exist yet, the folders up to it. Tried with a uniquely
+    named temporary folder in it or in its deepest existing parent, removed at once: the check
+    leaves no trace and cannot trip another run checking the same folder at the same time."""
+    folder = Path(folder).absolute()
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    try:
+        with tempfile.TemporaryDirectory(prefix=".write-check-", dir=existing):
+            pass
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, str(existing)) from None

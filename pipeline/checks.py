@@ -1,9 +1,14 @@
 """The whole experiment's configuration, checked in seconds before any work starts: every
-data set opens, every model builds and runs one image, every number is in range. All
-problems are returned together, each naming its section, key, value and fix."""
+key is known, every data set opens and has train and test images of every class, every
+model builds and runs one image, the teacher's weights files fit it, every number is in
+range, the work folder is writable. All problems are returned together, each naming its
+section, key, value and fix."""
 from __future__ import annotations
 
+import difflib
 import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +16,9 @@ from typing import Any
 from dask.utils import parse_bytes
 
 import models
+from cache.files import probe_writable
 from pipeline.data.readers import open_source
+from pipeline.data.source import Item, Source
 from pipeline.device import compile_problem, device_problem
 from pipeline.spec import parse_names, parse_spec, parse_stages
 from pipeline.training.train import MODES
@@ -59,10 +66,11 @@ RANGES = {
 
 
 def check(settings: dict[str, dict[str, Any]]) -> list[Problem]:
-    """Every problem of `settings`: section -> key -> value, the typed values of [data],
-    [compute], [slurm] (for scheduler = slurm), [teacher], [train], [kd] and [views_study], and the spec
-    strings of [datasets] and [students]. A missing section is not checked (the caller
-    reports why it is missing)."""
+    """Every problem of `settings`: section -> key -> value, the typed values of [paths],
+    [data], [compute], [slurm] (for scheduler = slurm), [teacher], [train], [kd] and
+    [views_study], and the spec strings of [datasets] and [students]. A missing section is
+    not checked (the caller reports why it is missing). Data sets are judged by their item
+    lists (no image is decoded), weights files by their keys and shapes."""
     problems = [Problem(section, key, value, f"must be {rule}")
                 for section, rules in RANGES.items() for key, rule in rules.items()
                 if (value := settings.get(section, {}).get(key)) is not None and not rule.holds(value)]
@@ -73,20 +81,41 @@ def check(settings: dict[str, dict[str, Any]]) -> list[Problem]:
     if scheduler == "slurm":
         problems += _slurm(settings.get("slurm", {}))
     problems += _device(settings.get("compute", {}))
+    if "work" in settings.get("paths", {}):
+        problems += _work(settings["paths"]["work"])
     size = settings.get("train", {}).get("image_size")
     size = size if isinstance(size, int) and size >= 1 else None
+    classes: dict[str, int] = {}  # data set -> class count, of those that open
     for name, spec in settings.get("datasets", {}).items():
-        problems += _failure("datasets", name, spec, _open_dataset, spec)
+        found, count = _dataset(name, spec)
+        problems += found
+        if count is not None:
+            classes[name] = count
     for name, spec in settings.get("students", {}).items():
         problems += _failure("students", name, spec, _build, spec, size)
     for section in ("datasets", "students"):
         if section in settings and not settings[section]:
             problems.append(Problem(section, "(none)", "", f"add at least one line to [{section}]"))
     if "teacher" in settings:
-        problems += _teacher(settings["teacher"], size)
+        problems += _teacher(settings["teacher"], size, classes)
     problems += _modes(settings.get("train", {}).get("modes"))
     if "views_study" in settings:
         problems += _views_study(settings["views_study"], settings.get("students", {}))
+    return problems
+
+
+def unknown_keys(section: str, present: dict[str, str], known: Iterable[str]) -> list[Problem]:
+    """A problem for each key of `present` (key -> value as written) that is no setting of
+    `section`, naming the nearest of its `known` keys: Luigi would ignore the key without a
+    word and use the default. Keys written with dashes count as known (Luigi reads both)."""
+    known = list(known)
+    problems = []
+    for key, value in present.items():
+        if key.replace("-", "_") in known:
+            continue
+        close = difflib.get_close_matches(key.replace("-", "_"), known, n=2)
+        hint = f"did you mean {' or '.join(close)}?" if close else f"[{section}] has {', '.join(known)}"
+        problems.append(Problem(section, key, value, f"unknown key, so the default would be used; {hint}"))
     return problems
 
 
@@ -111,7 +140,7 @@ def _views_study(study: dict[str, Any], students: dict[str, str]) -> list[Proble
     return problems
 
 
-def _teacher(t: dict[str, Any], size: int | None) -> list[Problem]:
+def _teacher(t: dict[str, Any], size: int | None, classes: dict[str, int]) -> list[Problem]:
     problems = []
     if t["init"] not in ("scratch", "pretrained") and not Path(t["init"]).is_file():
         problems.append(Problem("teacher", "init", t["init"],
@@ -124,9 +153,36 @@ def _teacher(t: dict[str, Any], size: int | None) -> list[Problem]:
     except ValueError as error:
         return problems + [Problem("teacher", "stages", t["stages"], str(error))]
     model = _failure("teacher", "model", t["model"], _build, t["model"], size)
-    if model or not stages:
+    if model:
         return problems + model
-    return problems + _failure("teacher", "stages", t["stages"], _build, t["model"], size, stages)
+    problems += _weights(t, classes)
+    return problems + (_failure("teacher", "stages", t["stages"], _build, t["model"], size, stages) if stages else [])
+
+
+WEIGHTS_FIX = {
+    "checkpoint": "give the weights of a {model} teacher finished on data set {dataset} ({count} classes), "
+                  "or leave it empty to fine-tune one",
+    "init": "use scratch, pretrained or weights of {model} (the classifier may differ: fine-tuning resets it)",
+}
+
+
+def _weights(t: dict[str, Any], classes: dict[str, int]) -> list[Problem]:
+    """[teacher] checkpoint and init, where they name files, must hold the teacher's weights:
+    a checkpoint whole, for each data set's class count; init all but the classifier."""
+    model, kwargs = parse_spec(t["model"])
+    problems = []
+    for key in ("checkpoint", "init"):
+        path = t[key]
+        if (key == "init" and path in ("scratch", "pretrained")) or not Path(path).is_file():
+            continue  # no file (a missing one is a problem of its own)
+        for dataset, count in classes.items():
+            try:
+                models.check_weights(path, model, count, head=key == "checkpoint", **kwargs)
+            except ValueError as error:
+                fix = WEIGHTS_FIX[key].format(model=model, dataset=dataset, count=count)
+                problems.append(Problem("teacher", key, path, f"{error}; {fix}"))
+                break  # one file, one problem
+    return problems
 
 
 def _device(c: dict[str, Any]) -> list[Problem]:
@@ -155,18 +211,72 @@ def _slurm(s: dict[str, Any]) -> list[Problem]:
     return problems
 
 
+def _attempt(section: str, key: str, value: Any, attempt, *args) -> tuple[Any, list[Problem]]:
+    """(attempt(*args), []) if it succeeds, else (None, [the one problem it raised])."""
+    try:
+        return attempt(*args), []
+    except Exception as error:  # noqa: BLE001 (whatever fails here would fail the task later)
+        return None, [Problem(section, key, value, f"{type(error).__name__}: {error}")]
+
+
 def _failure(section: str, key: str, value: Any, attempt, *args) -> list[Problem]:
     """[] if attempt(*args) succeeds, else the one problem it raised."""
+    return _attempt(section, key, value, attempt, *args)[1]
+
+
+def _work(folder: str) -> list[Problem]:
     try:
-        attempt(*args)
-    except Exception as error:  # noqa: BLE001 (whatever fails here would fail the task later)
-        return [Problem(section, key, value, f"{type(error).__name__}: {error}")]
+        probe_writable(folder)
+    except OSError as error:
+        return [Problem("paths", "work", folder, f"cannot write there ({error}); give a folder this user can write")]
     return []
 
 
-def _open_dataset(spec: str) -> None:
+def _dataset(name: str, spec: str) -> tuple[list[Problem], int | None]:
+    """The problems of one [datasets] line, and its class count if it opens."""
+    opened, problems = _attempt("datasets", name, spec, _open_dataset, spec)
+    if problems:
+        return problems, None
+    source, items = opened
+    return [Problem("datasets", name, spec, fix) for fix in _coverage(source.classes, items)], len(source.classes)
+
+
+def _coverage(classes: list[str], items: list[Item]) -> list[str]:
+    """Why a data set would train for nothing or report misleadingly: an empty train or test
+    split; classes without any image, without test images or without training images."""
+    splits = Counter(item.split for item in items)
+    if empty := [split for split in ("train", "test") if not splits[split]]:
+        counts = ", ".join(f"{splits[split]} {split}" for split in ("train", "val", "test"))
+        return [f"no {' and no '.join(empty)} images ({counts}); give it train and test images (an HDF5 "
+                f"file without a `split` dataset of train/val/test or 0/1/2 puts every image in train)"]
+    fit = Counter(item.label for item in items if item.split != "test")
+    test = Counter(item.label for item in items if item.split == "test")
+    groups = defaultdict(list)  # (has training images, has test images) -> class names
+    for label, name in enumerate(classes):
+        groups[bool(fit[label]), bool(test[label])].append(name)
+    return [f"{len(groups[has])} of {len(classes)} classes have {what}: {_few(groups[has])}{fix}"
+            for has, (what, fix) in LACKING.items() if groups[has]]
+
+
+LACKING = {  # (has training images, has test images) -> what a class lacks, and the fix
+    (False, False): ("no image at all", "; an HDF5 file without class_names has a class for every label up to "
+                                        "the largest: give class_names, or labels 0 to N-1"),
+    (True, False): ("no test image", "; accuracy and mAP would say nothing of them: give each class test images"),
+    (False, True): ("no training image (train or val)", "; no model would learn them: give each class training images"),
+}
+
+
+def _few(names: list[str], shown: int = 5) -> str:
+    rest = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + rest
+
+
+def _open_dataset(spec: str) -> tuple[Source, list[Item]]:
+    """The source and its items: listing them finds what only a full listing shows (e.g. an
+    empty class folder); it decodes no image."""
     source, options = parse_spec(spec)
-    open_source(source, **options)
+    opened = open_source(source, **options)
+    return opened, opened.items()
 
 
 def _build(spec: str, image_size: int | None, stages: tuple[int, ...] = ()) -> None:

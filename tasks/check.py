@@ -11,8 +11,8 @@ import luigi
 from luigi.configuration import get_config
 from luigi.parameter import MissingParameterException
 
-from pipeline.checks import Problem, check
-from tasks.config import SECTIONS, datasets, students
+from pipeline.checks import Problem, check, unknown_keys
+from tasks.config import SECTIONS, datasets, students, written
 
 log = logging.getLogger("luigi-interface")
 _checked: dict[str, list[Problem]] = {}  # by the values checked; files are looked at once per process
@@ -28,6 +28,7 @@ def config_problems() -> list[Problem]:
     problems: list[Problem] = []
     for section in SECTIONS:
         name = section.__name__
+        problems += unknown_keys(name, written(name, raw=True), (key for key, _ in section.get_params()))
         values = settings[name] = {}
         for key, param in section.get_params():
             try:

@@ -184,11 +184,21 @@ def section(name: str) -> dict[str, str]:
     """A free-form section of luigi.cfg, e.g. [datasets] or [students], as name -> spec.
     An empty spec drops the name, so a file in LUIGI_CONFIG_PATH can switch off one that
     luigi.cfg declares (`demo =`)."""
+    if not get_config().has_section(name):
+        raise ValueError(f"luigi.cfg has no [{name}] section")
+    specs = {key: spec.strip() for key, spec in written(name).items()}
+    return {key: spec for key, spec in specs.items() if spec}
+
+
+def written(name: str, raw: bool = False) -> dict[str, str]:
+    """The keys the configuration files give section `name` ({} if none), with their values,
+    interpolated unless `raw`. [DEFAULT]'s keys, which configparser lends every section, are
+    left out: they serve all sections (e.g. for interpolation) and are no setting of one."""
     config = get_config()
     if not config.has_section(name):
-        raise ValueError(f"luigi.cfg has no [{name}] section")
-    specs = {key: config.get(name, key).strip() for key in config.options(name)}
-    return {key: spec for key, spec in specs.items() if spec}
+        return {}
+    shared = config.defaults()
+    return {key: config.get(name, key, raw=raw) for key in config.options(name) if key not in shared}
 
 
 def datasets() -> dict[str, str]:

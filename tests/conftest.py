@@ -5,7 +5,9 @@ from __future__ import annotations
 import configparser
 from pathlib import Path
 
+import h5py
 import luigi
+import numpy as np
 import pytest
 import torch
 from luigi.configuration import add_config_path, get_config
@@ -91,6 +93,20 @@ def build(*tasks: luigi.Task) -> tuple[bool, list[luigi.Task]]:
     result = luigi.build(list(tasks), local_scheduler=True, workers=1, detailed_summary=True,
                          log_level="WARNING")
     return result.status.name.startswith("SUCCESS"), list(_RAN)
+
+
+def write_h5(path: Path, n: int = 6, labels=None, split=None, images=None, **attrs) -> Path:
+    """An HDF5 data set: n tiny images, labels 0, 1, 2, 0, ... unless given, `split` if given,
+    and `attrs` (e.g. class_names) on the file."""
+    with h5py.File(path, "w") as f:
+        if images is None:
+            images = np.arange(n * 4 * 5 * 3, dtype=np.uint8).reshape(n, 4, 5, 3)
+        f["images"] = images
+        f["labels"] = labels if labels is not None else np.arange(n) % 3
+        if split is not None:
+            f["split"] = split
+        f.attrs.update(attrs)
+    return path
 
 
 TEACHER = "convnext_atto"

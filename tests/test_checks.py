@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TINY_VIT, build
+from luigi.configuration import get_config
 
 from tasks import CheckConfig, RunAll
 from tasks.check import config_problems
@@ -47,6 +48,42 @@ MISTAKES = [
 
 def test_tiny_configuration_has_no_problems(luigi_config):
     assert config_problems() == []
+    assert not luigi_config.work.exists()  # the check wrote in it and left no trace
+
+
+@pytest.mark.parametrize("section, key, value, meant", [
+    ("kd", "alhpa", "0.5", "alpha"), ("train", "epoch", "3", "epochs"),
+    ("teacher", "checkpiont", "/nope", "checkpoint"), ("paths", "Work", "elsewhere", "work")])
+def test_a_misspelt_key_is_named_with_the_key_meant(luigi_config, section, key, value, meant):
+    luigi_config(section, key, value)
+    [problem] = config_problems()
+    assert (problem.section, problem.key, problem.value) == (section, key, value)
+    assert problem.fix == f"unknown key, so the default would be used; did you mean {meant}?"
+
+
+def test_an_unknown_key_like_none_lists_the_section_s_keys(luigi_config):
+    luigi_config("kd", "zzz", "1")
+    [problem] = config_problems()
+    assert problem.fix.endswith("[kd] has alpha, temperature, beta, feature_loss, hard")
+
+
+def test_keys_with_dashes_and_default_s_keys_are_no_unknown_keys(luigi_config, tmp_path, monkeypatch):
+    config = get_config()
+    config.remove_option("train", "batch_size")
+    luigi_config("train", "batch-size", "16")  # Luigi reads it, with a deprecation warning
+    monkeypatch.setitem(config.defaults(), "root", str(tmp_path))  # [DEFAULT] root = ...: every section has it
+    luigi_config("paths", "work", "%(root)s/work")
+    with pytest.warns(DeprecationWarning, match="with dashes"):
+        assert config_problems() == []
+
+
+def test_a_work_folder_that_cannot_be_written_is_named(luigi_config, tmp_path):
+    # The tests run as root, whom chmod does not stop: a folder under a regular file cannot exist.
+    (tmp_path / "file").write_text("")
+    luigi_config("paths", "work", str(tmp_path / "file" / "work"))
+    [problem] = config_problems()
+    assert (problem.section, problem.key) == ("paths", "work")
+    assert problem.fix.startswith("cannot write there ([Errno 20] Not a directory")
 
 
 def test_an_empty_spec_drops_a_name_declared_earlier(luigi_config):

@@ -114,10 +114,12 @@ def test_two_workers_through_luigid_run_each_task_once_as_one_local_run(tmp_path
 
 
 def broken_images(root: Path) -> str:
-    """The spec of a data set that opens but holds an undecodable image."""
+    """The spec of a data set that opens, and passes the check with train and test images
+    of each class, but holds an undecodable image."""
     for name in ("a", "b"):
         (root / name).mkdir(parents=True)
-        Image.new("RGB", (8, 8)).save(root / name / "fine.png")
+        for image in ("fine.png", "fine too.png"):
+            Image.new("RGB", (8, 8)).save(root / name / image)
     (root / "b" / "broken.png").write_bytes(b"not an image")
     return f"imagefolder:{root} holdout=0.5"
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import write_h5
 from PIL import Image
 
 from pipeline.data.readers import HDF5Source, ImageFolder, Stanford40, carve_validation, open_source, read_image
@@ -236,18 +237,6 @@ def test_bad_image_names_the_file(tmp_path: Path, name: str) -> None:
 
 
 # --- HDF5 ---------------------------------------------------------------------------------
-
-def write_h5(path: Path, n: int = 6, labels=None, split=None, images=None, **attrs) -> Path:
-    with h5py.File(path, "w") as f:
-        if images is None:
-            images = np.arange(n * 4 * 5 * 3, dtype=np.uint8).reshape(n, 4, 5, 3)
-        f["images"] = images
-        f["labels"] = labels if labels is not None else np.arange(n) % 3
-        if split is not None:
-            f["split"] = split
-        f.attrs.update(attrs)
-    return path
-
 
 def test_hdf5_reads_rows_labels_splits_and_names(tmp_path: Path) -> None:
     split = np.array([b"train", b"train", b"val", b"test", b"test", b"train"])

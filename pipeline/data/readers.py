@@ -205,7 +205,7 @@ class ImageFolder:
                           if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES]
                 ignored += len(files) - len(images)
                 if not images:
-                    raise BadSource(f"{folder / name}: class folder holds no images")
+                    raise BadSource(f"{folder / name}: class folder holds no images; add some, or remove the folder")
                 rel = (folder / name).relative_to(self.root)
                 items += [Item(key, label, split, key) for key in ((rel / f).as_posix() for f in images)]
         if ignored:

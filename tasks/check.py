@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import luigi
 from luigi.configuration import get_config
@@ -15,6 +16,7 @@ from pipeline.checks import Problem, check, unknown_keys
 from tasks.config import SECTIONS, datasets, students, written
 
 log = logging.getLogger("luigi-interface")
+MISSING = "(missing)"
 _checked: dict[str, list[Problem]] = {}  # by the values checked; files are looked at once per process
 
 
@@ -36,9 +38,13 @@ def config_problems() -> list[Problem]:
             except ValueError as error:  # e.g. epochs = ten
                 problems.append(Problem(name, key, get_config().get(name, key, "(command line)"), str(error)))
             except MissingParameterException:  # defaults live in luigi.cfg only
-                problems.append(Problem(name, key, "(missing)", "every setting needs a value and luigi.cfg holds "
-                                        "the defaults: run from the checkout (where luigi.cfg is), or restore "
-                                        "the key in luigi.cfg"))
+                problems.append(Problem(name, key, MISSING, "every setting needs a value and luigi.cfg holds "
+                                        "the defaults: restore the key in luigi.cfg"))
+    if not any(get_config().has_section(section.__name__) for section in SECTIONS):
+        return [Problem("(files)", "luigi.cfg", "not found", f"Luigi read no luigi.cfg in {Path.cwd()}, and it holds "
+                        "every default: run from the checkout, where luigi.cfg is")]
+    if any(p.value == MISSING for p in problems):  # the checks of values need every value
+        return problems
     for name, read in (("datasets", datasets), ("students", students)):
         try:
             settings[name] = read()

@@ -67,3 +67,8 @@ def test_a_missing_key_is_named_before_any_work(luigi_config):
 def test_docs_listing_is_current():
     text = DOC.read_text()
     assert with_listing(text) == text, "docs/configuration.md is stale: run `python -m tasks.settings_doc`"
+
+
+def test_no_luigi_cfg_is_one_problem_not_one_per_key(no_config):
+    with pytest.raises(ConfigError, match=r"1 problem\(s\).*\n.*luigi.cfg = not found.*run from the checkout"):
+        check_config()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from cache.files import atomic_write_text
 
 MANIFEST = "manifest.json"
 _MARKERS = ".done"
+_SECONDS = ".seconds"  # in _MARKERS: a Stopwatch's record, valid exactly as long as the markers are
 
 Progress = Callable[..., None]  # progress(blocks done, blocks in all, rows=rows done)
 
@@ -74,18 +76,40 @@ def shard_blocks(n: int, rows_per_shard: int, tag: str = "") -> list[tuple]:
     return [(tag, start, min(start + rows_per_shard, n)) for start in range(0, n, rows_per_shard)]
 
 
+class Stopwatch:
+    """Wall seconds a resumable job at `root` has taken over all its runs: what earlier, stopped
+    runs recorded beside its block markers, plus this run's since the stopwatch was made.
+    `lap()` records that sum as each block finishes (run_blocks does), so a stop loses the
+    seconds since the last finished block, as it loses that block's work. finish() drops the
+    record with the markers: a job redone from scratch starts again from 0."""
+
+    def __init__(self, root: str | Path):
+        self.path = Path(root) / _MARKERS / _SECONDS
+        self.before = float(self.path.read_text()) if self.path.exists() else 0.0
+        self.start = time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self.start
+
+    def lap(self) -> None:
+        atomic_write_text(self.path, repr(self.seconds()))
+
+
 class _Ticks(Callback):
-    def __init__(self, rows: dict, progress: Progress | None):
+    def __init__(self, rows: dict, progress: Progress | None, stopwatch: Stopwatch | None):
         super().__init__()
-        self.rows, self.progress, self.done, self.rows_done = rows, progress, 0, 0
+        self.rows, self.progress, self.stopwatch, self.done, self.rows_done = rows, progress, stopwatch, 0, 0
 
     def _posttask(self, key, result, dsk, state, worker_id):
-        if key in self.rows and self.progress:
+        if key in self.rows:
             self.tick(self.rows[key])
 
     def tick(self, rows: int) -> None:
         self.done, self.rows_done = self.done + 1, self.rows_done + rows
-        self.progress(self.done, len(self.rows), rows=self.rows_done)
+        if self.stopwatch:
+            self.stopwatch.lap()
+        if self.progress:
+            self.progress(self.done, len(self.rows), rows=self.rows_done)
 
 
 def _call(fn: Callable[[tuple], Any], block: tuple) -> Any:
@@ -93,10 +117,11 @@ def _call(fn: Callable[[tuple], Any], block: tuple) -> Any:
 
 
 def run_blocks(fn: Callable[[tuple], Any], blocks: list, scheduler: str = "threads",
-               workers: int = 1, progress: Progress | None = None) -> None:
+               workers: int = 1, progress: Progress | None = None, stopwatch: Stopwatch | None = None) -> None:
     """Run fn(block) for every (tag, start, stop) block on dask: a local scheduler
     ("threads", "processes", "synchronous") or a dask cluster given by its address
-    ("tcp://host:8786"). `progress` hears (0, n, rows=0) first, then each finished block."""
+    ("tcp://host:8786"). `progress` hears (0, n, rows=0) first, then each finished block;
+    `stopwatch` laps at each finished block."""
     # Keys unique to this call: a dask cluster merges tasks of equal keys, so two runs on one
     # cluster at once (two data sets' stores, say) would otherwise share their blocks.
     run = uuid.uuid4().hex[:8]
@@ -105,7 +130,7 @@ def run_blocks(fn: Callable[[tuple], Any], blocks: list, scheduler: str = "threa
     shared = dask.delayed(fn, name=f"fn-{run}", traverse=False)
     tasks = [dask.delayed(_call, pure=False)(shared, block, dask_key_name=f"block-{block_name(block)}-{run}")
              for block in blocks]
-    ticks = _Ticks({t.key: stop - start for t, (_, start, stop) in zip(tasks, blocks)}, progress)
+    ticks = _Ticks({t.key: stop - start for t, (_, start, stop) in zip(tasks, blocks)}, progress, stopwatch)
     if progress and tasks:
         progress(0, len(tasks), rows=0)
     if "://" in scheduler:
@@ -113,8 +138,7 @@ def run_blocks(fn: Callable[[tuple], Any], blocks: list, scheduler: str = "threa
         with Client(scheduler) as client:
             for future in as_completed(client.compute(tasks)):
                 future.result()
-                if progress:
-                    ticks.tick(ticks.rows[future.key])
+                ticks.tick(ticks.rows[future.key])
         return
     with ticks:
         dask.compute(*tasks, scheduler=scheduler, num_workers=workers)

@@ -1,5 +1,6 @@
 """Luigi tasks only: `luigi --module tasks RunAll` imports this package. The work itself
 lives in pipeline/, models/ and cache/."""
+from tasks import interrupt
 from tasks.check import CheckConfig
 from tasks.config import default_gpu_resource
 from tasks.data import PrepareDataset
@@ -14,3 +15,4 @@ __all__ = ["CheckConfig", "ShowConfig", "PrepareDataset", "ExportCacheHDF5", "Fi
            "CacheTeacher", "EvaluateTeacher", "TrainStudent", "EvaluateStudent", "Report", "RunAll", "VerifyData"]
 
 default_gpu_resource()
+interrupt.install()  # in the process that imports the tasks: Luigi's, and the workers it forks

@@ -17,6 +17,7 @@ from pipeline.device import Precision, resolve_device, resolve_precision
 from pipeline.gpus import hold_device
 from pipeline.lock import folder_lock
 from pipeline.progress import Progress
+from tasks import interrupt
 from tasks.check import Checked
 from tasks.config import compute, device_gpus, gpu_lock_dir, paths
 
@@ -41,6 +42,7 @@ class Step(Checked, luigi.Task):
     kind = "step"
     on_device = False
     held_device: str | None = None  # the GPU this task holds while it works, e.g. "cuda:1"
+    reached: str | None = None  # its last progress report, e.g. "epochs 3/8", for the line SIGTERM logs
 
     def settings(self) -> dict:
         return {}
@@ -57,7 +59,7 @@ class Step(Checked, luigi.Task):
         raise NotImplementedError
 
     def run(self) -> None:
-        with folder_lock(self.folder()):
+        with interrupt.running(self), folder_lock(self.folder()):
             # Another run may have finished this output while we waited for the lock.
             if not self.complete():
                 with self.device_held():
@@ -105,6 +107,7 @@ class Step(Checked, luigi.Task):
         def report(done: int, total: int, message: str) -> None:
             self.set_progress_percentage(round(100 * done / max(1, total)))
             self.set_status_message(message)
+            self.reached = f"{text} {done}/{total}"
         return Progress(total, f"{self.task_id}: {text}", report, logging.getLogger("luigi-interface"), every)
 
     def device(self) -> torch.device:

@@ -3,7 +3,6 @@ and its evaluation from the cache alone."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +11,7 @@ import luigi
 import torch
 
 import models
+from cache.blocks import Stopwatch
 from cache.files import atomic_write_json
 from cache.fingerprint import digest, file_sha256
 from cache.reader import TeacherCache
@@ -152,14 +152,14 @@ class CacheTeacher(Step):
                  "versions": {"torch": torch.__version__, **_versions()}}
         train_rows = store.rows("train")
         progress = self.progress(1, "teacher pass, shards")
-        tic = time.perf_counter()
+        stopwatch = Stopwatch(self.cache_path())  # counts on from what stopped runs of this pass recorded
         with dask_scheduler(self.gpus()) as scheduler:
-            cache_teacher(job, train_rows, len(store.labels), net.num_features, attrs, scheduler,
-                          c.workers, c.shard_rows, progress, net.stage_shapes(job.stages, job.image_size))
+            cache_teacher(job, train_rows, len(store.labels), net.num_features, attrs, scheduler, c.workers,
+                          c.shard_rows, progress, net.stage_shapes(job.stages, job.image_size), stopwatch)
         progress.close()
-        # The pass's one-off cost, for the report (a resumed pass counts its last run only).
+        # The pass's one-off cost, for the report: the seconds of every run that finished blocks.
         atomic_write_json(self.folder() / "pass.json",
-                          {"seconds": round(time.perf_counter() - tic, 2),
+                          {"seconds": round(stopwatch.seconds(), 2),
                            "forwards": len(store.labels) + self.view_count() * len(train_rows)})
 
     def cache_path(self) -> Path:

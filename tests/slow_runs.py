@@ -4,7 +4,8 @@ the subprocess it kills midway:
     python tests/slow_runs.py store OUT               OUT = the store folder
     python tests/slow_runs.py cache STORE WEIGHTS OUT OUT = the cache folder
 
-The subprocess sleeps in every image (or block) so that a kill lands between blocks;
+The subprocess sleeps in every image (or block) so that a kill lands between blocks, and
+times the teacher pass with a stopwatch beside the cache;
 in tests/test_dask_cluster.py a dask worker kills itself during the same pass.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 
 import models
+from cache import blocks
 from pipeline.data.imagestore import ImageStore, write_image_store
 from pipeline.data.synthetic import CLASSES, SyntheticSource
 from pipeline.teacher.teacher_pass import TeacherJob, cache_teacher
@@ -80,12 +82,13 @@ def teacher_job(store: Path, weights: Path, out: Path, job: type[TeacherJob] = T
                seed=0, batch_size=64, threads=2, **extra)
 
 
-def write_cache(job: TeacherJob, progress=None, scheduler: str = "synchronous", workers: int = 1) -> dict:
+def write_cache(job: TeacherJob, progress=None, scheduler: str = "synchronous", workers: int = 1,
+                stopwatch: blocks.Stopwatch | None = None) -> dict:
     store = ImageStore(job.store)
     features = models.create(TEACHER, len(CLASSES)).num_features
     return cache_teacher(job, store.rows("train"), len(store.labels), features,
                          {"identity": {"teacher": TEACHER, "views": job.views}}, scheduler, workers,
-                         SHARD_ROWS, progress)
+                         SHARD_ROWS, progress, stopwatch=stopwatch)
 
 
 def files(root: Path) -> dict[str, bytes]:
@@ -105,4 +108,4 @@ if __name__ == "__main__":
     if kind == "store":
         write_store(Path(paths[0]), SlowSource(**SOURCE_ARGS))
     else:
-        write_cache(teacher_job(*map(Path, paths), job=SlowTeacherJob))
+        write_cache(teacher_job(*map(Path, paths), job=SlowTeacherJob), stopwatch=blocks.Stopwatch(paths[-1]))

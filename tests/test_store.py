@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +43,9 @@ def reference(tmp_path_factory) -> dict:
     return {"root": root, "store_blocks": store_blocks.todo, "cache_blocks": cache_blocks.todo}
 
 
-def kill_after_first_block(args: list[str], root: Path, log: Path) -> int:
+def kill_after_first_block(args: list[str], root: Path, log: Path, ready: Callable[[], bool] = lambda: True) -> int:
     """Run tests/slow_runs.py with `args`, SIGKILL it as soon as a block of `root` is marked
-    done, and return how many blocks were done by then."""
+    done (and `ready()`), and return how many blocks were done by then."""
     markers = root / blocks._MARKERS
 
     def done() -> int:
@@ -55,7 +56,7 @@ def kill_after_first_block(args: list[str], root: Path, log: Path) -> int:
         proc = subprocess.Popen([sys.executable, slow_runs.__file__, *args], stderr=stderr,
                                 env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     deadline = time.monotonic() + 60
-    while not done():
+    while not (done() and ready()):
         assert proc.poll() is None, f"the writer exited early: {log.read_text()}"
         assert time.monotonic() < deadline, "no block was done within 60 s"
         time.sleep(0.01)
@@ -99,18 +100,27 @@ def test_killed_store_preparation_resumes_to_the_same_store(reference, tmp_path)
 
 
 @pytest.mark.slow
-def test_killed_teacher_pass_resumes_to_the_same_cache(reference, tmp_path):
+def test_killed_teacher_pass_resumes_to_the_same_cache_and_its_seconds_add_up(reference, tmp_path):
     root, cache = reference["root"], tmp_path / "cache.zarr"
     args = [root / "store.zarr", root / "teacher.safetensors", cache]
-    done = kill_after_first_block(["cache", *map(str, args)], cache, tmp_path / "log")
+
+    def recorded() -> bool:  # the run to be killed has recorded its seconds so far
+        return blocks.Stopwatch(cache).before > 0
+
+    done = kill_after_first_block(["cache", *map(str, args)], cache, tmp_path / "log", recorded)
     assert 1 <= done < reference["cache_blocks"]
     with pytest.raises(FileNotFoundError, match="not a finished teacher cache"):
         TeacherCache(cache)
+    stopwatch = blocks.Stopwatch(cache)
+    killed = stopwatch.before  # what the killed run recorded: at least its finished blocks' sleeps
+    assert killed >= slow_runs.SlowTeacherJob.delay
 
-    rerun = Blocks()
-    write_cache(teacher_job(*args), rerun)
+    rerun, tic = Blocks(), time.perf_counter()
+    write_cache(teacher_job(*args), rerun, stopwatch=stopwatch)
+    resumed = time.perf_counter() - tic
+    assert stopwatch.seconds() >= killed + resumed
     assert rerun.todo == reference["cache_blocks"] - done
-    assert_same_files(cache, root / "cache.zarr")
+    assert_same_files(cache, root / "cache.zarr")  # the record went with the block markers
 
 
 def test_block_killed_while_writing_its_shard_is_redone_to_the_same_cache(reference, tmp_path):

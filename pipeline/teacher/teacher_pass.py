@@ -84,16 +84,18 @@ class TeacherJob:
 
 def cache_teacher(job: TeacherJob, train_rows: np.ndarray, count: int, feature_dim: int,
                   attrs: dict, scheduler: str = "threads", workers: int = 1,
-                  shard_rows: int = 512, progress=None, stage_shapes: dict | None = None) -> dict:
+                  shard_rows: int = 512, progress=None, stage_shapes: dict | None = None,
+                  stopwatch: blocks.Stopwatch | None = None) -> dict:
     """Write (or resume) the cache at job.out and return its manifest. `count` is the
     number of store rows, `train_rows` the rows that get random views, `stage_shapes`
-    the (C, H, W) of each of job.stages."""
+    the (C, H, W) of each of job.stages; `stopwatch` (made on job.out) times the pass over
+    all its runs."""
     create_cache(job.out, count, train_rows, job.views, job.classes, feature_dim, shard_rows, attrs,
                  stage_shapes)
     work = blocks.shard_blocks(count, shard_rows, "eval")
     if job.views:
         work += blocks.shard_blocks(len(train_rows), shard_rows, "aug")
-    blocks.run_blocks(job, blocks.pending(job.out, work), scheduler, workers, progress)
+    blocks.run_blocks(job, blocks.pending(job.out, work), scheduler, workers, progress, stopwatch)
     manifest = {**attrs, "shards": len(work)}
     blocks.finish(job.out, manifest)
     return manifest

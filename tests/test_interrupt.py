@@ -1,0 +1,102 @@
+"""A run stopped part-way: SIGTERM's log line and exit code, a rerun that resumes, and a
+teacher pass whose seconds add up over its runs."""
+from __future__ import annotations
+
+import configparser
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+import slow_runs
+from conftest import build, tiny_settings
+
+import tasks.teacher
+from tasks import CacheTeacher
+
+pytestmark = pytest.mark.slow  # luigi commands in subprocesses, a teacher pass that sleeps
+
+REPO = Path(__file__).resolve().parents[1]
+EPOCHS = 10
+
+
+def train_student(config: Path, workers: int, log: Path) -> subprocess.Popen:
+    """A tiny TrainStudent as a luigi command, its output (Luigi logs to stderr) into `log`."""
+    with open(log, "w") as out:
+        return subprocess.Popen([sys.executable, "-m", "luigi", "--module", "tasks", "TrainStudent", "--dataset",
+                                 "demo", "--student", "vit", "--mode", "baseline", "--workers", str(workers)],
+                                cwd=REPO, env={"LUIGI_CONFIG_PATH": str(config), "PATH": ""},
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_for(proc: subprocess.Popen, log: Path, pattern: str, seconds: float = 300) -> None:
+    deadline = time.monotonic() + seconds
+    while not re.search(pattern, log.read_text()):
+        assert proc.poll() is None, f"exited {proc.returncode} before {pattern!r}:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {pattern!r} within {seconds} s"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("workers", [1, 2])  # the task in Luigi's own process, or in a worker it forked
+def test_sigterm_logs_where_the_task_stopped_exits_143_and_a_rerun_resumes(tmp_path, workers):
+    config = configparser.ConfigParser()
+    config.read_dict(tiny_settings(str(tmp_path / "work")))
+    config["core"]["log_level"] = "INFO"
+    config["train"]["epochs"] = str(EPOCHS)
+    with open(tmp_path / "tiny.cfg", "w") as f:
+        config.write(f)
+    task = r"TrainStudent_demo_baseline_vit_\w+"
+
+    first = tmp_path / "first.log"
+    proc = train_student(tmp_path / "tiny.cfg", workers, first)
+    wait_for(proc, first, rf"{task}: epochs: 1/{EPOCHS} \(")
+    proc.send_signal(signal.SIGTERM)  # to Luigi's process alone: it passes the signal on to its workers
+    assert proc.wait(timeout=120) == 143, first.read_text()[-3000:]
+    line = re.search(rf"WARNING: SIGTERM: {task} stopped at epochs (\d+)/{EPOCHS} \(the epoch or shard in "
+                     r"progress is lost\); rerun the same command to resume \(exit code 143\)\n", first.read_text())
+    assert line, first.read_text()[-3000:]
+    stopped = int(line.group(1))
+    assert 1 <= stopped < EPOCHS
+
+    second = tmp_path / "second.log"
+    proc = train_student(tmp_path / "tiny.cfg", workers, second)
+    assert proc.wait(timeout=300) == 0, second.read_text()[-3000:]
+    # It starts from the last saved epoch: the one the line named (or the next, saved as the signal came).
+    resumed = int(re.search(rf"{task}: epochs: (\d+)/{EPOCHS}\n", second.read_text()).group(1))
+    assert resumed in (stopped, stopped + 1)
+    history = json.loads(next((tmp_path / "work" / "demo").glob("student-vit-baseline-*/history.json")).read_text())
+    assert [epoch["epoch"] for epoch in history] == list(range(1, EPOCHS + 1))
+
+
+@dataclass(frozen=True)
+class StoppingTeacherJob(slow_runs.SlowTeacherJob):
+    """A teacher pass that sleeps in every block and stops (raises) after its first AFTER
+    blocks in this process, once: a pass stopped part-way, its finished blocks kept."""
+    AFTER: ClassVar[int] = 6
+    delay: float = 0.8
+    calls: ClassVar[list] = []
+
+    def __call__(self, block: tuple) -> None:
+        self.calls.append(block)
+        if len(self.calls) == self.AFTER + 1:
+            raise RuntimeError("the pass stops here")
+        super().__call__(block)
+
+
+def test_a_stopped_and_resumed_pass_counts_the_seconds_of_both_runs(luigi_config, monkeypatch, tmp_path):
+    slow_runs.save_teacher(tmp_path / "teacher.safetensors")
+    luigi_config("teacher", "checkpoint", str(tmp_path / "teacher.safetensors"))
+    monkeypatch.setattr(tasks.teacher, "TeacherJob", StoppingTeacherJob)
+    monkeypatch.setattr(StoppingTeacherJob, "calls", [])
+    assert not build(CacheTeacher("demo"))[0]
+    assert build(CacheTeacher("demo"))[0]
+    kept = len(StoppingTeacherJob.calls) - 1  # every block, once, besides the one that stopped the pass
+    assert kept > StoppingTeacherJob.AFTER  # the rerun had blocks to do
+    # Each kept block slept `delay` in one run or the other; the last run alone slept fewer.
+    assert CacheTeacher("demo").cost()["seconds"] >= kept * StoppingTeacherJob.delay

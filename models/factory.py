@@ -74,6 +74,20 @@ def create(name: str, num_classes: int, pretrained: bool | str = False, **kwargs
     return Net(backbone)
 
 
+def timm_distillation(student: Net, teacher: Net, alpha: float, temperature: float) -> nn.Module:
+    """timm's own online logit distillation (timm.task.LogitDistillationTask) of `student` by
+    `teacher`, weighted as DistillationLoss weighs its terms: the benchmark's independent peer
+    of our online mode. It takes inputs normalised for the student (a Net normalises inside
+    itself) and returns {"loss": ...}; its trainable_module holds the student."""
+    from timm.task import LogitDistillationTask
+    return LogitDistillationTask(student.backbone, teacher.backbone, temperature=temperature,
+                                 task_loss_weight=1 - alpha, distill_loss_weight=alpha, verbose=False)
+
+
+def timm_version() -> str:
+    return timm.__version__
+
+
 def check_build(name: str, image_size: int | None, stages: tuple[int, ...] = (), **kwargs) -> None:
     """Build the model on the meta device (no memory, no weights, fast at any size) and run
     one image of `image_size` through it and its `stages` (build only when None): raises

@@ -27,10 +27,8 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-import timm
 import torch
 import zarr
-from timm.task import LogitDistillationTask
 
 import models
 from cache.files import atomic_write_json
@@ -209,9 +207,7 @@ class Run:
         self.loader = TrainLoader(store, s.image_size, s.batch_size, s.seed, cache, device=device)
         autocast = lambda: precision.autocast(device)  # noqa: E731
         if mode == "online":
-            task = LogitDistillationTask(net.backbone, teacher.backbone, temperature=s.temperature,
-                                         task_loss_weight=1 - s.alpha, distill_loss_weight=s.alpha,
-                                         verbose=False).to(device)  # its mean/std buffers start on the CPU
+            task = models.timm_distillation(net, teacher, s.alpha, s.temperature).to(device)  # buffers start on the CPU
             # timm's task takes inputs normalised for the student, as a Net normalises them.
             # Its loss is computed inside, so under autocast too (autocast keeps it float32).
             def online_loss(batch: Batch) -> torch.Tensor:
@@ -391,7 +387,7 @@ def calibration(threads: int = 2, reps: int = 7) -> float:
     after a warm-up). About 600 on an AVX2-only 2-core machine, twice that with AVX-512."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    net, x = timm.create_model("convnext_atto").eval(), torch.randn(64, 3, 64, 64)
+    net, x = models.create("convnext_atto", 1000).backbone.eval(), torch.randn(64, 3, 64, 64)
     with torch.inference_mode():
         net(x)
         seconds = []
@@ -409,7 +405,7 @@ def machine(s: Settings) -> dict:
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
             "cores": os.cpu_count(), "threads": s.threads, "platform": platform.platform(),
             "processor": platform.processor(), "python": platform.python_version(),
-            "torch": torch.__version__, "timm": timm.__version__, "zarr": zarr.__version__,
+            "torch": torch.__version__, "timm": models.timm_version(), "zarr": zarr.__version__,
             "numpy": np.__version__, "load_average_at_start": os.getloadavg()}
 
 

@@ -179,9 +179,8 @@ def cached_stages() -> tuple[int, ...]:
 
 
 def _versions() -> dict:
-    import timm
     import zarr
-    return {"timm": timm.__version__, "zarr": zarr.__version__}
+    return {"timm": models.timm_version(), "zarr": zarr.__version__}
 
 
 class EvaluateTeacher(Evaluation):

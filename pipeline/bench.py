@@ -38,6 +38,8 @@ from pipeline.data.synthetic import CLASSES, SyntheticSource
 from pipeline.device import PRECISIONS, Precision, device_problem, resolve_device, resolve_precision
 from pipeline.spec import parse_spec
 from pipeline.teacher.teacher_pass import TeacherJob, cache_teacher
+from pipeline.training.distributed import launch, launch_command
+from pipeline.training.job import TrainJob
 from pipeline.training.loader import Batch, TrainLoader
 from pipeline.training.losses import DistillationLoss
 from pipeline.training.prefetch import prefetch
@@ -419,7 +421,7 @@ def benchmark(s: Settings, workdir: Path) -> dict:
     result = {"machine": machine(s), "settings": settings, "metrics": {}, "timings": {}}
     for name, measure in (("teacher pass", teacher_pass_metrics), ("cache size", cache_size_metrics),
                           ("training", training_metrics), ("precision", precision_metrics),
-                          ("students", students_metrics),
+                          ("students", students_metrics), ("data-parallel", ddp_metrics),
                           ("memory", memory_metrics)):
         say(f"measuring: {name}")
         metrics, timings = measure(b)
@@ -429,6 +431,40 @@ def benchmark(s: Settings, workdir: Path) -> dict:
     result["machine"]["load_average_at_end"] = os.getloadavg()
     result["wall_seconds"] = time.perf_counter() - tic
     return result
+
+
+def ddp_metrics(b: Bench) -> tuple[dict, dict]:
+    """The first student, kd from the cache, trained 2 epochs by one process and by 2
+    data-parallel ranks (torchrun, gloo): the median epoch's seconds of each and their ratio,
+    ddp_epoch_ratio. On the CPU only: the ranks share the machine's cores (each runs 1
+    thread), so it shows the overhead of the data-parallel path, not a speed-up; on one GPU
+    two ranks cannot share it (NCCL)."""
+    s = b.s
+    if s.on()[0].type != "cpu":
+        return {}, {}
+    if not b.cache.exists():
+        b.teacher_pass()
+    name, kwargs = parse_spec(s.students[0])
+    settings = TrainSettings(epochs=2, batch_size=s.batch_size, lr=s.lr, weight_decay=s.weight_decay,
+                             warmup_epochs=s.warmup_epochs, image_size=s.image_size, seed=s.seed, augment=True)
+
+    def epoch_seconds(processes: int) -> float:
+        folder = Path(tempfile.mkdtemp(dir=b.cache.parent))
+        job = TrainJob(model=name, kwargs=kwargs, store=str(b.store), settings=asdict(settings), workdir=str(folder),
+                       weights=str(folder / "student.safetensors"), memory_budget=1 << 40, cache=str(b.cache),
+                       distill={"alpha": s.alpha, "temperature": s.temperature}, precision=s.on()[1].name)
+        if processes == 1:
+            job.run()
+        else:
+            entry = ["pipeline.training.job", str(job.save(folder / "job.json"))]
+            env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+            launch(launch_command(entry, processes), folder / "ranks.log", env)
+        seconds = np.median([epoch["seconds"] for epoch in json.loads((folder / "history.json").read_text())])
+        shutil.rmtree(folder)
+        return float(seconds)
+
+    timings = interleave(s.reps, one_process=lambda: epoch_seconds(1), two_ranks=lambda: epoch_seconds(2))
+    return {"ddp_epoch_ratio": metric("ddp_epoch_ratio", timings["two_ranks"] / timings["one_process"])}, timings
 
 
 def table(metrics: dict) -> str:

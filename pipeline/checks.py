@@ -60,7 +60,8 @@ RANGES = {
     "compute": {"workers": Range(1), "threads": Range(0), "shard_rows": Range(1), "memory_budget_gb": Range(0)},
     "teacher": {"epochs": Range(0), "lr": Range(0, low_open=True), "views": Range(0)},
     "train": {"epochs": Range(1), "batch_size": Range(1), "lr": Range(0, low_open=True),
-              "weight_decay": Range(0), "warmup_epochs": Range(0), "image_size": Range(1)},
+              "weight_decay": Range(0), "warmup_epochs": Range(0), "image_size": Range(1), "processes": Range(1),
+              "nodes": Range(1)},
     "kd": {"alpha": Range(0, 1), "temperature": Range(0, low_open=True), "beta": Range(0)},
 }
 

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import luigi
@@ -17,9 +19,13 @@ from pipeline.device import Precision, resolve_device, resolve_precision
 from pipeline.gpus import hold_device
 from pipeline.lock import folder_lock
 from pipeline.progress import Progress
+from pipeline.training.distributed import launch, launch_command
+from pipeline.training.job import TrainJob
 from tasks import interrupt
 from tasks.check import Checked
-from tasks.config import compute, device_gpus, gpu_lock_dir, paths
+from tasks.config import compute, device_gpus, gpu_lock_dir, paths, train
+
+ROOT = Path(__file__).resolve().parents[1]  # this checkout, which a data-parallel job's ranks import
 
 
 class Step(Checked, luigi.Task):
@@ -35,13 +41,14 @@ class Step(Checked, luigi.Task):
 
     A task that runs models (`on_device`) on GPUs holds one GPU of its own while it works:
     Luigi's `gpu` resource keeps more such tasks from starting than there are GPUs, and a
-    lock per GPU, taken in the task's own process, picks which (`held_device`).
+    lock per GPU, taken in the task's own process, picks which (`held_devices`; a data-parallel
+    training task holds one per rank).
     """
 
     dataset = luigi.Parameter(description="a name from luigi.cfg's [datasets] section")
     kind = "step"
     on_device = False
-    held_device: str | None = None  # the GPU this task holds while it works, e.g. "cuda:1"
+    held_devices: list[str] = []  # the GPUs this task holds while it works, e.g. ["cuda:1"]
     reached: str | None = None  # its last progress report, e.g. "epochs 3/8", for the line SIGTERM logs
 
     def settings(self) -> dict:
@@ -80,17 +87,18 @@ class Step(Checked, luigi.Task):
 
     @contextmanager
     def device_held(self) -> Iterator[None]:
-        """Hold one of gpus() for the block (the first free one), if the task runs on GPUs."""
+        """Hold gpu_count() of gpus() for the block (the first free ones), if the task runs on GPUs."""
         if not self.gpus():
             yield
             return
-        with hold_device(self.gpus(), gpu_lock_dir(), self.task_id) as device:
-            logging.getLogger("luigi-interface").info("%s runs on %s", self.task_id, device)
-            self.held_device = device
+        with ExitStack() as held:
+            self.held_devices = [held.enter_context(hold_device(self.gpus(), gpu_lock_dir(), self.task_id))
+                                 for _ in range(self.gpu_count())]
+            logging.getLogger("luigi-interface").info("%s runs on %s", self.task_id, ", ".join(self.held_devices))
             try:
                 yield
             finally:
-                self.held_device = None
+                self.held_devices = []
 
     def fingerprint(self) -> str:
         if not hasattr(self, "_fingerprint"):
@@ -114,7 +122,7 @@ class Step(Checked, luigi.Task):
         """The device this task's models run on. Call it in work() only: scheduling
         (requires, complete, output, settings) must not touch the GPU. On GPUs it is the
         one this task holds (device_held)."""
-        return resolve_device(self.held_device or compute().device)
+        return resolve_device(self.held_devices[0] if self.held_devices else compute().device)
 
     def precision(self) -> Precision:
         """[compute] precision, resolved from the device *setting* without touching CUDA,
@@ -130,6 +138,41 @@ class Step(Checked, luigi.Task):
         atomic_write_json(self.folder() / "settings.json",
                           {"task": self.task_id, "settings": self.settings(), "fingerprint": self.fingerprint()},
                           indent=1, sort_keys=True, default=str)
+
+
+class Training(Step):
+    """A task that trains a model: in its own process, or data-parallel as [train] processes
+    ranks on each of [train] nodes, started by torchrun (pipeline/training/distributed.py),
+    one GPU each on GPUs."""
+
+    resources = {"train": 1}
+    on_device = True
+
+    def gpu_count(self) -> int:
+        return train().processes if self.gpus() else 0
+
+    def run_training(self, job: TrainJob, text: str, epochs: int) -> None:
+        t = train()
+        if t.processes * t.nodes == 1:
+            progress = self.progress(epochs, text, every=0)
+            job.run(progress)
+            progress.close()
+            return
+        job = replace(job, device="cuda" if self.held_devices else job.device)  # each rank takes its own
+        entry = ["pipeline.training.job", str(job.save(self.folder() / "job.json"))]
+        logging.getLogger("luigi-interface").info("%s: %s, %d processes x %d nodes", self.task_id, text,
+                                                  t.processes, t.nodes)
+        launch(launch_command(entry, t.processes, t.nodes, t.rdzv_endpoint), self.folder() / "ranks.log",
+               self.rank_env())
+
+    def rank_env(self) -> dict[str, str]:
+        """The ranks' environment: this checkout first on the path, and the held GPUs visible."""
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        if self.held_devices:
+            ids = [int(device.split(":")[1]) for device in self.held_devices]
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # cuda:K is the K-th of these, if set
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(visible.split(",")[i] if visible else str(i) for i in ids)
+        return env
 
 
 def read_json(path: Path, default):

@@ -143,6 +143,12 @@ class train(luigi.Config):  # noqa: N801
     modes = luigi.Parameter(
         description="the modes every student trains in: baseline (labels only), kd (from the teacher "
                     "cache), online (the teacher run on every batch)")
+    processes = luigi.IntParameter(
+        description="data-parallel processes (ranks) per node that train one student or the teacher, "
+                    "through torchrun, one GPU each on GPUs; 1 = one process; not part of any fingerprint")
+    nodes = luigi.IntParameter(description="nodes of such a job, started by srun inside a SLURM allocation")
+    rdzv_endpoint = luigi.Parameter(
+        description="host:port where the ranks of several nodes meet (the first node); unused on one node")
 
 
 class kd(luigi.Config):  # noqa: N801

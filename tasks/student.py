@@ -7,14 +7,14 @@ from pathlib import Path
 import luigi
 
 import models
-from cache.files import atomic_write_json
 from cache.reader import TeacherCache
 from pipeline.data.imagestore import ImageStore
 from pipeline.evaluation.metrics import classification_metrics
 from pipeline.inference import predict_rows
 from pipeline.spec import parse_spec
-from pipeline.training.train import MODES, TrainSettings, fit
-from tasks.base import Evaluation, Step, memory_budget
+from pipeline.training.job import TrainJob
+from pipeline.training.train import MODES, TrainSettings
+from tasks.base import Evaluation, Step, Training, memory_budget
 from tasks.config import compute, kd, students, teacher, train, train_settings
 from tasks.data import PrepareDataset
 from tasks.teacher import CacheTeacher, teacher_weights
@@ -38,14 +38,12 @@ class StudentStep(Step):
         return super().folder().with_name(f"{self.kind}-{self.student}-{self.mode}{views}-{self.fingerprint()[:12]}")
 
 
-class TrainStudent(StudentStep):
+class TrainStudent(Training, StudentStep):
     """Train one student: on labels alone (baseline), distilling from the teacher cache and
     never building the teacher (kd), or distilling from the teacher run on every batch
     on the student's own fresh views, never reading the cache (online)."""
 
     kind = "student"
-    resources = {"train": 1}
-    on_device = True
 
     def requires(self):
         reqs = {"store": PrepareDataset(self.dataset)}
@@ -74,24 +72,21 @@ class TrainStudent(StudentStep):
     def work(self) -> None:
         self.use_threads()
         self.write_settings()
-        store = ImageStore(self.requires()["store"].store_path(), memory_budget())
         cache = online = None
         if self.mode == "kd":
-            cache = TeacherCache(self.requires()["cache"].cache_path(), memory_budget())
-            cache.check(self.requires()["cache"].identity())
+            cache = self.requires()["cache"].cache_path()
+            TeacherCache(cache, budget=0).check(self.requires()["cache"].identity())  # before any rank starts
         if self.mode == "online":
             name, kwargs = parse_spec(teacher().model)
-            online = models.load_weights(models.create(name, len(store.classes), **kwargs),
-                                         self.input()["teacher"].path)
+            online = {"model": name, "kwargs": kwargs, "weights": self.input()["teacher"].path}
         name, kwargs = parse_spec(student_spec(self.student))
         settings = self.train_settings()
-        progress = self.progress(settings.epochs, "epochs", every=0)
-        net, history = fit(name, kwargs, store, settings, self.folder(), cache=cache,
-                           distill=self.settings()["distill"], progress=progress, device=self.device(),
-                           precision=self.precision(), compile=compute().compile, teacher=online)
-        progress.close()
-        atomic_write_json(self.folder() / "history.json", history, indent=1)
-        models.save_weights(net, self.output().path)
+        job = TrainJob(model=name, kwargs=kwargs, store=str(self.requires()["store"].store_path()),
+                       settings=vars(settings), workdir=str(self.folder()), weights=self.output().path,
+                       memory_budget=memory_budget(), cache=cache and str(cache), distill=self.settings()["distill"],
+                       teacher=online, device=str(self.device()), precision=self.precision().name,
+                       compile=compute().compile)
+        self.run_training(job, "epochs", settings.epochs)
 
 
 class EvaluateStudent(Evaluation, StudentStep):

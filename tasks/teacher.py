@@ -20,8 +20,9 @@ from pipeline.data.imagestore import ImageStore
 from pipeline.evaluation.metrics import classification_metrics
 from pipeline.spec import parse_spec, parse_stages
 from pipeline.teacher.teacher_pass import TeacherJob, cache_teacher
-from pipeline.training.train import TrainSettings, fit
-from tasks.base import Evaluation, Step, memory_budget, read_json
+from pipeline.training.job import TrainJob
+from pipeline.training.train import TrainSettings
+from tasks.base import Evaluation, Step, Training, memory_budget, read_json
 from tasks.check import Checked
 from tasks.config import compute, dask_scheduler, teacher, train, train_settings
 from tasks.data import PrepareDataset
@@ -42,13 +43,12 @@ class TeacherCheckpoint(Checked, luigi.ExternalTask):
         return file_sha256(path)
 
 
-class FineTuneTeacher(Step):
+class FineTuneTeacher(Training):
     """Train the ConvNeXt teacher on the train split, from scratch, timm's pretrained
     weights or a local weights file ([teacher] init)."""
 
     kind = "teacher"
     resources = {"teacher": 1, "train": 1}
-    on_device = True
 
     def requires(self):
         return PrepareDataset(self.dataset)
@@ -70,16 +70,13 @@ class FineTuneTeacher(Step):
         self.use_threads()
         self.write_settings()
         t = teacher()
-        init = {"scratch": False, "pretrained": True}.get(t.init, t.init)
         name, kwargs = parse_spec(t.model)
         settings = self.train_settings()
-        progress = self.progress(settings.epochs, "teacher fine-tuning, epochs", every=0)
-        store = ImageStore(self.requires().store_path(), memory_budget())
-        net, history = fit(name, kwargs, store, settings, self.folder(), init=init, progress=progress,
-                           device=self.device(), precision=self.precision(), compile=compute().compile)
-        progress.close()
-        atomic_write_json(self.folder() / "history.json", history, indent=1)
-        models.save_weights(net, self.output().path)
+        job = TrainJob(model=name, kwargs=kwargs, store=str(self.requires().store_path()), settings=vars(settings),
+                       workdir=str(self.folder()), weights=self.output().path, memory_budget=memory_budget(),
+                       init={"scratch": False, "pretrained": True}.get(t.init, t.init), device=str(self.device()),
+                       precision=self.precision().name, compile=compute().compile)
+        self.run_training(job, "teacher fine-tuning, epochs", settings.epochs)
 
 
 def teacher_weights(dataset: str) -> luigi.Task:

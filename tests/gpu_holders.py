@@ -30,7 +30,7 @@ class HoldGpu(Step):
     def work(self) -> None:
         start = time.monotonic()
         time.sleep(HOLD)
-        record = {"device": self.held_device, "start": start, "end": time.monotonic(), "pid": os.getpid(),
+        record = {"device": self.held_devices[0], "start": start, "end": time.monotonic(), "pid": os.getpid(),
                   "cuda_initialised": torch.cuda.is_initialized()}
         with self.output().temporary_path() as tmp:
             Path(tmp).write_text(json.dumps(record))

@@ -11,7 +11,7 @@ from pipeline import bench
 KEYS = {"teacher_pass_ratio", "cached_kd_overhead", "online_over_cached", "online_over_cached_theory",
         "online_fraction_of_theory", "loader_headroom", "cache_bytes_per_image", "cache_bytes_raw_fp16",
         "cache_bytes_over_raw_fp16", "students_from_one_pass", "peak_rss_growth_teacher_pass",
-        "peak_rss_growth_cached_epoch", "bf16_speedup"}
+        "peak_rss_growth_cached_epoch", "bf16_speedup", "ddp_epoch_ratio"}
 
 
 @pytest.mark.slow

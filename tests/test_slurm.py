@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +25,7 @@ from slow_runs import assert_same_files, save_teacher, teacher_job, write_cache,
 import tasks.check
 from pipeline import cluster
 from pipeline.cluster import SlurmSettings, dask_scheduler, slurm_cluster
+from pipeline.training.distributed import launch_command
 from tasks import PrepareDataset
 from tasks.check import config_problems
 from tasks.config import slurm
@@ -218,3 +222,187 @@ def test_sbatch_array_job_is_a_worker_of_luigid(tmp_path):
     del env["LUIGID_HOST"]
     missing = subprocess.run(["bash", SBATCH], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert missing.returncode != 0 and "set LUIGID_HOST" in missing.stderr
+
+
+DDP_SBATCH = Path(__file__).parents[1] / "configs" / "student-ddp.sbatch"
+# The ranks' command that TrainStudent runs for [train] processes = 4, nodes = 2.
+DDP_COMMAND = ["srun", "--nodes=2", "--ntasks-per-node=1", sys.executable, "-m", "torch.distributed.run",
+               "--nnodes=2", "--nproc-per-node=4", "--rdzv-backend=c10d", "--rdzv-endpoint=node1:29500", "--tee=3",
+               "-m", "pipeline.training.job", "job.json"]
+
+
+def script_lines(script: Path) -> list[str]:
+    """The script's lines, a command continued with `\\` joined into one."""
+    return script.read_text().replace("\\\n", " ").splitlines()
+
+
+def test_ddp_sbatch_asks_for_the_nodes_and_gpus_its_command_trains_on():
+    """configs/student-ddp.sbatch line by line: one task per node on 2 nodes of 4 GPUs, the
+    rendezvous on the first node, and TrainStudent with 4 ranks per node (one per GPU) on
+    the allocation's nodes, meeting there."""
+    assert subprocess.run(["bash", "-n", DDP_SBATCH]).returncode == 0
+    lines = script_lines(DDP_SBATCH)
+    assert lines[0] == "#!/usr/bin/env bash"
+    directives = dict(line.removeprefix("#SBATCH --").split("=", 1) for line in lines if line.startswith("#SBATCH"))
+    assert {key: directives[key] for key in ("nodes", "ntasks-per-node", "gpus-per-node")} == {
+        "nodes": "2", "ntasks-per-node": "1", "gpus-per-node": "4"}
+    assert {"time", "output", "cpus-per-task", "mem"} <= directives.keys()
+    assert "set -euo pipefail" in lines
+    hosts = lines.index('hosts=$(scontrol show hostnames "$SLURM_JOB_NODELIST")')
+    assert lines[hosts + 1] == "head=${hosts%%$'\\n'*}"  # the first name
+    assert 'export SRUN_CPUS_PER_TASK="${SLURM_CPUS_PER_TASK:-1}"' in lines
+
+    [command] = [shlex.split(line) for line in lines if line.startswith("exec ")]
+    assert command[:4] == ["exec", "python", "-m", "tasks"] and command[4] == "TrainStudent"
+    flags = dict(zip(command[5::2], command[6::2]))
+    assert flags["--mode"] == "${MODE:-kd}"
+    assert flags["--train-processes"] == directives["gpus-per-node"]  # one rank per GPU
+    assert flags["--train-nodes"] == "$SLURM_NNODES"  # = --nodes, or sbatch --nodes=K
+    assert flags["--train-rdzv-endpoint"] == "$head:$port"
+
+
+@pytest.fixture
+def fake_slurm_job(tmp_path) -> tuple[dict, Path]:
+    """The environment SLURM gives a batch script of `--nodes=2` (job 1234 on node1, node2),
+    with a stand-in `scontrol` and a `python` that records its command; and the record."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "scontrol").write_text(
+        '#!/usr/bin/env bash\n[[ "$*" == "show hostnames node[1-2]" ]] || exit 2\nprintf "node1\\nnode2\\n"\n')
+    (bin_ / "python").write_text(
+        f"#!/usr/bin/env bash\nexec {sys.executable} -c 'import json, os, sys; json.dump("
+        "{\"argv\": sys.argv[1:], \"cwd\": os.getcwd(), \"env\": dict(os.environ)}, "
+        "open(os.environ[\"RECORD\"], \"w\"))' \"$@\"\n")
+    for command in ("scontrol", "python"):
+        (bin_ / command).chmod(0o755)
+    env = {key: value for key, value in os.environ.items() if key != "LUIGI_CONFIG_PATH"}
+    env.update({"PATH": f"{bin_}:{os.environ['PATH']}", "RECORD": str(tmp_path / "job.json"),
+                "SLURM_SUBMIT_DIR": str(DDP_SBATCH.parents[1]), "SLURM_JOB_ID": "1234",
+                "SLURM_JOB_NODELIST": "node[1-2]", "SLURM_NNODES": "2", "SLURM_CPUS_PER_TASK": "32",
+                "DATASET": "demo", "STUDENT": "vit"})
+    return env, tmp_path / "job.json"
+
+
+# What the Luigi command line of the job resolves to: the task and the [train] settings it trains with.
+RESOLVE_DDP = """
+import json, sys
+from luigi.cmdline_parser import CmdlineParser
+from luigi.interface import core
+import tasks
+from tasks.config import train
+with CmdlineParser.global_instance(sys.argv[1:]) as parser:
+    task = parser.get_task_obj()
+    print(json.dumps({"task": task.get_task_family(), "params": task.param_kwargs,
+                      "local_scheduler": core().local_scheduler, "host": core().scheduler_host,
+                      "port": core().scheduler_port, "processes": train().processes, "nodes": train().nodes,
+                      "endpoint": train().rdzv_endpoint}))
+"""
+
+
+def resolve(job: dict) -> dict:
+    out = subprocess.run([sys.executable, "-c", RESOLVE_DDP, *job["argv"][2:]], env=job["env"], cwd=job["cwd"],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out.splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_ddp_sbatch_runs_trainstudent_with_the_allocations_nodes_and_first_host(fake_slurm_job, tmp_path):
+    """configs/student-ddp.sbatch run as SLURM runs it on the first node of node[1-2]: one
+    `python -m tasks TrainStudent` whose settings resolve to 4 processes per node, 2 nodes
+    and the rendezvous at node1, on luigi.cfg's local scheduler or, with LUIGID_HOST, luigid's."""
+    env, record = fake_slurm_job
+    subprocess.run(["bash", DDP_SBATCH], env=env, cwd=tmp_path, check=True)
+    job = json.loads(record.read_text())
+    port = 29500 + 1234 % 1000
+    assert job["argv"] == ["-m", "tasks", "TrainStudent", "--dataset", "demo", "--student", "vit", "--mode", "kd",
+                           "--train-processes", "4", "--train-nodes", "2", "--train-rdzv-endpoint", f"node1:{port}"]
+    assert job["cwd"] == str(DDP_SBATCH.parents[1]) and "LUIGI_CONFIG_PATH" not in job["env"]
+    assert job["env"]["SRUN_CPUS_PER_TASK"] == "32"  # srun gives each node's torchrun the job's CPUs
+    assert resolve(job) == {
+        "task": "TrainStudent", "params": {"dataset": "demo", "student": "vit", "mode": "kd", "views": None},
+        "local_scheduler": True, "host": "localhost", "port": 8082, "processes": 4, "nodes": 2,
+        "endpoint": f"node1:{port}"}
+
+    env.update({"RDZV_PORT": "29611", "MODE": "baseline", "LUIGID_HOST": "127.0.0.1", "LUIGID_PORT": "8099"})
+    subprocess.run(["bash", DDP_SBATCH], env=env, cwd=tmp_path, check=True)
+    job = json.loads(record.read_text())
+    assert job["env"]["LUIGI_CONFIG_PATH"] == "configs/worker.cfg"
+    resolved = resolve(job)
+    assert (resolved["params"]["mode"], resolved["endpoint"]) == ("baseline", "node1:29611")
+    assert (resolved["local_scheduler"], resolved["host"], resolved["port"]) == (False, "127.0.0.1", 8099)
+
+    env["SLURM_JOB_NODELIST"] = "node[3-4]"  # scontrol fails: no job without a rendezvous host
+    assert subprocess.run(["bash", DDP_SBATCH], env=env, cwd=tmp_path, capture_output=True).returncode != 0
+    del env["STUDENT"]
+    missing = subprocess.run(["bash", DDP_SBATCH], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert missing.returncode != 0 and "set STUDENT" in missing.stderr
+
+
+def test_ddp_launch_command_on_several_nodes_is_srun_starting_one_torchrun_per_node():
+    entry = ["pipeline.training.job", "job.json"]
+    assert launch_command(entry, 4, nodes=2, endpoint="node1:29500") == DDP_COMMAND
+    assert launch_command(entry, 4) == [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                        "--nproc-per-node=4", "--tee=3", "-m", *entry]
+    with pytest.raises(ValueError, match=r"\[train\] rdzv_endpoint"):
+        launch_command(entry, 4, nodes=2)
+
+
+# A rank of the stand-in job: joins the world torchrun describes and sums the ranks over it.
+PROBE = """
+import json, os, sys
+import torch
+import torch.distributed as dist
+dist.init_process_group("gloo")
+total = torch.tensor([float(dist.get_rank())])
+dist.all_reduce(total)
+with open(os.path.join(sys.argv[1], f"rank{dist.get_rank()}.json"), "w") as out:
+    json.dump({"world": dist.get_world_size(), "local": int(os.environ["LOCAL_RANK"]),
+               "node": int(os.environ["SLURM_NODEID"]), "sum": total.item()}, out)
+dist.destroy_process_group()
+"""
+# srun --nodes=K --ntasks-per-node=1 COMMAND inside an allocation: K copies of COMMAND, one per
+# "node" (here all on this machine), each told its node; exits non-zero if any copy does.
+FAKE_SRUN = """#!/usr/bin/env bash
+nodes=1
+while [[ "$1" == --* ]]; do
+    case "$1" in --nodes=*) nodes=${1#--nodes=} ;; --ntasks-per-node=1) ;; *) echo "srun: $1?" >&2; exit 2 ;; esac
+    shift
+done
+pids=()
+for ((node = 0; node < nodes; node++)); do SLURM_NODEID=$node SLURM_PROCID=$node "$@" & pids+=($!); done
+code=0
+for pid in "${pids[@]}"; do wait "$pid" || code=$?; done
+exit $code
+"""
+
+
+@pytest.mark.slow
+def test_ddp_launch_command_through_srun_makes_one_world_of_nodes_times_processes(tmp_path):
+    """launch_command's srun + torchrun command, run by a stand-in srun that starts one
+    torchrun per "node" on this machine (gloo, 127.0.0.1): 2 nodes x 2 processes meet at the
+    endpoint as one world of 4 ranks, each node's ranks local 0 and 1."""
+    bin_, out = tmp_path / "bin", tmp_path / "ranks"
+    bin_.mkdir(), out.mkdir()
+    (bin_ / "srun").write_text(FAKE_SRUN)
+    (bin_ / "srun").chmod(0o755)
+    (tmp_path / "ddp_probe.py").write_text(PROBE)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = launch_command(["ddp_probe", str(out)], 2, nodes=2, endpoint=f"127.0.0.1:{port}")
+    env = {**os.environ, "PATH": f"{bin_}:{os.environ['PATH']}", "PYTHONPATH": str(tmp_path),
+           "OMP_NUM_THREADS": "1"}
+    log = tmp_path / "ddp.log"
+    with open(log, "w") as sink:
+        job = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            code = job.wait(timeout=180)
+        except subprocess.TimeoutExpired:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+            code = "timed out"
+    assert code == 0, f"the job: {code}; its output:\n{log.read_text()}"
+    ranks = {int(p.stem.removeprefix("rank")): json.loads(p.read_text()) for p in out.glob("rank*.json")}
+    assert sorted(ranks) == [0, 1, 2, 3]
+    assert all(r["world"] == 4 and r["sum"] == 6 for r in ranks.values())
+    assert sorted((r["node"], r["local"]) for r in ranks.values()) == [(0, 0), (0, 1), (1, 0), (1, 1)]

@@ -11,6 +11,7 @@ import torch
 from cache.reader import TeacherCache
 from pipeline.data.imagestore import ImageStore
 from pipeline.device import to_device
+from pipeline.training.distributed import Ranks
 from pipeline.views import random_views, render, whole_views
 
 
@@ -19,6 +20,7 @@ class Batch(NamedTuple):
     labels: torch.Tensor                    # int64 (B,)
     teacher_logits: torch.Tensor | None     # float16 (B, C)
     teacher_features: torch.Tensor | None   # float16 (B, D)
+    weight: float = 1.0                     # of its mean loss: a rank's share of the global batch (Ranks.share)
 
 
 class TrainLoader:
@@ -31,18 +33,23 @@ class TrainLoader:
       else the whole image.
 
     Batches are on `device`: the uint8 rows and cached outputs are copied there and the
-    views rendered there.
+    views rendered there. In a data-parallel job each batch is this rank's share of the
+    global batch of `batch_size` (`ranks`); the order and views are every rank's.
     """
 
     def __init__(self, store: ImageStore, image_size: int, batch_size: int, seed: int,
                  cache: TeacherCache | None = None, augment: bool = True,
-                 device: torch.device = torch.device("cpu")):
+                 device: torch.device = torch.device("cpu"), ranks: Ranks = Ranks()):
         self.store, self.image_size, self.batch_size = store, image_size, batch_size
-        self.seed, self.cache, self.augment, self.device = seed, cache, augment, device
+        self.seed, self.cache, self.augment, self.device, self.ranks = seed, cache, augment, device, ranks
         self.rows = store.rows("train")
         if cache is not None and cache.views and not np.array_equal(cache.aug_rows, self.rows):
             raise ValueError(f"teacher cache {cache.path} covers other training rows than "
                              f"image store {store.path}: rebuild the cache")
+        if 0 < min(batch_size, len(self.rows) % batch_size or batch_size) < ranks.world:
+            raise ValueError(f"{ranks.world} processes need every batch of [train] batch_size = {batch_size} "
+                             f"to hold at least {ranks.world} of the {len(self.rows)} training images "
+                             "(the last batch holds the rest): change the batch size or the processes")
 
     def __len__(self) -> int:
         return -(-len(self.rows) // self.batch_size)
@@ -52,8 +59,8 @@ class TrainLoader:
         order = rng.permutation(len(self.rows))
         views = rng.integers(self.cache.views, size=len(self.rows)) if self._replay else None
         for start in range(0, len(order), self.batch_size):
-            pos = order[start:start + self.batch_size]
-            yield self._batch(pos, None if views is None else views[pos], epoch)
+            pos, weight = self.ranks.share(order[start:start + self.batch_size])
+            yield self._batch(pos, None if views is None else views[pos], epoch)._replace(weight=weight)
 
     @property
     def _replay(self) -> bool:

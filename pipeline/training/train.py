@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 import models
 from cache.files import atomic_path
@@ -21,6 +23,7 @@ from cache.reader import TeacherCache
 from pipeline.data.imagestore import ImageStore
 from pipeline.device import Precision
 from pipeline.inference import predict_rows
+from pipeline.training.distributed import Ranks
 from pipeline.training.loader import Batch, TrainLoader
 from pipeline.training.losses import DistillationLoss
 from pipeline.training.prefetch import prefetch
@@ -58,8 +61,8 @@ def student_loss(net: torch.nn.Module, loss_fn: DistillationLoss,
     def loss_of(batch: Batch) -> torch.Tensor:
         with autocast():
             logits, features = net(batch.images)
-        return loss_fn(logits.float(), batch.labels, batch.teacher_logits, features.float(),
-                       batch.teacher_features)
+        loss = loss_fn(logits.float(), batch.labels, batch.teacher_logits, features.float(), batch.teacher_features)
+        return loss * batch.weight
     return loss_of
 
 
@@ -98,7 +101,7 @@ def fit(model: str, model_kwargs: dict, store: ImageStore, settings: TrainSettin
         cache: TeacherCache | None = None, distill: dict | None = None,
         init: bool | str = False, progress=None, device: torch.device = torch.device("cpu"),
         precision: Precision = Precision("fp32"), compile: bool = False,
-        teacher: torch.nn.Module | None = None) -> tuple[torch.nn.Module, list[dict]]:
+        teacher: torch.nn.Module | None = None, ranks: Ranks = Ranks()) -> tuple[torch.nn.Module, list[dict]]:
     """Train `model` (a timm name and kwargs) on the store's train split and return it with
     its per-epoch history. With a cache, the loss is DistillationLoss(**distill) on the
     cached teacher outputs of the very views the student sees; with a `teacher` instead
@@ -106,7 +109,11 @@ def fit(model: str, model_kwargs: dict, store: ImageStore, settings: TrainSettin
     every batch; with neither, plain CE.
     `init` is False, True (timm pretrained) or a weights file. A rerun in the same
     workdir resumes from the last finished epoch and ends with identical weights.
-    The model trains on `device` in `precision`, its forward torch.compiled if `compile`."""
+    The model trains on `device` in `precision`, its forward torch.compiled if `compile`.
+    In a data-parallel job (`ranks`, inside their process group) every rank calls fit: each
+    trains on its share of every batch, the gradients averaged (DistributedDataParallel);
+    rank 0 validates and checkpoints, and its history is the job's; a job resumes from the
+    checkpoint with any number of ranks."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(settings.seed)
@@ -124,12 +131,13 @@ def fit(model: str, model_kwargs: dict, store: ImageStore, settings: TrainSettin
     opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     scaler = precision.scaler(device)
     loader = TrainLoader(store, settings.image_size, settings.batch_size, settings.seed, cache,
-                         settings.augment, device)
+                         settings.augment, device, ranks)
     start, history = _resume(workdir / "train_state.pt", net, loss_fn, opt, scaler)
     total, warmup = settings.epochs * len(loader), round(settings.warmup_epochs * len(loader))
     val_rows = store.rows("val")
     autocast = lambda: precision.autocast(device)  # noqa: E731
-    loss_of = student_loss(torch.compile(net) if compile else net, loss_fn, autocast)
+    model, loss_module = parallel(net, ranks, device), parallel(loss_fn, ranks, device)
+    loss_of = student_loss(torch.compile(model) if compile else model, loss_module, autocast)
     if progress:
         progress(start, settings.epochs)  # where the rate and time left are measured from
     for epoch in range(start, settings.epochs):
@@ -139,17 +147,36 @@ def fit(model: str, model_kwargs: dict, store: ImageStore, settings: TrainSettin
         if teacher is not None:
             batches = teacher_targets(batches, teacher, autocast)
         losses = train_epoch(loss_of, opt, batches, lambda i: lr_at(first + i, total, warmup, settings.lr), scaler)
-        record = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
+        record = {"epoch": epoch + 1, "loss": float(np.mean(batch_means(losses, ranks, device))),
                   "seconds": round(time.perf_counter() - tic, 2)}
-        if len(val_rows):
+        if len(val_rows) and ranks.main:
             logits, _ = predict_rows(net, store, val_rows, settings.image_size, precision=precision)
             record["val_top1"] = float(np.mean(logits.argmax(1) == store.labels[val_rows]))
         history.append(record)
-        log.info("epoch %s", record)
-        _save_state(workdir / "train_state.pt", net, loss_fn, opt, scaler, epoch + 1, history)
+        if ranks.main:
+            log.info("epoch %s", record)
+            _save_state(workdir / "train_state.pt", net, loss_fn, opt, scaler, epoch + 1, history)
+        if ranks.launched:
+            dist.barrier()  # no rank runs ahead of the checkpoint it would resume from
         if progress:
             progress(epoch + 1, settings.epochs, describe(record))
     return net, history
+
+
+def parallel(module: torch.nn.Module, ranks: Ranks, device: torch.device) -> torch.nn.Module:
+    """`module` as DistributedDataParallel in a data-parallel job (if it has parameters)."""
+    if not ranks.launched or not any(p.requires_grad for p in module.parameters()):
+        return module
+    return DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
+
+
+def batch_means(losses: list[float], ranks: Ranks, device: torch.device) -> list[float]:
+    """Each step's loss over the whole global batch: the ranks' weighted losses, averaged."""
+    if not ranks.launched:
+        return losses
+    total = torch.tensor(losses, dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return (total / ranks.world).tolist()
 
 
 def describe(record: dict) -> str:

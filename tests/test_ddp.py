@@ -1,0 +1,135 @@
+"""One student trained data-parallel by torchrun on the CPU (gloo): 2 ranks x a share of
+each batch end where 1 process x the whole batch ends; a killed rank fails the job naming
+it, and the rerun resumes to the weights of an uninterrupted run."""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+from conftest import TEACHER, TINY_VIT
+from safetensors.torch import load_file
+
+from pipeline.spec import parse_spec
+from pipeline.training.distributed import RankFailed, launch, launch_command
+from pipeline.training.job import TrainJob
+from tasks.config import train_settings
+
+pytestmark = pytest.mark.slow  # each test starts torchrun and its ranks
+REPO = Path(__file__).resolve().parents[1]
+DISTILL = {"alpha": 0.7, "temperature": 4.0, "beta": 0.5, "feature_loss": "mse", "hard": False}
+TOLERANCE = 2e-5  # float sums in another order over 2 epochs of AdamW; measured 4e-6 to 6e-6
+
+
+def job(data: dict, folder: Path, mode: str, epochs: int = 2, device: str = "cpu") -> TrainJob:
+    name, kwargs = parse_spec(TINY_VIT)
+    online = {"model": TEACHER, "kwargs": {}, "weights": str(data["weights"])}
+    return TrainJob(model=name, kwargs=kwargs, store=str(data["store"]), workdir=str(folder),
+                    settings=vars(train_settings(epochs=epochs, batch_size=16, image_size=32, seed=0)),
+                    weights=str(folder / "weights.safetensors"), memory_budget=1 << 30,
+                    cache=str(data["cache"]) if mode == "kd" else None, distill=DISTILL,
+                    teacher=online if mode == "online" else None, device=device)
+
+
+def ranks(train: TrainJob, processes: int = 2) -> None:
+    entry = ["pipeline.training.job", str(train.save(Path(train.workdir) / "job.json"))]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    launch(launch_command(entry, processes), Path(train.workdir) / "ranks.log", env)
+
+
+def weights(train: TrainJob) -> dict[str, torch.Tensor]:
+    return load_file(train.weights)
+
+
+def assert_close(a: dict, b: dict, tolerance: float = TOLERANCE) -> None:
+    assert a.keys() == b.keys()
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    print(f"largest weight difference {worst:.3g}")
+    assert worst <= tolerance, worst
+
+
+@pytest.mark.parametrize("mode", ["kd", "online"])
+def test_two_ranks_end_where_one_process_ends(tiny_data, tmp_path, mode):
+    one, two = job(tiny_data, tmp_path / "one", mode), job(tiny_data, tmp_path / "two", mode)
+    history = one.run()
+    ranks(two)
+    assert_close(weights(one), weights(two))
+    other = json.loads((tmp_path / "two" / "history.json").read_text())
+    assert [round(h["loss"], 4) for h in other] == [round(h["loss"], 4) for h in history]
+    assert [h["val_top1"] for h in other] == [h["val_top1"] for h in history]
+
+
+ON_GPU = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=ON_GPU)])
+def test_one_launched_rank_is_the_plain_path(tiny_data, tmp_path, device):
+    """torchrun with one rank: DistributedDataParallel over gloo, or NCCL on a GPU (the device
+    check runs it), ends where the plain in-process run ends."""
+    plain, launched = job(tiny_data, tmp_path / "plain", "kd", device=device), job(tiny_data, tmp_path / "one", "kd",
+                                                                                   device=device)
+    plain.run()
+    ranks(launched, processes=1)
+    assert "rank 0 of 1" in (tmp_path / "one" / "ranks.log").read_text()
+    assert_close(weights(plain), weights(launched), 1e-6)
+
+
+def test_killed_rank_fails_the_job_by_name_and_the_rerun_resumes(tiny_data, tmp_path):
+    whole, killed = job(tiny_data, tmp_path / "whole", "kd", 40), job(tiny_data, tmp_path / "killed", "kd", 40)
+    failure: list[Exception] = []
+    runner = threading.Thread(target=lambda: _catch(failure, ranks, killed))
+    runner.start()
+    state = Path(killed.workdir) / "train_state.pt"
+    while not state.exists() and runner.is_alive():
+        time.sleep(0.05)
+    os.kill(_rank_pid(1, killed), 9)
+    runner.join()
+    assert len(failure) == 1 and isinstance(failure[0], RankFailed)
+    assert str(failure[0]).startswith("rank 1 of the data-parallel job failed (exit code -9)")
+    assert not Path(killed.weights).exists()
+
+    ranks(killed)  # resumes after its last finished epoch
+    assert "resuming" in (Path(killed.workdir) / "ranks.log").read_text()
+    ranks(whole)
+    assert_close(weights(whole), weights(killed), 1e-6)
+
+
+def _catch(failures: list, fn, *args) -> None:
+    try:
+        fn(*args)
+    except Exception as error:  # noqa: BLE001 (the test looks at it)
+        failures.append(error)
+
+
+def _rank_pid(rank: int, train: TrainJob) -> int:
+    """The process of `rank` in the job started for `train`."""
+    while True:
+        for proc in psutil.process_iter(["cmdline"]):
+            try:
+                if "pipeline.training.job" in (proc.info["cmdline"] or []) and \
+                        proc.environ().get("RANK") == str(rank) and train.workdir in " ".join(proc.info["cmdline"]):
+                    return proc.pid
+            except psutil.Error:
+                continue
+        time.sleep(0.05)
+
+
+def test_train_student_runs_data_parallel_through_luigi(luigi_config):
+    """[train] processes = 2: the task's own folder (processes is no part of any fingerprint),
+    its weights from rank 0, and both ranks' lines in ranks.log."""
+    from conftest import build
+
+    from tasks import TrainStudent
+    single = TrainStudent("demo", "vit", "kd").folder()
+    luigi_config("train", "processes", "2")
+    task = TrainStudent("demo", "vit", "kd")
+    ok, ran = build(task)
+    assert ok and "TrainStudent" in [type(t).__name__ for t in ran]
+    assert task.folder() == single and task.complete()
+    lines = (task.folder() / "ranks.log").read_text()
+    assert "[default0]" in lines and "[default1]" in lines

@@ -116,6 +116,21 @@ def test_gpu_resource_only_for_tasks_on_gpus(luigi_config):
     assert CacheTeacher("demo").process_resources() == {"teacher": 1, "gpu": 2}
 
 
+def test_a_data_parallel_student_holds_a_gpu_per_rank(luigi_config, tmp_path):
+    """[train] processes = 2 on GPUs: Luigi's gpu resource counts 2, the task holds two
+    distinct GPUs (their locks) while it works, and its ranks see exactly those."""
+    luigi_config("compute", "device", "auto")
+    luigi_config("compute", "gpus", "fake:0,fake:1,fake:2")
+    luigi_config("compute", "gpu_lock_dir", str(tmp_path / "locks"))
+    luigi_config("train", "processes", "2")
+    student = TrainStudent("demo", "vit", "kd")
+    assert student.process_resources() == {"train": 1, "gpu": 2}
+    with gpus.hold_device(["fake:0"], tmp_path / "locks", "another task"), student.device_held():
+        assert sorted(student.held_devices) == ["fake:1", "fake:2"]
+        assert student.rank_env()["CUDA_VISIBLE_DEVICES"] in ("1,2", "2,1")
+    assert student.held_devices == []
+
+
 def test_gpu_resource_defaults_to_the_gpus_found(luigi_config):
     from luigi.configuration import get_config
 

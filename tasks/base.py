@@ -60,7 +60,7 @@ class Step(Checked, luigi.Task):
         task below it incomplete, so `RunAll` reaches it and rebuilds it; the tasks below
         then find their own outputs still valid (run() asks again) and do no work. Cheap: a
         file check per task, never a read of the data."""
-        return super().complete() and all(task.complete() for task in luigi.task.flatten(self.requires()))
+        return super().complete() and all(_outputs_exist(task) for task in luigi.task.flatten(self.requires()))
 
     def work(self) -> None:
         raise NotImplementedError
@@ -173,6 +173,12 @@ class Training(Step):
             visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # cuda:K is the K-th of these, if set
             env["CUDA_VISIBLE_DEVICES"] = ",".join(visible.split(",")[i] if visible else str(i) for i in ids)
         return env
+
+
+def _outputs_exist(task: luigi.Task) -> bool:
+    """The task's outputs and its requirements', all the way up: Step.complete() without
+    checking the configuration again at every task above (the caller has checked it)."""
+    return luigi.Task.complete(task) and all(_outputs_exist(t) for t in luigi.task.flatten(task.requires()))
 
 
 def read_json(path: Path, default):

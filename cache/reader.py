@@ -7,6 +7,7 @@ import numpy as np
 import zarr
 
 from cache.blocks import read_manifest
+from cache.compact import dequantize_int8, topk_decode
 from cache.integrity import checked, read_all
 
 DEFAULT_BUDGET = 2 << 30  # bytes an array may take in memory before reads go to disk
@@ -52,13 +53,64 @@ class Rows:
             return out
 
 
+class TopKLogits:
+    """Full float32 logits (..., C) of a top-k split, rebuilt on read (cache/compact.py);
+    read like Rows."""
+
+    def __init__(self, values: Rows, indices: Rows, tail: Rows, classes: int):
+        self.values, self.indices, self.tail, self.classes = values, indices, tail, classes
+        self.shape = (*values.shape[:-1], classes)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: np.ndarray) -> np.ndarray:
+        return self.take(index)
+
+    def take(self, index: np.ndarray, column: np.ndarray | None = None) -> np.ndarray:
+        parts = (part.take(index, column) for part in (self.values, self.indices, self.tail))
+        return topk_decode(*parts, self.classes)
+
+
+class Int8Vectors:
+    """float32 vectors of an int8 array and its scales, dequantized on read; read like Rows."""
+
+    def __init__(self, codes: Rows, scales: Rows):
+        self.codes, self.scales, self.shape = codes, scales, codes.shape
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: np.ndarray) -> np.ndarray:
+        return self.take(index)
+
+    def take(self, index: np.ndarray, column: np.ndarray | None = None) -> np.ndarray:
+        return dequantize_int8(self.codes.take(index, column), self.scales.take(index, column))
+
+
+def logits_of(group: zarr.Group, split: str, budget: int = DEFAULT_BUDGET) -> Rows | TopKLogits:
+    """A split's logits (eval or aug), full whatever the stored encoding."""
+    if f"{split}/logits" in group:
+        return Rows(group[f"{split}/logits"], budget)
+    parts = [group[f"{split}/{name}"] for name in ("topk_values", "topk_indices", "tail_logsumexp")]
+    return TopKLogits(*(Rows(part, budget) for part in parts), parts[1].attrs["classes"])
+
+
+def vectors_of(group: zarr.Group, name: str, budget: int = DEFAULT_BUDGET) -> Rows | Int8Vectors:
+    """Stored feature vectors (e.g. aug/features), float whatever the stored encoding."""
+    rows = Rows(group[name], budget)
+    scales = f"{name}_scales"
+    return Int8Vectors(rows, Rows(group[scales], budget)) if scales in group else rows
+
+
 class CacheMismatch(ValueError):
     """The cache was made for another teacher, data set or view setting."""
 
 
 class TeacherCache:
     """A finished teacher cache. `identity` says what it was made from; `check` refuses
-    to serve a caller that expects something else."""
+    to serve a caller that expects something else. Logits and features read as full
+    arrays whatever their encoding (top-k, int8): float16 as stored, float32 when rebuilt."""
 
     def __init__(self, path: str | Path, budget: int = DEFAULT_BUDGET):
         if read_manifest(path) is None:
@@ -69,13 +121,13 @@ class TeacherCache:
         self.attrs = self.group.attrs.asdict()
         self.identity: dict = self.attrs["identity"]
         self.views: int = self.identity["views"]
-        self.eval_logits = Rows(self.group["eval/logits"], budget)
-        self.eval_features = Rows(self.group["eval/features"], budget)
+        self.eval_logits = logits_of(self.group, "eval", budget)
+        self.eval_features = vectors_of(self.group, "eval/features", budget)
         if self.views:
             self.aug_rows = read_all(self.group["aug/rows"])
             self.aug_params = Rows(self.group["aug/params"], budget)
-            self.aug_logits = Rows(self.group["aug/logits"], budget)
-            self.aug_features = Rows(self.group["aug/features"], budget)
+            self.aug_logits = logits_of(self.group, "aug", budget)
+            self.aug_features = vectors_of(self.group, "aug/features", budget)
 
     def check(self, expected: dict) -> None:
         """Raise CacheMismatch naming every setting where the cache differs from `expected`."""

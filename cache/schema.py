@@ -9,6 +9,12 @@
     aug/features   float16 (T, V, D)
     attrs          identity (what the outputs depend on), classes, versions
 
+With [teacher] topk = K, each split keeps its top-k logits instead of `logits`:
+    topk_values float16 (..., K), topk_indices uint8/16/32 (..., K), tail_logsumexp float16 (...)
+With [teacher] feature_dtype = int8, `features` and `stages/k` are int8 codes, each with
+`<name>_scales` float16 (one per vector: (N,), (T, V), (N, Ck)). cache/compact.py has both
+encodings; `encode_outputs` is the one place that names the arrays.
+
 A shard holds `shard_rows` images in every array: one shard is one writer's unit of
 work. Chunks inside a shard hold about CHUNK_ROWS outputs (fewer images when each has
 V views): one chunk is one small read. Every chunk carries a crc32c checksum
@@ -21,18 +27,20 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from cache.compact import quantize_int8, topk_encode
 from cache.integrity import CHECKSUMMED
 
-FORMAT_VERSION = 2  # 2: crc32c on every chunk
+FORMAT_VERSION = 3  # 2: crc32c on every chunk; 3: top-k logits and int8 features as options
 CHUNK_ROWS = 64
 
 
-def _array(group: zarr.Group, name: str, shape: tuple, dtype: str, shard_rows: int, views: int = 1) -> None:
+def _array(group: zarr.Group, name: str, shape: tuple, dtype: str | np.dtype, shard_rows: int, views: int = 1,
+           attributes: dict | None = None) -> None:
     if name in group:
         return
     rows = _chunk_rows(shard_rows, views)
     group.create_array(name, shape=shape, dtype=dtype, chunks=(rows, *shape[1:]),
-                       shards=(shard_rows, *shape[1:]), fill_value=0, **CHECKSUMMED)
+                       shards=(shard_rows, *shape[1:]), fill_value=0, attributes=attributes, **CHECKSUMMED)
 
 
 def _chunk_rows(shard_rows: int, views: int) -> int:
@@ -41,22 +49,53 @@ def _chunk_rows(shard_rows: int, views: int) -> int:
     return max(d for d in range(1, target + 1) if shard_rows % d == 0)
 
 
+def encode_outputs(logits: np.ndarray, features: np.ndarray, maps: dict[int, np.ndarray], topk: int,
+                   feature_dtype: str) -> dict[str, np.ndarray]:
+    """The arrays one split (eval/ or aug/) stores, by name, for float32 teacher outputs with
+    any leading dimensions: logits (..., C), features (..., D), stage maps (..., Ck, Hk, Wk)."""
+    out = {}
+    if topk:
+        out["topk_values"], out["topk_indices"], out["tail_logsumexp"] = topk_encode(logits, topk)
+    else:
+        out["logits"] = logits.astype(np.float16)
+    out.update(_vectors("features", features, 1, feature_dtype))
+    for stage, stage_maps in maps.items():
+        out.update(_vectors(f"stages/{stage}", stage_maps, 2, feature_dtype))  # one vector per channel
+    return out
+
+
+def _attributes(name: str, classes: int) -> dict | None:
+    # Top-k indices say how many classes the logits they rebuild have.
+    return {"classes": classes} if name == "topk_indices" else None
+
+
+def _vectors(name: str, x: np.ndarray, vector_dims: int, dtype: str) -> dict[str, np.ndarray]:
+    if dtype == "float16":
+        return {name: x.astype(np.float16)}
+    codes, scales = quantize_int8(x, vector_dims)
+    return {name: codes, f"{name}_scales": scales}
+
+
 def create_cache(path: str | Path, n: int, train_rows: np.ndarray, views: int, classes: int,
-                 dim: int, shard_rows: int, attrs: dict, stage_shapes: dict | None = None) -> zarr.Group:
+                 dim: int, shard_rows: int, attrs: dict, stage_shapes: dict | None = None,
+                 topk: int = 0, feature_dtype: str = "float16") -> zarr.Group:
     """Create (or reopen, to resume) the cache's arrays; attrs are set once.
     `stage_shapes` maps a stage index to the (C, H, W) of its feature maps."""
     group = zarr.open_group(str(path), mode="a")
     t = len(train_rows)
-    _array(group, "eval/logits", (n, classes), "float16", shard_rows)
-    _array(group, "eval/features", (n, dim), "float16", shard_rows)
-    for stage, shape in (stage_shapes or {}).items():
-        _array(group, f"eval/stages/{stage}", (n, *shape), "float16", shard_rows)
+    maps = {stage: np.zeros((0, *shape), np.float32) for stage, shape in (stage_shapes or {}).items()}
+    for name, empty in encode_outputs(np.zeros((0, classes), np.float32), np.zeros((0, dim), np.float32),
+                                      maps, topk, feature_dtype).items():
+        _array(group, f"eval/{name}", (n, *empty.shape[1:]), empty.dtype, shard_rows,
+               attributes=_attributes(name, classes))
     if views:
         # Rewritten on every open: a rebuild after damage (cache/integrity.py) may have deleted its chunk.
         group.create_array("aug/rows", data=np.asarray(train_rows, dtype="int64"), overwrite=True, **CHECKSUMMED)
         _array(group, "aug/params", (t, views, 5), "float32", shard_rows, views)
-        _array(group, "aug/logits", (t, views, classes), "float16", shard_rows, views)
-        _array(group, "aug/features", (t, views, dim), "float16", shard_rows, views)
+        for name, empty in encode_outputs(np.zeros((0, views, classes), np.float32),
+                                          np.zeros((0, views, dim), np.float32), {}, topk, feature_dtype).items():
+            _array(group, f"aug/{name}", (t, *empty.shape[1:]), empty.dtype, shard_rows, views,
+                   _attributes(name, classes))
     if "identity" not in group.attrs:
         group.attrs.update({**attrs, "format_version": FORMAT_VERSION})
     return group

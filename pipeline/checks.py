@@ -16,11 +16,12 @@ from typing import Any
 from dask.utils import parse_bytes
 
 import models
+from cache.compact import FEATURE_DTYPES
 from cache.files import probe_writable
 from pipeline.data.readers import open_source
 from pipeline.data.source import Item, Source
 from pipeline.device import compile_problem, device_problem
-from pipeline.spec import parse_names, parse_spec, parse_stages
+from pipeline.spec import parse_caches, parse_names, parse_spec, parse_stages
 from pipeline.training.train import MODES
 
 SCHEDULERS = ("threads", "processes", "synchronous", "slurm")
@@ -58,7 +59,7 @@ class Range:
 RANGES = {
     "data": {"store_size": Range(1), "val_fraction": Range(0, 1, high_open=True)},
     "compute": {"workers": Range(1), "threads": Range(0), "shard_rows": Range(1), "memory_budget_gb": Range(0)},
-    "teacher": {"epochs": Range(0), "lr": Range(0, low_open=True), "views": Range(0)},
+    "teacher": {"epochs": Range(0), "lr": Range(0, low_open=True), "views": Range(0), "topk": Range(0)},
     "train": {"epochs": Range(1), "batch_size": Range(1), "lr": Range(0, low_open=True),
               "weight_decay": Range(0), "warmup_epochs": Range(0), "image_size": Range(1), "processes": Range(1),
               "nodes": Range(1)},
@@ -69,7 +70,7 @@ RANGES = {
 def check(settings: dict[str, dict[str, Any]]) -> list[Problem]:
     """Every problem of `settings`: section -> key -> value, the typed values of [paths],
     [data], [compute], [slurm] (for scheduler = slurm), [teacher], [train], [kd] and
-    [views_study], and the spec strings of [datasets] and [students]. A missing section is
+    [cache_study], and the spec strings of [datasets] and [students]. A missing section is
     not checked (the caller reports why it is missing). Data sets are judged by their item
     lists (no image is decoded), weights files by their keys and shapes."""
     problems = [Problem(section, key, value, f"must be {rule}")
@@ -100,8 +101,8 @@ def check(settings: dict[str, dict[str, Any]]) -> list[Problem]:
     if "teacher" in settings:
         problems += _teacher(settings["teacher"], size, classes)
     problems += _modes(settings.get("train", {}).get("modes"))
-    if "views_study" in settings:
-        problems += _views_study(settings["views_study"], settings.get("students", {}))
+    if "cache_study" in settings:
+        problems += _cache_study(settings["cache_study"], settings.get("students", {}), classes)
     return problems
 
 
@@ -129,20 +130,39 @@ def _modes(text: str | None) -> list[Problem]:
     return [Problem("train", "modes", text, f"list one or more of {', '.join(MODES)}, comma-separated")]
 
 
-def _views_study(study: dict[str, Any], students: dict[str, str]) -> list[Problem]:
-    views, names = parse_names(study.get("views", "")), parse_names(study.get("students", ""))
+def _cache_study(study: dict[str, Any], students: dict[str, str], classes: dict[str, int]) -> list[Problem]:
+    names = parse_names(study.get("students", ""))
+    try:
+        caches = parse_caches(study.get("caches", ""))
+    except ValueError as error:
+        return [Problem("cache_study", "caches", study["caches"], f"{error}; e.g. views=0; topk=5; feature_dtype=int8")]
     problems = []
-    if not all(v.isdigit() for v in views):
-        problems.append(Problem("views_study", "views", study["views"], "list view counts >= 0, e.g. 0,8,32"))
-    if views and not names:
-        problems.append(Problem("views_study", "students", "", "name the students of the study, e.g. vit,swin"))
-    problems += [Problem("views_study", "students", name, f"not in [students] (it has: {', '.join(students)})")
+    for cache in caches:
+        problems += [Problem("cache_study", "caches", f"{key}={value}", why)
+                     for key, value in cache.items() if (why := _cache_key_problem(key, value, classes))]
+    if caches and not names:
+        problems.append(Problem("cache_study", "students", "", "name the students of the study, e.g. vit,swin"))
+    problems += [Problem("cache_study", "students", name, f"not in [students] (it has: {', '.join(students)})")
                  for name in names if name not in students]
     return problems
 
 
+def _cache_key_problem(key: str, value: Any, classes: dict[str, int]) -> str | None:
+    """Why a cache setting (views, topk or feature_dtype) cannot be, or None."""
+    if key == "feature_dtype":
+        return None if value in FEATURE_DTYPES else f"use one of {', '.join(FEATURE_DTYPES)}"
+    if value < 0:
+        return "must be 0 or more"
+    fewest = min(classes.items(), key=lambda item: item[1], default=None)
+    if key == "topk" and fewest and value > fewest[1]:
+        return f"data set {fewest[0]} has {fewest[1]} classes: keep at most that many, or 0 for every class"
+    return None
+
+
 def _teacher(t: dict[str, Any], size: int | None, classes: dict[str, int]) -> list[Problem]:
     problems = []
+    if isinstance(t.get("topk"), int) and t["topk"] >= 0 and (why := _cache_key_problem("topk", t["topk"], classes)):
+        problems.append(Problem("teacher", "topk", t["topk"], why))
     if t["init"] not in ("scratch", "pretrained") and not Path(t["init"]).is_file():
         problems.append(Problem("teacher", "init", t["init"],
                                 "use scratch, pretrained or the path of an existing weights file"))

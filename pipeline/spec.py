@@ -38,3 +38,31 @@ def parse_stages(text: str) -> tuple[int, ...]:
 def parse_names(text: str) -> list[str]:
     """A comma-separated list, blanks dropped: "a, b," -> ["a", "b"]."""
     return [name.strip() for name in text.split(",") if name.strip()]
+
+
+CACHE_KEYS = {"views": int, "topk": int, "feature_dtype": str}  # [teacher] keys a cache of a study may change
+
+
+def parse_caches(text: str) -> list[dict]:
+    """[cache_study] caches: one cache per line (or per ';'), each as key=value pairs of
+    CACHE_KEYS: "views=32\\ntopk=5 feature_dtype=int8" -> [{"views": 32}, {"topk": 5, ...}]."""
+    return [parse_cache(line) for line in text.replace(";", "\n").splitlines() if line.strip()]
+
+
+def parse_cache(text: str) -> dict:
+    """'topk=5 views=32' -> {"topk": 5, "views": 32}; names the pair it cannot read."""
+    out = {}
+    for pair in text.split():
+        key, sep, value = pair.partition("=")
+        if not sep or key not in CACHE_KEYS:
+            raise ValueError(f"cache {text!r}: {pair!r} is not key=value with a key of {', '.join(CACHE_KEYS)}")
+        try:
+            out[key] = CACHE_KEYS[key](value)
+        except ValueError:
+            raise ValueError(f"cache {text!r}: {key} = {value!r} is not a whole number") from None
+    return out
+
+
+def cache_text(settings: dict) -> str:
+    """The inverse of parse_cache, keys sorted: {"views": 32, "topk": 5} -> 'topk=5 views=32'."""
+    return " ".join(f"{key}={settings[key]}" for key in sorted(settings))

@@ -13,10 +13,11 @@ from pathlib import Path
 import luigi
 from luigi.configuration import get_config
 
+from cache.compact import FEATURE_DTYPES
 from pipeline import cluster, gpus
 from pipeline.cluster import SlurmSettings
 from pipeline.device import PRECISIONS
-from pipeline.spec import parse_names
+from pipeline.spec import parse_caches, parse_names
 from pipeline.training.train import TrainSettings
 
 
@@ -124,6 +125,12 @@ class teacher(luigi.Config):  # noqa: N801
     epochs = luigi.IntParameter(description="fine-tuning epochs")
     lr = luigi.FloatParameter(description="fine-tuning learning rate")
     views = luigi.IntParameter(description="random views cached per training image; 0 = the eval view only")
+    topk = luigi.IntParameter(
+        description="cache only the K largest logits of each view, with the logsumexp of the rest; "
+                    "0 = every class")
+    feature_dtype = luigi.ChoiceParameter(
+        choices=FEATURE_DTYPES,
+        description="cached features and stage maps as float16, or int8 with one float16 scale per vector")
     stages = luigi.Parameter(
         description="also cache the eval view's feature maps of these stages, e.g. 1,2 (timm feature "
                     "indices); empty = none")
@@ -161,13 +168,16 @@ class kd(luigi.Config):  # noqa: N801
     hard = luigi.BoolParameter(description="DeiT-style hard distillation: CE on the teacher's argmax")
 
 
-class views_study(luigi.Config):  # noqa: N801
-    """How many cached views a student needs: kd runs of a few students from caches of V views."""
-    views = luigi.Parameter(description="the view counts V compared, e.g. 0,8,32; empty = no study")
+class cache_study(luigi.Config):  # noqa: N801
+    """What a cache may leave out: kd runs of a few students from caches that differ from
+    [teacher]'s in views, top-k logits or feature dtype, each against the main cache's kd run."""
+    caches = luigi.Parameter(
+        description="the caches compared, one per line or separated by ';', each as [teacher] keys "
+                    "views, topk, feature_dtype, e.g. views=0; topk=5; feature_dtype=int8; empty = no study")
     students = luigi.Parameter(description="the students of the study, e.g. vit,swin")
 
 
-SECTIONS = (paths, data, compute, slurm, teacher, train, kd, views_study)  # every section of settings
+SECTIONS = (paths, data, compute, slurm, teacher, train, kd, cache_study)  # every section of settings
 
 
 def train_settings(**overrides) -> TrainSettings:
@@ -181,9 +191,9 @@ def modes() -> list[str]:
     return parse_names(train().modes)
 
 
-def study_views() -> list[int]:
-    """[views_study] views as integers; the config check has vouched for them."""
-    return [int(v) for v in parse_names(views_study().views)]
+def study_caches() -> list[dict]:
+    """[cache_study] caches as settings; the config check has vouched for them."""
+    return parse_caches(cache_study().caches)
 
 
 def section(name: str) -> dict[str, str]:

@@ -9,33 +9,31 @@ import numpy as np
 
 from pipeline.data.imagestore import ImageStore
 from pipeline.evaluation.report import write_report
-from pipeline.spec import parse_names
+from pipeline.spec import cache_text, parse_names
 from tasks.base import Step, read_json
 from tasks.check import Checked
-from tasks.config import datasets, kd, modes, students, study_views, teacher, train, views_study
+from tasks.config import cache_study, datasets, kd, modes, students, study_caches, train
 from tasks.student import EvaluateStudent
-from tasks.teacher import CacheTeacher, EvaluateTeacher, teacher_weights
-
-
-def study_cache_views(views: int) -> int | None:
-    """The views parameter of a study's tasks: None for [teacher] views, so the study
-    shares the main experiment's cache and kd runs."""
-    return None if views == teacher().views else views
+from tasks.teacher import CacheTeacher, EvaluateTeacher, cache_settings, cache_variant, teacher_weights
 
 
 class Report(Step):
     """Markdown + CSV + PNGs: the teacher and its one-off cost, then each student in every
-    mode with the gains and their 95% intervals, and the views study when configured."""
+    mode with the gains and their 95% intervals, and the cache study when configured."""
 
     kind = "report"
 
     def requires(self):
-        ds, study = self.dataset, parse_names(views_study().students)
+        ds, study = self.dataset, parse_names(cache_study().students)
+        # The main cache first, the reference of every gain; a listed cache equal to it is it.
+        variants = dict.fromkeys(["", *(cache_variant(cache_settings(cache_text(c))) for c in study_caches())])
+        if not study_caches():
+            variants = {}
         return {"teacher": EvaluateTeacher(ds), "weights": teacher_weights(ds), "cache": CacheTeacher(ds),
                 "students": {s: {m: EvaluateStudent(ds, s, m) for m in modes()} for s in students()},
-                "views": {v: {"cache": CacheTeacher(ds, study_cache_views(v)),
-                              "students": {s: EvaluateStudent(ds, s, "kd", study_cache_views(v)) for s in study}}
-                          for v in study_views()}}
+                "study": {v: {"cache": CacheTeacher(ds, v),
+                              "students": {s: EvaluateStudent(ds, s, "kd", v) for s in study}}
+                          for v in variants}}
 
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(self.folder() / "report.md")
@@ -45,19 +43,19 @@ class Report(Step):
         store = ImageStore(reqs["teacher"].requires()["store"].store_path(), budget=0)
         rows = [student_results(name, {mode: run_results(task) for mode, task in by_mode.items()})
                 for name, by_mode in reqs["students"].items()]
-        views = [views_results(v, study, len(store.labels)) for v, study in reqs["views"].items()]
+        study = [cache_results(c, len(store.labels)) for c in reqs["study"].values()]
         k, s = kd(), train()
         notes = [
             f"Test split of `{self.dataset}`; {s.epochs} epochs, batch {s.batch_size}, {s.image_size} px, "
             f"seed {s.seed}.",
             f"kd: alpha {k.alpha}, T {k.temperature}, beta {k.beta} ({k.feature_loss}), hard {k.hard}; teacher "
-            f"targets from the cache, {teacher().views} cached views per training image.",
+            f"targets from the cache: {cache_description(cache_settings())}.",
         ]
         if "online" in modes():
             notes.append("online: the same loss with the teacher run on every batch, on the student's own fresh "
                          "random views (the reference the cache is judged against).")
         path = write_report(self.folder(), f"{self.dataset}: students without and with distillation", notes,
-                            self.teacher_results(), store.labels[store.rows("test")], rows, views)
+                            self.teacher_results(), store.labels[store.rows("test")], rows, study)
         print(f"report written to {path}")
 
     def teacher_results(self) -> dict:
@@ -88,16 +86,21 @@ def run_results(task: EvaluateStudent) -> dict:
     return {**evaluation(task.output()), "seconds": training_seconds(history), "history": history}
 
 
-def views_results(views: int, study: dict, images: int) -> dict:
-    """A cache of `views` views: its bytes on disk per image of the data set, the pass's
-    cost and the study's students' kd metrics."""
+def cache_results(study: dict, images: int) -> dict:
+    """One cache of the study: its settings, bytes on disk per image of the data set, the
+    pass's cost and the study's students' kd metrics and test logits."""
     cache = study["cache"]
     size = sum(f.stat().st_size for f in cache.cache_path().rglob("*") if f.is_file())
     cost = cache.cost()
-    return {"views": views, "bytes_per_image": size / images, "pass_seconds": cost.get("seconds"),
-            "forwards": cost.get("forwards"),
-            "students": {name: read_json(Path(task.output()["metrics"].path), {})
-                         for name, task in study["students"].items()}}
+    return {"cache": cache.cache_settings(), "main": cache.variant == "", "bytes_per_image": size / images,
+            "pass_seconds": cost.get("seconds"), "forwards": cost.get("forwards"),
+            "students": {name: evaluation(task.output()) for name, task in study["students"].items()}}
+
+
+def cache_description(settings: dict) -> str:
+    """'8 views per training image, top-5 logits, int8 features'."""
+    logits = f"top-{settings['topk']} logits" if settings["topk"] else "every logit"
+    return f"{settings['views']} views per training image, {logits}, {settings['feature_dtype']} features"
 
 
 def training_seconds(history: list[dict]) -> float | None:
@@ -105,7 +108,7 @@ def training_seconds(history: list[dict]) -> float | None:
 
 
 class RunAll(Checked, luigi.WrapperTask):
-    """Every data set x every student x [train] modes, the views study, and a report per data set."""
+    """Every data set x every student x [train] modes, the cache study, and a report per data set."""
 
     def requires(self):
         return [Report(name) for name in datasets()]

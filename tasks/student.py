@@ -31,11 +31,12 @@ def student_spec(student: str) -> str:
 class StudentStep(Step):
     student = luigi.Parameter(description="a name from luigi.cfg's [students] section")
     mode = luigi.ChoiceParameter(choices=MODES)
-    views = luigi.OptionalIntParameter(default=None, description="mode kd: the cache's views; None = [teacher] views")
+    variant = luigi.Parameter(default="", description="mode kd: the cache's settings where they differ from "
+                                                      "[teacher]'s, e.g. 'topk=5' (CacheTeacher)")
 
     def folder(self) -> Path:
-        views = "" if self.views is None else f"-v{self.views}"
-        return super().folder().with_name(f"{self.kind}-{self.student}-{self.mode}{views}-{self.fingerprint()[:12]}")
+        variant = "".join(f"-{pair.replace('=', '')}" for pair in self.variant.split())
+        return super().folder().with_name(f"{self.kind}-{self.student}-{self.mode}{variant}-{self.fingerprint()[:12]}")
 
 
 class TrainStudent(Training, StudentStep):
@@ -48,7 +49,7 @@ class TrainStudent(Training, StudentStep):
     def requires(self):
         reqs = {"store": PrepareDataset(self.dataset)}
         if self.mode == "kd":
-            reqs["cache"] = CacheTeacher(self.dataset, self.views)
+            reqs["cache"] = CacheTeacher(self.dataset, self.variant)
         if self.mode == "online":
             reqs["teacher"] = teacher_weights(self.dataset)
         return reqs
@@ -97,7 +98,7 @@ class EvaluateStudent(Evaluation, StudentStep):
 
     def requires(self):
         return {"store": PrepareDataset(self.dataset), "cache": CacheTeacher(self.dataset),
-                "model": TrainStudent(self.dataset, self.student, self.mode, self.views)}
+                "model": TrainStudent(self.dataset, self.student, self.mode, self.variant)}
 
     def work(self) -> None:
         self.use_threads()

@@ -18,7 +18,7 @@ from cache.reader import TeacherCache
 from cache.schema import FORMAT_VERSION
 from pipeline.data.imagestore import ImageStore
 from pipeline.evaluation.metrics import classification_metrics
-from pipeline.spec import parse_spec, parse_stages
+from pipeline.spec import cache_text, parse_cache, parse_spec, parse_stages
 from pipeline.teacher.teacher_pass import TeacherJob, cache_teacher
 from pipeline.training.job import TrainJob
 from pipeline.training.train import TrainSettings
@@ -85,16 +85,18 @@ def teacher_weights(dataset: str) -> luigi.Task:
 
 class CacheTeacher(Step):
     """Run the teacher once over the data set: eval view of every image and [teacher]
-    views (or `views`) random views of every training image, logits and features, into Zarr."""
+    views random views of every training image, logits and features, into Zarr; encoded
+    as [teacher] topk and feature_dtype say, or as `variant` says where it differs."""
 
     kind = "cache"
     resources = {"teacher": 1}
     on_device = True
-    views = luigi.OptionalIntParameter(default=None,
-                                       description="random views per training image; None = [teacher] views")
+    variant = luigi.Parameter(default="", description="the cache's settings where they differ from [teacher]'s, "
+                                                      "e.g. 'topk=5 views=32' (cache_variant)")
 
-    def view_count(self) -> int:
-        return teacher().views if self.views is None else self.views
+    def cache_settings(self) -> dict:
+        """views, topk and feature_dtype of this cache."""
+        return cache_settings(self.variant)
 
     def gpu_count(self) -> int:
         # With [compute] scheduler = gpus, one dask worker process per GPU runs the pass.
@@ -114,7 +116,7 @@ class CacheTeacher(Step):
     def pass_settings(self) -> dict:
         """How the pass sees and records the images: the part of settings() that identity()
         repeats, written once."""
-        return {"image_size": train().image_size, "views": self.view_count(), "seed": teacher().seed,
+        return {"image_size": train().image_size, **self.cache_settings(), "seed": teacher().seed,
                 "stages": list(cached_stages()), "format_version": FORMAT_VERSION}
 
     def settings(self) -> dict:
@@ -140,7 +142,7 @@ class CacheTeacher(Step):
         net = models.create(name, len(store.classes), **kwargs)
         job = TeacherJob(store=str(store.path), out=str(self.cache_path()), model=name,
                          kwargs_json=json.dumps(kwargs), weights=self.input()["teacher"].path,
-                         classes=len(store.classes), image_size=train().image_size, views=self.view_count(),
+                         classes=len(store.classes), image_size=train().image_size, **self.cache_settings(),
                          seed=teacher().seed, batch_size=train().batch_size * 4, threads=c.threads,
                          stages=cached_stages(), device=c.device, precision=self.precision().name,
                          compile=c.compile)
@@ -157,7 +159,7 @@ class CacheTeacher(Step):
         # The pass's one-off cost, for the report: the seconds of every run that finished blocks.
         atomic_write_json(self.folder() / "pass.json",
                           {"seconds": round(stopwatch.seconds(), 2),
-                           "forwards": len(store.labels) + self.view_count() * len(train_rows)})
+                           "forwards": len(store.labels) + job.views * len(train_rows)})
 
     def cache_path(self) -> Path:
         return self.folder() / "cache.zarr"
@@ -165,6 +167,19 @@ class CacheTeacher(Step):
     def cost(self) -> dict:
         """The pass's one-off cost, {"seconds", "forwards"}, or {} for a cache without it."""
         return read_json(self.folder() / "pass.json", {})
+
+
+def cache_settings(variant: str = "") -> dict:
+    """views, topk and feature_dtype of [teacher], with those `variant` gives in their place."""
+    t = teacher()
+    return {"views": t.views, "topk": t.topk, "feature_dtype": t.feature_dtype, **parse_cache(variant)}
+
+
+def cache_variant(settings: dict) -> str:
+    """The variant parameter naming a cache of these settings: only where they differ from
+    [teacher]'s, so that a study's cache equal to the main one is the main one."""
+    main = cache_settings()
+    return cache_text({key: value for key, value in settings.items() if main[key] != value})
 
 
 def cached_stages() -> tuple[int, ...]:

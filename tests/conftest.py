@@ -53,7 +53,7 @@ def _tiny(work: str) -> dict:
         "students": {"vit": TINY_VIT},
         "train": {"epochs": "2", "batch_size": "16", "image_size": "32", "seed": "0", "lr": "0.001"},
         "kd": {"alpha": "0.7", "temperature": "4"},
-        "views_study": {"views": "", "students": "vit"},  # off until a test sets views
+        "cache_study": {"caches": "", "students": "vit"},  # off until a test lists caches
     }
 
 

@@ -2,7 +2,7 @@
 the subprocess it kills midway:
 
     python tests/slow_runs.py store OUT               OUT = the store folder
-    python tests/slow_runs.py cache STORE WEIGHTS OUT OUT = the cache folder
+    python tests/slow_runs.py cache STORE WEIGHTS OUT [TOPK FEATURE_DTYPE]  OUT = the cache folder
 
 The subprocess sleeps in every image (or block) so that a kill lands between blocks, and
 times the teacher pass with a stopwatch beside the cache;
@@ -108,4 +108,7 @@ if __name__ == "__main__":
     if kind == "store":
         write_store(Path(paths[0]), SlowSource(**SOURCE_ARGS))
     else:
-        write_cache(teacher_job(*map(Path, paths), job=SlowTeacherJob), stopwatch=blocks.Stopwatch(paths[-1]))
+        store, weights, out, *encoding = paths
+        topk, feature_dtype = (int(encoding[0]), encoding[1]) if encoding else (0, "float16")
+        write_cache(teacher_job(Path(store), Path(weights), Path(out), job=SlowTeacherJob, topk=topk,
+                                feature_dtype=feature_dtype), stopwatch=blocks.Stopwatch(out))

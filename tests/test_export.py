@@ -21,6 +21,8 @@ from tasks import ExportCacheHDF5
 
 EVAL = ["eval/features", "eval/logits"]
 AUG = ["aug/features", "aug/logits", "aug/params", "aug/rows"]
+COMPACT = sorted(["aug/params", "aug/rows", *(f"{split}/{name}" for split in ("aug", "eval") for name in (
+    "features", "features_scales", "tail_logsumexp", "topk_indices", "topk_values"))])
 
 
 @pytest.fixture
@@ -62,6 +64,13 @@ def test_export_round_trips_the_cache_with_and_without_views(export, luigi_confi
     ok, ran = build(export)
     assert ok and sorted(type(t).__name__ for t in ran) == ["CacheTeacher", "ExportCacheHDF5"]
     assert assert_round_trip(export.requires().cache_path(), Path(export.output().path)) == EVAL
+
+    luigi_config("teacher", "views", "2")
+    luigi_config("teacher", "topk", "3")
+    luigi_config("teacher", "feature_dtype", "int8")
+    export = ExportCacheHDF5("demo")
+    assert build(export)[0]
+    assert assert_round_trip(export.requires().cache_path(), Path(export.output().path)) == COMPACT
 
 
 @pytest.mark.slow

@@ -29,9 +29,10 @@ def _inputs(modes=("baseline", "kd")):
     return teacher, students
 
 
-def _write(tmp_path, modes=("baseline", "kd"), views=None):
+def _write(tmp_path, modes=("baseline", "kd"), study=None):
     teacher, students = _inputs(modes)
-    path = write_report(tmp_path, "demo", ["a note"], teacher, LABELS, students, views, resamples=200)
+    study = study(students) if study else None
+    path = write_report(tmp_path, "demo", ["a note"], teacher, LABELS, students, study, resamples=200)
     with open(tmp_path / "report.csv") as f:
         return path.read_text(), list(csv.DictReader(f)), students
 
@@ -52,7 +53,7 @@ def test_baseline_and_kd_only(tmp_path):
     assert float(rows[1]["train s KD"]) == 7.5
     assert md.index("](report.png)") < md.index("](curves.png)")
     assert (tmp_path / "report.png").stat().st_size > 0 and (tmp_path / "curves.png").stat().st_size > 0
-    assert not (tmp_path / "views.csv").exists()
+    assert not (tmp_path / "caches.csv").exists()
 
 
 @pytest.mark.slow
@@ -76,14 +77,22 @@ def test_online_columns_and_intervals(tmp_path):
 
 
 @pytest.mark.slow
-def test_views_table(tmp_path):
-    views = [{"views": v, "bytes_per_image": 80.0 * v, "forwards": 100 * v, "pass_seconds": 1.5 * v,
-              "students": {"s1": {"top1": 0.1 * v, "mAP": 0.12 * v}}} for v in (1, 2)]
-    md, _, _ = _write(tmp_path, views=views)
-    assert "| views | bytes/image | forwards | pass s | s1 acc | s1 mAP |" in md
-    assert "| 2 | 160 | 200 | 3.0 | 20.0 | 24.0 |" in md
-    with open(tmp_path / "views.csv") as f:
-        assert next(csv.reader(f)) == ["views", "bytes/image", "forwards", "pass s", "s1 acc", "s1 mAP"]
+def test_cache_table(tmp_path):
+    other = _run(99, 0.1)
+
+    def study(students):  # the main cache (its run is the students' kd run) and a top-5 one
+        main = students[0]["runs"]["kd"]
+        return [{"cache": {"views": 2, "topk": k, "feature_dtype": "float16"}, "main": not k,
+                 "bytes_per_image": 80.0 * (1 + k), "forwards": 100, "pass_seconds": 1.5,
+                 "students": {"s1": run}} for k, run in ((0, main), (5, other))]
+    md, _, students = _write(tmp_path, study=study)
+    assert "| views | topk | features | bytes/image | forwards | pass s | s1 acc | s1 mAP | s1 acc gain " in md
+    with open(tmp_path / "caches.csv") as f:
+        main, top5 = list(csv.DictReader(f))
+    assert (main["topk"], main["bytes/image"], main["s1 acc gain"]) == ("all", "80", "")
+    assert top5["topk"] == "5" and float(top5["s1 acc"]) == round(100 * other["metrics"]["top1"], 1)
+    gain = paired_interval(LABELS, other["logits"], students[0]["runs"]["kd"]["logits"], "top1", 200, 0)
+    assert [float(top5[f"s1 acc gain{end}"]) for end in ("", " low", " high")] == [round(100 * g, 1) for g in gain]
 
 
 def test_axes_fit_small_values():

@@ -106,14 +106,15 @@ def test_adding_online_to_a_finished_experiment_trains_only_the_online_runs(luig
     assert float(vit["train s online"]) > 0 and float(teacher["cache pass s"]) > 0
 
 
-def test_views_study_adds_only_its_caches_and_kd_runs(luigi_config):
+def test_cache_study_adds_only_its_caches_and_kd_runs(luigi_config):
     assert build(RunAll())[0]
-    luigi_config("views_study", "views", "0,2")  # 2 = [teacher] views: the main experiment's
+    luigi_config("cache_study", "caches", "views=0; views=2")  # views=2 = [teacher]'s: the main cache
     ok, ran = build(RunAll())
     assert ok
     assert kinds(ran) == Counter(CacheTeacher=1, TrainStudent=1, EvaluateStudent=1, Report=1, RunAll=1)
-    assert {(type(t).__name__, t.views) for t in ran if hasattr(t, "views")} == {
-        ("CacheTeacher", 0), ("TrainStudent", 0), ("EvaluateStudent", 0)}
-    rows = {int(r["views"]): r for r in report_table("views.csv")}
+    assert {(type(t).__name__, t.variant) for t in ran if hasattr(t, "variant")} == {
+        ("CacheTeacher", "views=0"), ("TrainStudent", "views=0"), ("EvaluateStudent", "views=0")}
+    rows = {int(r["views"]): r for r in report_table("caches.csv")}
     assert sorted(rows) == [0, 2]
     assert 0 < float(rows[0]["bytes/image"]) < float(rows[2]["bytes/image"])
+    assert rows[2]["vit acc gain"] == "" and rows[0]["vit acc gain low"] <= rows[0]["vit acc gain"]

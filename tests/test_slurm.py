@@ -319,7 +319,7 @@ def test_ddp_sbatch_runs_trainstudent_with_the_allocations_nodes_and_first_host(
     assert job["cwd"] == str(DDP_SBATCH.parents[1]) and "LUIGI_CONFIG_PATH" not in job["env"]
     assert job["env"]["SRUN_CPUS_PER_TASK"] == "32"  # srun gives each node's torchrun the job's CPUs
     assert resolve(job) == {
-        "task": "TrainStudent", "params": {"dataset": "demo", "student": "vit", "mode": "kd", "views": None},
+        "task": "TrainStudent", "params": {"dataset": "demo", "student": "vit", "mode": "kd", "variant": ""},
         "local_scheduler": True, "host": "localhost", "port": 8082, "processes": 4, "nodes": 2,
         "endpoint": f"node1:{port}"}
 

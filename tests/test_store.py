@@ -31,6 +31,10 @@ class Blocks:
         self.todo = total
 
 
+# The cache's encodings: every logit in float16 (the default), and top-3 logits with int8 features.
+ENCODINGS = {"cache.zarr": {}, "compact.zarr": {"topk": 3, "feature_dtype": "int8"}}
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> dict:
     """An uninterrupted, single-worker store and teacher cache, and their block counts."""
@@ -38,9 +42,11 @@ def reference(tmp_path_factory) -> dict:
     store_blocks, cache_blocks = Blocks(), Blocks()
     write_store(root / "store.zarr", progress=store_blocks)
     save_teacher(root / "teacher.safetensors")
-    write_cache(teacher_job(root / "store.zarr", root / "teacher.safetensors", root / "cache.zarr"),
-                cache_blocks)
+    for name, encoding in ENCODINGS.items():
+        write_cache(teacher_job(root / "store.zarr", root / "teacher.safetensors", root / name, **encoding),
+                    cache_blocks)
     return {"root": root, "store_blocks": store_blocks.todo, "cache_blocks": cache_blocks.todo}
+
 
 
 def kill_after_first_block(args: list[str], root: Path, log: Path, ready: Callable[[], bool] = lambda: True) -> int:
@@ -100,14 +106,16 @@ def test_killed_store_preparation_resumes_to_the_same_store(reference, tmp_path)
 
 
 @pytest.mark.slow
-def test_killed_teacher_pass_resumes_to_the_same_cache_and_its_seconds_add_up(reference, tmp_path):
-    root, cache = reference["root"], tmp_path / "cache.zarr"
+@pytest.mark.parametrize("name", ENCODINGS)
+def test_killed_teacher_pass_resumes_to_the_same_cache_and_its_seconds_add_up(reference, tmp_path, name):
+    root, cache, encoding = reference["root"], tmp_path / name, ENCODINGS[name]
     args = [root / "store.zarr", root / "teacher.safetensors", cache]
+    extra = [str(encoding["topk"]), encoding["feature_dtype"]] if encoding else []
 
     def recorded() -> bool:  # the run to be killed has recorded its seconds so far
         return blocks.Stopwatch(cache).before > 0
 
-    done = kill_after_first_block(["cache", *map(str, args)], cache, tmp_path / "log", recorded)
+    done = kill_after_first_block(["cache", *map(str, args), *extra], cache, tmp_path / "log", recorded)
     assert 1 <= done < reference["cache_blocks"]
     with pytest.raises(FileNotFoundError, match="not a finished teacher cache"):
         TeacherCache(cache)
@@ -116,11 +124,11 @@ def test_killed_teacher_pass_resumes_to_the_same_cache_and_its_seconds_add_up(re
     assert killed >= slow_runs.SlowTeacherJob.delay
 
     rerun, tic = Blocks(), time.perf_counter()
-    write_cache(teacher_job(*args), rerun, stopwatch=stopwatch)
+    write_cache(teacher_job(*args, **encoding), rerun, stopwatch=stopwatch)
     resumed = time.perf_counter() - tic
     assert stopwatch.seconds() >= killed + resumed
     assert rerun.todo == reference["cache_blocks"] - done
-    assert_same_files(cache, root / "cache.zarr")  # the record went with the block markers
+    assert_same_files(cache, root / name)  # the record went with the block markers
 
 
 def test_block_killed_while_writing_its_shard_is_redone_to_the_same_cache(reference, tmp_path):

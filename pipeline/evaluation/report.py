@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from cache.files import atomic_write_text
-from pipeline.evaluation.bootstrap import bootstrap_values, interval
+from pipeline.evaluation.bootstrap import bootstrap_values, interval, paired_interval
 from pipeline.evaluation.charts import curves_figure, save_png, summary_figure
 from pipeline.training.train import MODES
 
@@ -21,9 +21,9 @@ SHORT = {"top1": "acc", "mAP": "mAP"}
 
 
 def write_report(out_dir: Path, title: str, notes: list[str], teacher: dict, labels: np.ndarray,
-                 students: list[dict], views: list[dict] | None = None, resamples: int = 2000,
+                 students: list[dict], study: list[dict] | None = None, resamples: int = 2000,
                  seed: int = 0) -> Path:
-    """Write report.csv, views.csv (given views), report.png, curves.png and, last, report.md
+    """Write report.csv, caches.csv (given a study), report.png, curves.png and, last, report.md
     into out_dir; return the Markdown's path. Metrics are fractions in, percent out.
 
     teacher: {"name", "model", "params", "metrics": {"top1", "mAP"}, "fit_seconds",
@@ -32,8 +32,10 @@ def write_report(out_dir: Path, title: str, notes: list[str], teacher: dict, lab
     students: [{"name", "model", "params", "runs": {mode: {"metrics": {"top1", "mAP"},
       "logits": (N, C), "seconds": training wall time, "history": [...]}}}], modes a subset
       of MODES; a gain is shown for each pair of PAIRS a student ran both of.
-    views: [{"views", "bytes_per_image", "forwards", "pass_seconds",
-      "students": {name: {"top1", "mAP"}}}] (a study of cached views per image), or None."""
+    study: [{"cache": {"views", "topk", "feature_dtype"}, "main": bool, "bytes_per_image",
+      "forwards", "pass_seconds", "students": {name: {"metrics", "logits"}}}] (kd runs from
+      caches of other settings, each gain against the student's kd run from the main cache,
+      "main": True), or None."""
     out_dir.mkdir(parents=True, exist_ok=True)
     modes = [m for m in MODES if m == "baseline" or any(m in s["runs"] for s in students)]
     pairs = [p for p in PAIRS if any(set(p) <= set(s["runs"]) for s in students)]
@@ -42,10 +44,15 @@ def write_report(out_dir: Path, title: str, notes: list[str], teacher: dict, lab
     rows = [teacher_row(teacher)] + [student_row(s, gains[s["name"]]) for s in students]
     atomic_write_text(out_dir / "report.csv", _csv(columns, rows))
     lines = [f"# {title}", "", *_markdown(columns, rows)]
-    if views:
-        view_columns, view_rows = views_table(views)
-        atomic_write_text(out_dir / "views.csv", _csv(view_columns, view_rows))
-        lines += ["", "## Cached teacher views per training image", "", *_markdown(view_columns, view_rows)]
+    if study:
+        main_kd = {s["name"]: s["runs"]["kd"]["logits"] for s in students if "kd" in s["runs"]}
+        study_columns, study_rows = cache_table(study, main_kd, labels, resamples, seed)
+        atomic_write_text(out_dir / "caches.csv", _csv(study_columns, study_rows))
+        lines += ["", "## What the cache keeps: kd from other caches", "", *_markdown(study_columns, study_rows),
+                  "", "views: cached random views per training image; topk: logits kept per view (all: "
+                  "every class); features: their stored type; bytes/image: the whole cache on disk over "
+                  "the data set's images; gain: over the same student's kd run from the main cache, "
+                  "in points, with its paired 95% interval."]
     save_png(summary_figure(title, teacher, students, modes, gains, pairs), out_dir / "report.png")
     save_png(curves_figure(title, teacher, students), out_dir / "curves.png")
     for paragraph in [*notes, bootstrap_note(len(labels), resamples, seed)]:
@@ -92,13 +99,24 @@ def student_row(student: dict, gains: dict[tuple, tuple]) -> dict:
     return row
 
 
-def views_table(views: list[dict]) -> tuple[list[str], list[dict]]:
-    """One row per number of cached views: its cost and each student's KD accuracy and mAP."""
-    names = list(dict.fromkeys(n for v in views for n in v["students"]))
-    columns = ["views", "bytes/image", "forwards", "pass s"] + [f"{n} {SHORT[k]}" for n in names for k in SHORT]
-    rows = [{"views": v["views"], "bytes/image": round(v["bytes_per_image"]), "forwards": v["forwards"],
-             "pass s": _round_seconds(v.get("pass_seconds")),
-             **{f"{n} {SHORT[k]}": _pct(m[k]) for n, m in v["students"].items() for k in SHORT}} for v in views]
+def cache_table(study: list[dict], main_kd: dict[str, np.ndarray], labels: np.ndarray, resamples: int,
+                seed: int) -> tuple[list[str], list[dict]]:
+    """One row per cache of the study: its settings and cost, each student's kd accuracy
+    and mAP and, but for the main cache, their gains over kd from the main cache."""
+    names = list(dict.fromkeys(n for c in study for n in c["students"]))
+    columns = (["views", "topk", "features", "bytes/image", "forwards", "pass s"]
+               + [f"{n} {SHORT[k]}{gain}" for n in names for gain in ("", " gain") for k in SHORT])
+    rows = []
+    for c in study:
+        row = {"views": c["cache"]["views"], "topk": c["cache"]["topk"] or "all",
+               "features": c["cache"]["feature_dtype"], "bytes/image": round(c["bytes_per_image"]),
+               "forwards": c["forwards"], "pass s": _round_seconds(c.get("pass_seconds"))}
+        for n, run in c["students"].items():
+            row |= {f"{n} {SHORT[k]}": _pct(run["metrics"][k]) for k in SHORT}
+            if not c["main"] and n in main_kd:
+                row |= {f"{n} {SHORT[k]} gain": tuple(_pct(v) for v in paired_interval(
+                    labels, run["logits"], main_kd[n], k, resamples, seed)) for k in SHORT}
+        rows.append(row)
     return columns, rows
 
 

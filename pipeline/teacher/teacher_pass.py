@@ -15,7 +15,7 @@ import models
 from cache import blocks
 from cache.integrity import checked
 from cache.reader import Rows
-from cache.schema import create_cache
+from cache.schema import create_cache, encode_outputs
 from pipeline import gpus
 from pipeline.device import Precision, resolve_device
 from pipeline.inference import predict
@@ -49,6 +49,8 @@ class TeacherJob:
     device: str = "cpu"  # a [compute] device setting, resolved in the worker
     precision: str = "fp32"  # fp32, bf16 or fp16 (resolved); outputs are stored as float16 regardless
     compile: bool = False  # torch.compile the teacher
+    topk: int = 0  # keep the K largest logits per view; 0 = every class
+    feature_dtype: str = "float16"  # or int8, one float16 scale per vector (cache/compact.py)
 
     def __call__(self, block: tuple) -> None:
         tag, start, stop = block
@@ -70,15 +72,12 @@ class TeacherJob:
         stages = self.stages if tag == "eval" else ()
         logits, features, *maps = predict(net, Rows(images, budget=0).take, rows, params, self.image_size,
                                           self.batch_size, stages, Precision(self.precision))
-        if tag == "eval":
-            group["eval/logits"][start:stop] = logits.astype(np.float16)
-            group["eval/features"][start:stop] = features.astype(np.float16)
-            for stage, stage_maps in zip(stages, maps):
-                group[f"eval/stages/{stage}"][start:stop] = stage_maps.astype(np.float16)
-        else:
+        if tag == "aug":
             group["aug/params"][start:stop] = params
-            group["aug/logits"][start:stop] = logits.reshape(len(rows), v, -1).astype(np.float16)
-            group["aug/features"][start:stop] = features.reshape(len(rows), v, -1).astype(np.float16)
+            logits, features = logits.reshape(len(rows), v, -1), features.reshape(len(rows), v, -1)
+        arrays = encode_outputs(logits, features, dict(zip(stages, maps)), self.topk, self.feature_dtype)
+        for name, array in arrays.items():
+            group[f"{tag}/{name}"][start:stop] = array
         blocks.mark_done(self.out, block)
 
 
@@ -91,7 +90,7 @@ def cache_teacher(job: TeacherJob, train_rows: np.ndarray, count: int, feature_d
     the (C, H, W) of each of job.stages; `stopwatch` (made on job.out) times the pass over
     all its runs."""
     create_cache(job.out, count, train_rows, job.views, job.classes, feature_dim, shard_rows, attrs,
-                 stage_shapes)
+                 stage_shapes, job.topk, job.feature_dtype)
     work = blocks.shard_blocks(count, shard_rows, "eval")
     if job.views:
         work += blocks.shard_blocks(len(train_rows), shard_rows, "aug")

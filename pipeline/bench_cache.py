@@ -1,0 +1,133 @@
+"""The teacher cache at many classes: bytes per image and loader samples/s of each encoding
+(every logit or the top-k; float16 or int8 features) at several view counts, on a data set
+of C classes generated on the spot (noise images) with a random-init teacher. Accuracy is
+not the point here, sizes and speeds are; what top-k costs in accuracy is measured on
+Stanford 40 (configs/stanford40-cache.cfg).
+
+    python -m pipeline.bench_cache --classes 1000 --views 8 32 --json cache-bench.json
+
+Every ratio compares two measurements of this one run: each encoding against today's
+format (every logit, float16 features) at the same views; loader epochs interleaved.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from collections import deque
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+import models
+from cache.files import atomic_write_json
+from cache.reader import TeacherCache
+from pipeline.bench import calibration, interleave, metric, say, seconds, table
+from pipeline.data.imagestore import ImageStore, write_image_store
+from pipeline.data.readers import HDF5Source
+from pipeline.teacher.teacher_pass import TeacherJob, cache_teacher
+from pipeline.training.loader import TrainLoader
+
+FULL = (0, "float16")  # today's format: every logit, float16 features
+GOALS = {"bytes_over_full": ("<=", 0.10), "loader_over_full": (">=", 1.0)}
+
+
+def make_store(root: Path, classes: int, per_class: int, size: int, seed: int) -> Path:
+    """An image store of `per_class` training and one test noise image per class."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(classes), per_class + 1)
+    with h5py.File(root / "images.h5", "w") as f:
+        f["images"] = rng.integers(0, 256, (len(labels), size, size, 3), dtype=np.uint8)
+        f["labels"] = labels
+        f["split"] = np.tile([0] * per_class + [2], classes)
+    source = HDF5Source(root / "images.h5")
+    write_image_store(source, source.items(), root / "store.zarr", size, {"source": "generated"})
+    return root / "store.zarr"
+
+
+def cache_name(views: int, topk: int, feature_dtype: str) -> str:
+    return f"V{views}-{'k' + str(topk) if topk else 'all'}-{feature_dtype}"
+
+
+def bytes_on_disk(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict:
+    torch.set_num_threads(args.threads)
+    store_path = make_store(workdir, args.classes, args.per_class, args.image_size, args.seed)
+    store = ImageStore(store_path)
+    torch.manual_seed(args.seed)
+    teacher = models.create(args.teacher, args.classes)
+    models.save_weights(teacher, workdir / "teacher.safetensors")
+    encodings = [FULL, *((k, d) for k in args.topk for d in ("float16", "int8") if (k, d) != FULL)]
+    caches, result = {}, {"caches": {}, "metrics": {}}
+    for views in args.views:
+        for topk, dtype in encodings:
+            name = cache_name(views, topk, dtype)
+            job = TeacherJob(store=str(store_path), out=str(workdir / f"{name}.zarr"), model=args.teacher,
+                             kwargs_json="{}", weights=str(workdir / "teacher.safetensors"), classes=args.classes,
+                             image_size=args.image_size, views=views, seed=args.seed, batch_size=256,
+                             threads=args.threads, topk=topk, feature_dtype=dtype)
+            tic = time.perf_counter()
+            cache_teacher(job, store.rows("train"), len(store.labels), teacher.num_features,
+                          {"identity": {"views": views, "topk": topk, "feature_dtype": dtype}})
+            caches[name] = TeacherCache(job.out)
+            result["caches"][name] = {"views": views, "topk": topk, "feature_dtype": dtype,
+                                      "pass_seconds": time.perf_counter() - tic,
+                                      "bytes_per_image": bytes_on_disk(Path(job.out)) / len(store.labels)}
+            say(f"{name}: {result['caches'][name]['bytes_per_image']:.0f} bytes per image")
+    loaders = {name: TrainLoader(store, args.image_size, args.batch_size, args.seed, cache=cache)
+               for name, cache in caches.items()}
+    timings = interleave(args.reps, **{name: (lambda loader=loader: seconds(lambda: deque(loader.epoch(0), maxlen=0)))
+                                       for name, loader in loaders.items()})
+    samples = len(store.rows("train"))
+    for name, info in result["caches"].items():
+        full = cache_name(info["views"], *FULL)
+        info["loader_samples_per_s"] = float(np.median(samples / timings[name]))
+        if name != full:
+            result["metrics"][f"{name} bytes_over_full"] = metric(
+                "bytes_over_full", info["bytes_per_image"] / result["caches"][full]["bytes_per_image"], GOALS)
+            result["metrics"][f"{name} loader_over_full"] = metric(
+                "loader_over_full", timings[full] / timings[name], GOALS)
+    result["timings"] = {name: t.tolist() for name, t in timings.items()}
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.bench_cache", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument("--per-class", type=int, default=3, help="training images per class (plus one test image)")
+    parser.add_argument("--views", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--topk", type=int, nargs="+", default=[0, 10], help="0 = every logit")
+    parser.add_argument("--teacher", default="convnext_atto", help="timm name, random init")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="write every result and timing here")
+    args = parser.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="kd-cache-bench-"))
+    try:
+        tic, figure = time.perf_counter(), calibration()
+        result = run(args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    result |= {"settings": vars(args) | {"json": str(args.json)}, "calibration_img_per_s": figure,
+               "wall_seconds": time.perf_counter() - tic}
+    print("\n".join(f"{name}: {c['bytes_per_image']:.0f} bytes/image, loader {c['loader_samples_per_s']:.0f} "
+                    f"samples/s, pass {c['pass_seconds']:.1f} s" for name, c in result["caches"].items()))
+    print(table(result["metrics"]))
+    print(f"wall time {result['wall_seconds']:.0f} s, calibration {figure:.0f} img/s")
+    if args.json:
+        atomic_write_json(args.json, json.loads(json.dumps(result, default=str)), indent=1)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-FEATURE_DTYPES = ("float16", "int8")
+FEATURE_DTYPES = ("float16", "int8", "none")  # none: no features cached (a logits-only kd)
 
 
 def index_dtype(classes: int) -> np.dtype:

@@ -96,8 +96,11 @@ def logits_of(group: zarr.Group, split: str, budget: int = DEFAULT_BUDGET) -> Ro
     return TopKLogits(*(Rows(part, budget) for part in parts), parts[1].attrs["classes"])
 
 
-def vectors_of(group: zarr.Group, name: str, budget: int = DEFAULT_BUDGET) -> Rows | Int8Vectors:
-    """Stored feature vectors (e.g. aug/features), float whatever the stored encoding."""
+def vectors_of(group: zarr.Group, name: str, budget: int = DEFAULT_BUDGET) -> Rows | Int8Vectors | None:
+    """Stored feature vectors (e.g. aug/features), float whatever the stored encoding; None
+    for a cache without features."""
+    if name not in group:
+        return None
     rows = Rows(group[name], budget)
     scales = f"{name}_scales"
     return Int8Vectors(rows, Rows(group[scales], budget)) if scales in group else rows
@@ -110,7 +113,8 @@ class CacheMismatch(ValueError):
 class TeacherCache:
     """A finished teacher cache. `identity` says what it was made from; `check` refuses
     to serve a caller that expects something else. Logits and features read as full
-    arrays whatever their encoding (top-k, int8): float16 as stored, float32 when rebuilt."""
+    arrays whatever their encoding (top-k, int8): float16 as stored, float32 when rebuilt;
+    the features are None in a cache made without them (feature_dtype none)."""
 
     def __init__(self, path: str | Path, budget: int = DEFAULT_BUDGET):
         if read_manifest(path) is None:

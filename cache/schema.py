@@ -12,7 +12,7 @@
 With [teacher] topk = K, each split keeps its top-k logits instead of `logits`:
     topk_values float16 (..., K), topk_indices uint8/16/32 (..., K), tail_logsumexp float16 (...)
 With [teacher] feature_dtype = int8, `features` and `stages/k` are int8 codes, each with
-`<name>_scales` float16 (one per vector: (N,), (T, V), (N, Ck)). cache/compact.py has both
+`<name>_scales` float16 (one per vector: (N,), (T, V), (N, Ck)); with none, neither is kept. cache/compact.py has both
 encodings; `encode_outputs` is the one place that names the arrays.
 
 A shard holds `shard_rows` images in every array: one shard is one writer's unit of
@@ -70,6 +70,8 @@ def _attributes(name: str, classes: int) -> dict | None:
 
 
 def _vectors(name: str, x: np.ndarray, vector_dims: int, dtype: str) -> dict[str, np.ndarray]:
+    if dtype == "none":
+        return {}
     if dtype == "float16":
         return {name: x.astype(np.float16)}
     codes, scales = quantize_int8(x, vector_dims)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 import models
+from cache.compact import FEATURE_DTYPES
 from cache.files import atomic_write_json
 from cache.reader import TeacherCache
 from pipeline.bench import calibration, interleave, metric, say, seconds, table
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
     torch.manual_seed(args.seed)
     teacher = models.create(args.teacher, args.classes)
     models.save_weights(teacher, workdir / "teacher.safetensors")
-    encodings = [FULL, *((k, d) for k in args.topk for d in ("float16", "int8") if (k, d) != FULL)]
+    encodings = [FULL, *((k, d) for k in args.topk for d in args.features if (k, d) != FULL)]
     caches, result = {}, {"caches": {}, "metrics": {}}
     for views in args.views:
         for topk, dtype in encodings:
@@ -101,9 +102,10 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m pipeline.bench_cache", description=__doc__.split("\n\n")[0])
     parser.add_argument("--classes", type=int, default=1000)
-    parser.add_argument("--per-class", type=int, default=3, help="training images per class (plus one test image)")
+    parser.add_argument("--per-class", type=int, default=2, help="training images per class (plus one test image)")
     parser.add_argument("--views", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--topk", type=int, nargs="+", default=[0, 10], help="0 = every logit")
+    parser.add_argument("--features", nargs="+", default=list(FEATURE_DTYPES), choices=FEATURE_DTYPES)
     parser.add_argument("--teacher", default="convnext_atto", help="timm name, random init")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=64)

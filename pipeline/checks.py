@@ -103,7 +103,7 @@ def check(settings: dict[str, dict[str, Any]]) -> list[Problem]:
     problems += _modes(settings.get("train", {}).get("modes"))
     if "cache_study" in settings:
         problems += _cache_study(settings["cache_study"], settings.get("students", {}), classes)
-    return problems
+    return problems + _features_needed(settings)
 
 
 def unknown_keys(section: str, present: dict[str, str], known: Iterable[str]) -> list[Problem]:
@@ -144,6 +144,25 @@ def _cache_study(study: dict[str, Any], students: dict[str, str], classes: dict[
         problems.append(Problem("cache_study", "students", "", "name the students of the study, e.g. vit,swin"))
     problems += [Problem("cache_study", "students", name, f"not in [students] (it has: {', '.join(students)})")
                  for name in names if name not in students]
+    return problems
+
+
+def _features_needed(settings: dict[str, dict[str, Any]]) -> list[Problem]:
+    """A cache without features (feature_dtype = none) cannot serve the feature term or stage maps."""
+    beta, t = settings.get("kd", {}).get("beta"), settings.get("teacher", {})
+    uses = f"[kd] beta = {beta} distils the teacher's features" if isinstance(beta, float) and beta > 0 else None
+    problems = []
+    if t.get("feature_dtype") == "none" and (uses or t.get("stages")):
+        why = uses or "[teacher] stages asks for feature maps"
+        problems.append(Problem("teacher", "feature_dtype", "none",
+                                f"{why}; cache them as float16 or int8, or set [kd] beta = 0 and no stages"))
+    try:
+        caches = parse_caches(settings.get("cache_study", {}).get("caches", ""))
+    except ValueError:
+        return problems  # _cache_study names it
+    if uses and any(c.get("feature_dtype") == "none" for c in caches):
+        problems.append(Problem("cache_study", "caches", "feature_dtype=none", f"{uses}: drop that cache, or "
+                                "set [kd] beta = 0"))
     return problems
 
 

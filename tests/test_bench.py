@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from pipeline import bench
+from pipeline import bench, bench_cache
 
 KEYS = {"teacher_pass_ratio", "cached_kd_overhead", "online_over_cached", "online_over_cached_theory",
         "online_fraction_of_theory", "loader_headroom", "cache_bytes_per_image", "cache_bytes_raw_fp16",
@@ -39,3 +39,17 @@ def test_bench_refuses_an_absent_device_before_any_work(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--device", "cuda"])
     assert "--device cuda: this machine has no CUDA GPU" in capsys.readouterr().err
+
+
+def test_cache_bench_sizes_every_encoding(tmp_path):
+    """Every encoding at each view count, its bytes and loader speed; the compact ones smaller."""
+    out = tmp_path / "cache-bench.json"
+    result = bench_cache.main(["--classes", "300", "--per-class", "1", "--views", "2", "--topk", "0", "5",
+                               "--reps", "1", "--threads", "1", "--json", str(out)])
+    caches = result["caches"]
+    assert sorted(caches) == sorted(f"V2-{k}-{d}" for k in ("all", "k5") for d in ("float16", "int8", "none"))
+    size = {name: c["bytes_per_image"] for name, c in caches.items()}
+    assert size["V2-k5-none"] < size["V2-k5-int8"] < size["V2-k5-float16"] < size["V2-all-float16"]
+    assert size["V2-all-int8"] < size["V2-all-float16"]
+    assert all(c["loader_samples_per_s"] > 0 for c in caches.values())
+    assert json.loads(out.read_text())["metrics"].keys() == result["metrics"].keys()

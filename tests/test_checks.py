@@ -51,6 +51,16 @@ MISTAKES = [
 ]
 
 
+def test_a_cache_without_features_is_refused_where_features_are_distilled(luigi_config):
+    luigi_config("teacher", "feature_dtype", "none")
+    assert config_problems() == []  # beta = 0: logits only
+    luigi_config("kd", "beta", "0.5")
+    luigi_config("cache_study", "caches", "topk=3 feature_dtype=none")
+    assert [(p.section, p.key, p.value) for p in config_problems()] == [
+        ("teacher", "feature_dtype", "none"), ("cache_study", "caches", "feature_dtype=none")]
+    assert "[kd] beta = 0.5 distils the teacher's features" in config_problems()[0].fix
+
+
 def test_tiny_configuration_has_no_problems(luigi_config):
     assert config_problems() == []
     assert not luigi_config.work.exists()  # the check wrote in it and left no trace

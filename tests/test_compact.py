@@ -17,6 +17,8 @@ from pipeline.data.imagestore import ImageStore
 from pipeline.teacher.teacher_pass import cache_teacher
 from pipeline.training.loader import TrainLoader
 from pipeline.training.losses import DistillationLoss
+from pipeline.training.train import fit
+from tasks.config import train_settings
 
 
 def teacher_like_logits(n: int, classes: int, seed: int = 0) -> np.ndarray:
@@ -167,3 +169,18 @@ def test_loss_from_a_top_k_cache_equals_the_loss_from_a_hand_built_target(compac
     every = loss_fn(logits, batch.labels, online.float())
     assert not torch.allclose(cached, every, rtol=1e-3, atol=1e-4)
     assert F.kl_div(hand.log_softmax(1), online.log_softmax(1), log_target=True, reduction="batchmean") > 0
+
+
+def test_a_cache_without_features_serves_logits_only(tiny_data, tmp_path):
+    job = dataclasses.replace(tiny_data["job"], out=str(tmp_path / "cache.zarr"), topk=3, feature_dtype="none")
+    store = ImageStore(tiny_data["store"])
+    cache_teacher(job, store.rows("train"), len(store.labels), 320, {"identity": tiny_data["identity"]},
+                  "synchronous", 1, 16)
+    cache = TeacherCache(job.out)
+    assert cache.eval_features is None and cache.aug_features is None
+    assert not any("features" in name for name in cache.group["aug"].array_keys())
+    batch = next(TrainLoader(store, 32, 8, seed=0, cache=cache).epoch(0))
+    assert batch.teacher_features is None and batch.teacher_logits.shape == (8, len(store.classes))
+    settings = train_settings(epochs=1, batch_size=8, image_size=32)
+    with pytest.raises(ValueError, match="needs the teacher's features.*feature_dtype = none"):
+        fit("resnet10t", {}, store, settings, tmp_path / "run", cache=cache, distill={"beta": 0.5})

@@ -18,8 +18,8 @@ from pipeline.views import random_views, render, whole_views
 class Batch(NamedTuple):
     images: torch.Tensor                    # float (B, 3, H, W) in [0, 1]
     labels: torch.Tensor                    # int64 (B,)
-    teacher_logits: torch.Tensor | None     # float16 (B, C)
-    teacher_features: torch.Tensor | None   # float16 (B, D)
+    teacher_logits: torch.Tensor | None     # float16 (B, C) as cached, float32 rebuilt from top-k
+    teacher_features: torch.Tensor | None   # float16 (B, D) as cached, float32 from int8; None without
     weight: float = 1.0                     # of its mean loss: a rank's share of the global batch (Ranks.share)
 
 
@@ -71,10 +71,11 @@ class TrainLoader:
         teacher = None
         if self._replay:
             params = self.cache.aug_params.take(pos, view)
-            teacher = (self.cache.aug_logits.take(pos, view), self.cache.aug_features.take(pos, view))
+            teacher = [self.cache.aug_logits, self.cache.aug_features]
+            teacher = [None if t is None else t.take(pos, view) for t in teacher]
         elif self.cache is not None:
             params = whole_views(len(rows), size)
-            teacher = (self.cache.eval_logits[rows], self.cache.eval_features[rows])
+            teacher = [None if t is None else t[rows] for t in (self.cache.eval_logits, self.cache.eval_features)]
         elif self.augment:
             keys = np.stack([rows, np.full_like(rows, epoch)], axis=1)
             params = random_views(self.seed, keys, 1, size)[:, 0]
@@ -84,7 +85,7 @@ class TrainLoader:
         labels = self._on_device(self.store.labels[rows])
         if teacher is None:
             return Batch(images, labels, None, None)
-        return Batch(images, labels, self._on_device(teacher[0]), self._on_device(teacher[1]))
+        return Batch(images, labels, *map(self._on_device, teacher))
 
-    def _on_device(self, array: np.ndarray) -> torch.Tensor:
-        return to_device(torch.as_tensor(array), self.device)
+    def _on_device(self, array: np.ndarray | None) -> torch.Tensor | None:
+        return None if array is None else to_device(torch.as_tensor(array), self.device)

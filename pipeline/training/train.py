@@ -120,7 +120,10 @@ def fit(model: str, model_kwargs: dict, store: ImageStore, settings: TrainSettin
     net = models.create(model, len(store.classes), pretrained=init, **model_kwargs)
     if cache is not None and teacher is not None:
         raise ValueError("distill from a cache or from a teacher online, not both")
-    teacher_dim = (cache.eval_features.shape[1] if cache is not None
+    if cache is not None and (distill or {}).get("beta") and cache.eval_features is None:
+        raise ValueError(f"[kd] beta = {distill['beta']} needs the teacher's features, and cache {cache.path} "
+                         "was made without them (feature_dtype = none): set [kd] beta = 0 or cache features")
+    teacher_dim = (cache.eval_features.shape[1] if cache is not None and cache.eval_features is not None
                    else teacher.num_features if teacher is not None else None)
     loss_fn = DistillationLoss(**(distill or {}), student_dim=net.num_features, teacher_dim=teacher_dim)
     net.to(device)

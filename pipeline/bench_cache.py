@@ -5,6 +5,7 @@ not the point here, sizes and speeds are; what top-k costs in accuracy is measur
 Stanford 40 (configs/stanford40-cache.cfg).
 
     python -m pipeline.bench_cache --classes 1000 --views 8 32 --json cache-bench.json
+    python -m pipeline.bench_cache --gap work/stanford40/cache-*/cache.zarr --topk 1 5 10
 
 Every ratio compares two measurements of this one run: each encoding against today's
 format (every logit, float16 features) at the same views; loader epochs interleaved.
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 import models
-from cache.compact import FEATURE_DTYPES
+from cache.compact import FEATURE_DTYPES, topk_decode, topk_encode
 from cache.files import atomic_write_json
 from cache.reader import TeacherCache
 from pipeline.bench import calibration, interleave, metric, say, seconds, table
@@ -58,6 +59,25 @@ def bytes_on_disk(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def topk_gap(cache: TeacherCache, ks: list[int], temperatures: list[float]) -> dict:
+    """How far the distribution rebuilt from the top-k is from the teacher's own, over the
+    cached training views of a full cache: median and 95th percentile of their total
+    variation and of KL(full || rebuilt), per K and temperature."""
+    logits = cache.aug_logits.take(np.arange(len(cache.aug_rows))).astype(np.float32)
+    logits = logits.reshape(-1, logits.shape[-1])
+    out = {}
+    for k in ks:
+        rebuilt = torch.as_tensor(topk_decode(*topk_encode(logits, k), logits.shape[-1]))
+        for t in temperatures:
+            full, approx = (torch.log_softmax(torch.as_tensor(x, dtype=torch.float64) / t, -1)
+                            for x in (logits, rebuilt))
+            tv = 0.5 * (full.exp() - approx.exp()).abs().sum(-1)
+            kl = (full.exp() * (full - approx)).sum(-1)
+            out[f"K{k} T{t:g}"] = {f"{name} {q}": float(np.percentile(v.numpy(), p))
+                                   for name, v in (("tv", tv), ("kl", kl)) for q, p in (("median", 50), ("p95", 95))}
+    return out
+
+
 def run(args: argparse.Namespace, workdir: Path) -> dict:
     torch.set_num_threads(args.threads)
     store_path = make_store(workdir, args.classes, args.per_class, args.image_size, args.seed)
@@ -78,8 +98,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
             cache_teacher(job, store.rows("train"), len(store.labels), teacher.num_features,
                           {"identity": {"views": views, "topk": topk, "feature_dtype": dtype}})
             caches[name] = TeacherCache(job.out)
+            pass_seconds = time.perf_counter() - tic
             result["caches"][name] = {"views": views, "topk": topk, "feature_dtype": dtype,
-                                      "pass_seconds": time.perf_counter() - tic,
+                                      "pass_seconds": pass_seconds,
+                                      "pass_forwards_per_s": (len(store.labels) + views * len(store.rows("train")))
+                                      / pass_seconds,
                                       "bytes_per_image": bytes_on_disk(Path(job.out)) / len(store.labels)}
             say(f"{name}: {result['caches'][name]['bytes_per_image']:.0f} bytes per image")
     loaders = {name: TrainLoader(store, args.image_size, args.batch_size, args.seed, cache=cache)
@@ -112,8 +135,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 4.0], help="for --gap")
+    parser.add_argument("--gap", type=Path, help="only measure how far top-k targets are from the full "
+                                                 "logits of this finished full cache, at each --topk")
     parser.add_argument("--json", type=Path, help="write every result and timing here")
     args = parser.parse_args(argv)
+    if args.gap:
+        gaps = topk_gap(TeacherCache(args.gap), [k for k in args.topk if k], args.temperatures)
+        print("\n".join(f"{name}: " + ", ".join(f"{q} {v:.4f}" for q, v in g.items()) for name, g in gaps.items()))
+        return gaps
     workdir = Path(tempfile.mkdtemp(prefix="kd-cache-bench-"))
     try:
         tic, figure = time.perf_counter(), calibration()
@@ -123,7 +153,8 @@ def main(argv: list[str] | None = None) -> dict:
     result |= {"settings": vars(args) | {"json": str(args.json)}, "calibration_img_per_s": figure,
                "wall_seconds": time.perf_counter() - tic}
     print("\n".join(f"{name}: {c['bytes_per_image']:.0f} bytes/image, loader {c['loader_samples_per_s']:.0f} "
-                    f"samples/s, pass {c['pass_seconds']:.1f} s" for name, c in result["caches"].items()))
+                    f"samples/s, pass {c['pass_seconds']:.1f} s ({c['pass_forwards_per_s']:.0f} forwards/s)"
+                    for name, c in result["caches"].items()))
     print(table(result["metrics"]))
     print(f"wall time {result['wall_seconds']:.0f} s, calibration {figure:.0f} img/s")
     if args.json:

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from cache.reader import TeacherCache
 from pipeline import bench, bench_cache
 
 KEYS = {"teacher_pass_ratio", "cached_kd_overhead", "online_over_cached", "online_over_cached_theory",
@@ -53,3 +54,13 @@ def test_cache_bench_sizes_every_encoding(tmp_path):
     assert size["V2-all-int8"] < size["V2-all-float16"]
     assert all(c["loader_samples_per_s"] > 0 for c in caches.values())
     assert json.loads(out.read_text())["metrics"].keys() == result["metrics"].keys()
+
+
+def test_topk_gap_is_zero_at_every_class_and_grows_as_k_falls(tiny_data):
+    cache = TeacherCache(tiny_data["cache"])
+    classes = cache.aug_logits.shape[-1]
+    gaps = bench_cache.topk_gap(cache, [1, 3, classes], [1.0, 4.0])
+    assert sorted(gaps) == sorted(f"K{k} T{t}" for k in (1, 3, classes) for t in (1, 4))
+    assert gaps[f"K{classes} T4"] == {"tv median": 0, "tv p95": 0, "kl median": 0, "kl p95": 0}
+    for t in (1, 4):
+        assert gaps[f"K1 T{t}"]["tv median"] > gaps[f"K3 T{t}"]["tv median"] > 0

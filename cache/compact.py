@@ -9,16 +9,18 @@ total mass exactly, the mass spread evenly over the tail (as FKD and TinyViT do)
 another temperature the top-k keep their order and the tail its place below them; how
 far that distribution is from the full one is measured (tests/test_compact.py, docs).
 
-Int8: each vector (a view's pooled features, or one channel of a stage's map) is
-stored as int8 codes q with one float16 scale s, x = q * s, s = max|x| / 127, so every
-element is within s / 2 of its float32 value.
+Int8 and int4: each vector (a view's pooled features, or one channel of a stage's map) is
+stored as integer codes q with one float16 scale s, x = q * s, s = max|x| / top with top =
+127 (int8) or 7 (int4), so every element is within s / 2 of its float32 value. Int4 codes
+are packed two to a byte along the last axis (uint8, the last axis halved, rounded up).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-FEATURE_DTYPES = ("float16", "int8", "none")  # none: no features cached (a logits-only kd)
+FEATURE_DTYPES = ("float16", "int8", "int4", "none")  # none: no features cached (a logits-only kd)
+TOP_CODE = {"int8": 127, "int4": 7}  # the largest code of each quantized type
 
 
 def index_dtype(classes: int) -> np.dtype:
@@ -49,21 +51,37 @@ def topk_decode(values: np.ndarray, indices: np.ndarray, tail: np.ndarray, class
     return out
 
 
-def quantize_int8(x: np.ndarray, vector_dims: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """(codes int8, scales float16) of float32 `x`, one scale per vector of its trailing
-    `vector_dims` dimensions."""
-    x = np.asarray(x, dtype=np.float32)
+def quantize(x: np.ndarray, dtype: str = "int8", vector_dims: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, scales float16) of float32 `x` as `dtype` (int8, or int4 packed into uint8),
+    one scale per vector of its trailing `vector_dims` dimensions."""
+    x, top = np.asarray(x, dtype=np.float32), TOP_CODE[dtype]
     axes = tuple(range(x.ndim - vector_dims, x.ndim))
     peak = np.abs(x).max(axis=axes, keepdims=True) if x.size else np.zeros(x.shape[:-vector_dims] + (1,) * vector_dims)
-    scale = (peak / 127).astype(np.float16)
-    # float16 rounds the scale down half the time: one step up keeps every code within +-127.
-    scale = np.where(scale.astype(np.float32) * 127 < peak, np.nextafter(scale, np.float16(np.inf)), scale)
+    scale = (peak / top).astype(np.float16)
+    # float16 rounds the scale down half the time: one step up keeps every code within +-top.
+    scale = np.where(scale.astype(np.float32) * top < peak, np.nextafter(scale, np.float16(np.inf)), scale)
     safe = np.where(scale > 0, scale.astype(np.float32), 1)
-    codes = np.clip(np.rint(x / safe), -127, 127).astype(np.int8)
-    return codes, scale.reshape(x.shape[:x.ndim - vector_dims])
+    codes = np.clip(np.rint(x / safe), -top, top).astype(np.int8)
+    return (_pack(codes) if dtype == "int4" else codes), scale.reshape(x.shape[:x.ndim - vector_dims])
 
 
-def dequantize_int8(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """float32 vectors from quantize_int8's codes and scales."""
+def dequantize(codes: np.ndarray, scales: np.ndarray, length: int | None = None) -> np.ndarray:
+    """float32 vectors from quantize's codes and scales; `length` (the last axis before
+    packing) marks int4 codes."""
+    if length is not None:
+        codes = _unpack(codes, length)
     extra = codes.ndim - scales.ndim
     return codes.astype(np.float32) * scales.astype(np.float32).reshape(scales.shape + (1,) * extra)
+
+
+def _pack(codes: np.ndarray) -> np.ndarray:
+    """Signed 4-bit codes, two to a byte along the last axis: element 2i low, 2i + 1 high."""
+    if codes.shape[-1] % 2:
+        codes = np.concatenate([codes, np.zeros_like(codes[..., :1])], axis=-1)
+    nibbles = codes.astype(np.uint8) & 0xF
+    return nibbles[..., 0::2] | (nibbles[..., 1::2] << 4)
+
+
+def _unpack(packed: np.ndarray, length: int) -> np.ndarray:
+    nibbles = np.stack([packed & 0xF, packed >> 4], axis=-1).reshape(*packed.shape[:-1], -1)[..., :length]
+    return np.where(nibbles > 7, nibbles.astype(np.int8) - 16, nibbles.astype(np.int8))

@@ -7,7 +7,7 @@ import numpy as np
 import zarr
 
 from cache.blocks import read_manifest
-from cache.compact import dequantize_int8, topk_decode
+from cache.compact import dequantize, topk_decode
 from cache.integrity import checked, read_all
 
 DEFAULT_BUDGET = 2 << 30  # bytes an array may take in memory before reads go to disk
@@ -72,11 +72,13 @@ class TopKLogits:
         return topk_decode(*parts, self.classes)
 
 
-class Int8Vectors:
-    """float32 vectors of an int8 array and its scales, dequantized on read; read like Rows."""
+class QuantizedVectors:
+    """float32 vectors of int8 or packed int4 codes and their scales, dequantized on read
+    (`length`: the unpacked last axis of int4 codes); read like Rows."""
 
-    def __init__(self, codes: Rows, scales: Rows):
-        self.codes, self.scales, self.shape = codes, scales, codes.shape
+    def __init__(self, codes: Rows, scales: Rows, length: int | None = None):
+        self.codes, self.scales, self.length = codes, scales, length
+        self.shape = codes.shape if length is None else (*codes.shape[:-1], length)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -85,7 +87,7 @@ class Int8Vectors:
         return self.take(index)
 
     def take(self, index: np.ndarray, column: np.ndarray | None = None) -> np.ndarray:
-        return dequantize_int8(self.codes.take(index, column), self.scales.take(index, column))
+        return dequantize(self.codes.take(index, column), self.scales.take(index, column), self.length)
 
 
 def logits_of(group: zarr.Group, split: str, budget: int = DEFAULT_BUDGET) -> Rows | TopKLogits:
@@ -96,14 +98,16 @@ def logits_of(group: zarr.Group, split: str, budget: int = DEFAULT_BUDGET) -> Ro
     return TopKLogits(*(Rows(part, budget) for part in parts), parts[1].attrs["classes"])
 
 
-def vectors_of(group: zarr.Group, name: str, budget: int = DEFAULT_BUDGET) -> Rows | Int8Vectors | None:
+def vectors_of(group: zarr.Group, name: str, budget: int = DEFAULT_BUDGET) -> Rows | QuantizedVectors | None:
     """Stored feature vectors (e.g. aug/features), float whatever the stored encoding; None
     for a cache without features."""
     if name not in group:
         return None
     rows = Rows(group[name], budget)
     scales = f"{name}_scales"
-    return Int8Vectors(rows, Rows(group[scales], budget)) if scales in group else rows
+    if scales not in group:
+        return rows
+    return QuantizedVectors(rows, Rows(group[scales], budget), group[name].attrs.get("length"))
 
 
 class CacheMismatch(ValueError):
@@ -113,7 +117,7 @@ class CacheMismatch(ValueError):
 class TeacherCache:
     """A finished teacher cache. `identity` says what it was made from; `check` refuses
     to serve a caller that expects something else. Logits and features read as full
-    arrays whatever their encoding (top-k, int8): float16 as stored, float32 when rebuilt;
+    arrays whatever their encoding (top-k, int8, int4): float16 as stored, float32 when rebuilt;
     the features are None in a cache made without them (feature_dtype none)."""
 
     def __init__(self, path: str | Path, budget: int = DEFAULT_BUDGET):

@@ -12,7 +12,9 @@
 With [teacher] topk = K, each split keeps its top-k logits instead of `logits`:
     topk_values float16 (..., K), topk_indices uint8/16/32 (..., K), tail_logsumexp float16 (...)
 With [teacher] feature_dtype = int8, `features` and `stages/k` are int8 codes, each with
-`<name>_scales` float16 (one per vector: (N,), (T, V), (N, Ck)); with none, neither is kept. cache/compact.py has both
+`<name>_scales` float16 (one per vector: (N,), (T, V), (N, Ck)); int4 the same, the codes
+packed two to a byte (uint8, last axis halved; its length in the array's attributes);
+with none, neither is kept. cache/compact.py has both
 encodings; `encode_outputs` is the one place that names the arrays.
 
 A shard holds `shard_rows` images in every array: one shard is one writer's unit of
@@ -27,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from cache.compact import quantize_int8, topk_encode
+from cache.compact import quantize, topk_encode
 from cache.integrity import CHECKSUMMED
 
 FORMAT_VERSION = 3  # 2: crc32c on every chunk; 3: top-k logits and int8 features as options
@@ -64,9 +66,12 @@ def encode_outputs(logits: np.ndarray, features: np.ndarray, maps: dict[int, np.
     return out
 
 
-def _attributes(name: str, classes: int) -> dict | None:
-    # Top-k indices say how many classes the logits they rebuild have.
-    return {"classes": classes} if name == "topk_indices" else None
+def _attributes(name: str, classes: int, unpacked: dict[str, int]) -> dict | None:
+    # Top-k indices say how many classes the logits they rebuild have; packed int4 codes
+    # how long their last axis was.
+    if name == "topk_indices":
+        return {"classes": classes}
+    return {"length": unpacked[name]} if name in unpacked else None
 
 
 def _vectors(name: str, x: np.ndarray, vector_dims: int, dtype: str) -> dict[str, np.ndarray]:
@@ -74,7 +79,7 @@ def _vectors(name: str, x: np.ndarray, vector_dims: int, dtype: str) -> dict[str
         return {}
     if dtype == "float16":
         return {name: x.astype(np.float16)}
-    codes, scales = quantize_int8(x, vector_dims)
+    codes, scales = quantize(x, dtype, vector_dims)
     return {name: codes, f"{name}_scales": scales}
 
 
@@ -86,10 +91,12 @@ def create_cache(path: str | Path, n: int, train_rows: np.ndarray, views: int, c
     group = zarr.open_group(str(path), mode="a")
     t = len(train_rows)
     maps = {stage: np.zeros((0, *shape), np.float32) for stage, shape in (stage_shapes or {}).items()}
+    packed = {"features": dim, **{f"stages/{s}": shape[-1] for s, shape in (stage_shapes or {}).items()}
+              } if feature_dtype == "int4" else {}
     for name, empty in encode_outputs(np.zeros((0, classes), np.float32), np.zeros((0, dim), np.float32),
                                       maps, topk, feature_dtype).items():
         _array(group, f"eval/{name}", (n, *empty.shape[1:]), empty.dtype, shard_rows,
-               attributes=_attributes(name, classes))
+               attributes=_attributes(name, classes, packed))
     if views:
         # Rewritten on every open: a rebuild after damage (cache/integrity.py) may have deleted its chunk.
         group.create_array("aug/rows", data=np.asarray(train_rows, dtype="int64"), overwrite=True, **CHECKSUMMED)
@@ -97,7 +104,7 @@ def create_cache(path: str | Path, n: int, train_rows: np.ndarray, views: int, c
         for name, empty in encode_outputs(np.zeros((0, views, classes), np.float32),
                                           np.zeros((0, views, dim), np.float32), {}, topk, feature_dtype).items():
             _array(group, f"aug/{name}", (t, *empty.shape[1:]), empty.dtype, shard_rows, views,
-                   _attributes(name, classes))
+                   _attributes(name, classes, packed))
     if "identity" not in group.attrs:
         group.attrs.update({**attrs, "format_version": FORMAT_VERSION})
     return group

@@ -130,8 +130,8 @@ class teacher(luigi.Config):  # noqa: N801
                     "0 = every class")
     feature_dtype = luigi.ChoiceParameter(
         choices=FEATURE_DTYPES,
-        description="cached features and stage maps as float16, int8 with one float16 scale per vector, "
-                    "or none (no features: for [kd] beta = 0)")
+        description="cached features and stage maps as float16, int8 or int4 (with one float16 scale per "
+                    "vector), or none (no features: for [kd] beta = 0)")
     stages = luigi.Parameter(
         description="also cache the eval view's feature maps of these stages, e.g. 1,2 (timm feature "
                     "indices); empty = none")

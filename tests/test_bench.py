@@ -48,10 +48,10 @@ def test_cache_bench_sizes_every_encoding(tmp_path):
     result = bench_cache.main(["--classes", "300", "--per-class", "1", "--views", "2", "--topk", "0", "5",
                                "--reps", "1", "--threads", "1", "--json", str(out)])
     caches = result["caches"]
-    assert sorted(caches) == sorted(f"V2-{k}-{d}" for k in ("all", "k5") for d in ("float16", "int8", "none"))
+    assert sorted(caches) == sorted(f"V2-{k}-{d}" for k in ("all", "k5") for d in ("float16", "int8", "int4", "none"))
     size = {name: c["bytes_per_image"] for name, c in caches.items()}
-    assert size["V2-k5-none"] < size["V2-k5-int8"] < size["V2-k5-float16"] < size["V2-all-float16"]
-    assert size["V2-all-int8"] < size["V2-all-float16"]
+    assert size["V2-k5-none"] < size["V2-k5-int4"] < size["V2-k5-int8"] < size["V2-k5-float16"] < size["V2-all-float16"]
+    assert size["V2-all-int4"] < size["V2-all-int8"] < size["V2-all-float16"]
     assert all(c["loader_samples_per_s"] > 0 for c in caches.values())
     assert json.loads(out.read_text())["metrics"].keys() == result["metrics"].keys()
 

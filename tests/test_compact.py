@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import TEACHER
 
 import models
-from cache.compact import dequantize_int8, index_dtype, quantize_int8, topk_decode, topk_encode
+from cache.compact import dequantize, index_dtype, quantize, topk_decode, topk_encode
 from cache.integrity import DamagedData, verify
 from cache.reader import CacheMismatch, TeacherCache
 from pipeline.data.imagestore import ImageStore
@@ -91,20 +91,25 @@ def test_top_k_distribution_is_within_its_bound_of_the_full_one(k, temperature):
         assert (tv > bound + 1e-2).mean() > 0.9
 
 
-def test_int8_vectors_are_within_half_a_step_of_their_values():
+@pytest.mark.parametrize("dtype, top, width", [("int8", 127, 95), ("int4", 7, 48)])
+def test_quantized_vectors_are_within_half_a_step_of_their_values(dtype, top, width):
     rng = np.random.default_rng(0)
-    x = (rng.normal(size=(64, 3, 96)) * rng.uniform(0.01, 50, (64, 3, 1))).astype(np.float32)
+    x = (rng.normal(size=(64, 3, 95)) * rng.uniform(0.01, 50, (64, 3, 1))).astype(np.float32)  # odd length
     x[0, 0] = 0  # an all-zero vector
-    codes, scales = quantize_int8(x)
-    assert codes.dtype == np.int8 and scales.dtype == np.float16 and scales.shape == (64, 3)
+    codes, scales = quantize(x, dtype)
+    assert codes.shape == (64, 3, width) and scales.dtype == np.float16 and scales.shape == (64, 3)
+    length = 95 if dtype == "int4" else None
     step = scales.astype(np.float32)[..., None]
-    assert (np.abs(dequantize_int8(codes, scales) - x) <= step / 2 * (1 + 1e-6)).all()
-    assert (np.abs(codes).max(-1) >= 126).sum() >= 64 * 3 - 1  # the scale uses the whole range
+    error = np.abs(dequantize(codes, scales, length) - x)
+    assert (error <= step / 2 * (1 + 1e-6)).all()
+    assert (error.max(-1) > step[..., 0] / 4).mean() > 0.9  # the bound is near tight: rounding happens
+    peaks = np.abs(np.rint(dequantize(codes, scales, length) / np.where(step > 0, step, 1))).max(-1)
+    assert (peaks >= top - 1).sum() >= 64 * 3 - 1  # the scale uses the whole range
     maps = rng.normal(size=(4, 8, 5, 5)).astype(np.float32)  # stage maps: one scale per channel
-    codes, scales = quantize_int8(maps, vector_dims=2)
+    codes, scales = quantize(maps, dtype, vector_dims=2)
     assert scales.shape == (4, 8)
     step = scales.astype(np.float32)[..., None, None]
-    assert (np.abs(dequantize_int8(codes, scales) - maps) <= step / 2 * (1 + 1e-6)).all()
+    assert (np.abs(dequantize(codes, scales, 5 if dtype == "int4" else None) - maps) <= step / 2 * (1 + 1e-6)).all()
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +189,19 @@ def test_a_cache_without_features_serves_logits_only(tiny_data, tmp_path):
     settings = train_settings(epochs=1, batch_size=8, image_size=32)
     with pytest.raises(ValueError, match="needs the teacher's features.*feature_dtype = none"):
         fit("resnet10t", {}, store, settings, tmp_path / "run", cache=cache, distill={"beta": 0.5})
+
+
+def test_int4_features_read_back_within_half_a_step(tiny_data, tmp_path):
+    job = dataclasses.replace(tiny_data["job"], out=str(tmp_path / "cache.zarr"), feature_dtype="int4")
+    store, full = ImageStore(tiny_data["store"]), TeacherCache(tiny_data["cache"])
+    dim = full.eval_features.shape[1]
+    cache_teacher(job, store.rows("train"), len(store.labels), dim, {"identity": tiny_data["identity"]},
+                  "synchronous", 1, 16)
+    cache = TeacherCache(job.out)
+    assert cache.group["aug/features"].dtype == np.uint8 and cache.group["aug/features"].shape[-1] == -(-dim // 2)
+    rows = np.arange(len(full.aug_rows))
+    scales = cache.group["aug/features_scales"][...].astype(np.float32)[..., None]
+    features = cache.aug_features.take(rows)
+    assert features.shape == full.aug_features.take(rows).shape == cache.aug_features.shape[:1] + (2, dim)
+    assert (np.abs(features - full.aug_features.take(rows)) <= scales / 2 + 2e-3).all()
+    np.testing.assert_array_equal(cache.aug_logits.take(rows), full.aug_logits.take(rows))  # every logit, as full

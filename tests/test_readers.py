@@ -15,6 +15,7 @@ from conftest import write_h5
 from PIL import Image
 
 from pipeline.data.readers import HDF5Source, ImageFolder, Stanford40, carve_validation, open_source, read_image
+from pipeline.data.readers import _tree_stats as tree_stats
 from pipeline.data.source import BadImage, BadSource, Item
 
 REAL_STANFORD = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "stanford40"
@@ -183,6 +184,23 @@ def test_imagefolder_fingerprint_changes_with_a_file(tmp_path: Path) -> None:
     assert ImageFolder(tmp_path, seed=1).fingerprint() != before
     save(tmp_path / "a.b" / "img 0.png", noise((12, 10), seed=99))
     assert ImageFolder(tmp_path).fingerprint() != before
+
+
+def test_tree_listing_is_os_walk_order_with_sizes_and_times(tmp_path: Path) -> None:
+    """The fingerprint's listing: every file once, os.walk's order, links to folders not followed."""
+    for rel in ("b/2.jpg", "b/10.jpg", "a/x/deep.png", "a/top.jpg", ".hidden", "z.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x" * len(rel))
+    (tmp_path / "link").symlink_to(tmp_path / "a", target_is_directory=True)
+    expected = []
+    for folder, dirs, files in os.walk(tmp_path):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            expected.append(f"{os.path.relpath(path, tmp_path)} {os.stat(path).st_size} {os.stat(path).st_mtime_ns}")
+    assert list(tree_stats(tmp_path)) == expected
+    assert [line.split()[0] for line in expected] == [".hidden", "z.txt", "a/top.jpg", "a/x/deep.png", "b/10.jpg",
+                                                      "b/2.jpg"]
 
 
 # --- decoding -----------------------------------------------------------------------------
@@ -366,3 +384,4 @@ def test_real_stanford_images_load_as_rgb(real: Stanford40) -> None:
         crop = real.load(item)
         assert whole.mode == crop.mode == "RGB" and min(whole.size) == 160
         assert crop.width <= whole.width and crop.height <= whole.height
+

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
@@ -124,8 +125,15 @@ def checked(array: zarr.Array, rows: slice = slice(None)) -> Iterator[None]:
         _fail(array, damage, err)
 
 
-def _fail(array: zarr.Array, damage: list[Damage], cause: Exception | None = None) -> None:
+def _fail(array: zarr.Array, damage: list[Damage], cause: Exception | None = None) -> NoReturn:
     raise DamagedData(damage, invalidate(output_root(array), damage) + RERUN) from cause
+
+
+def bad_row(array: zarr.Array, row: int, error: str, cause: Exception) -> NoReturn:
+    """Raise DamagedData for a row of `array` whose bytes pass their checksum but are no
+    valid element (a stored JPEG that does not decode): they were written wrong."""
+    _, file = next(shards(array, slice(row, row + 1)))
+    _fail(array, [Damage(_name(array), file, f"row {row}: {error}")], cause)
 
 
 def read_all(array: zarr.Array):

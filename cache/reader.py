@@ -13,6 +13,14 @@ from cache.integrity import checked, read_all
 DEFAULT_BUDGET = 2 << 30  # bytes an array may take in memory before reads go to disk
 
 
+def in_memory_bytes(array: zarr.Array) -> int:
+    """About what `array` takes read into memory; for variable-length elements (a jpeg image
+    store's), their stored bytes."""
+    if array.dtype == object:
+        return array.nbytes_stored()
+    return int(np.prod(array.shape)) * array.dtype.itemsize
+
+
 class Rows:
     """Rows of a Zarr array by integer index. Held in memory when it fits the budget,
     so a random minibatch is a numpy gather; otherwise each read touches only the
@@ -21,8 +29,7 @@ class Rows:
 
     def __init__(self, array: zarr.Array, budget: int = DEFAULT_BUDGET):
         self.shape, self.dtype = array.shape, array.dtype
-        fits = np.prod(array.shape) * array.dtype.itemsize <= budget
-        self._data = read_all(array) if fits else array
+        self._data = read_all(array) if in_memory_bytes(array) <= budget else array
 
     def __len__(self) -> int:
         return self.shape[0]

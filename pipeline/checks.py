@@ -57,7 +57,7 @@ class Range:
 
 
 RANGES = {
-    "data": {"store_size": Range(1), "val_fraction": Range(0, 1, high_open=True)},
+    "data": {"store_size": Range(1), "val_fraction": Range(0, 1, high_open=True), "jpeg_quality": Range(1, 100)},
     "compute": {"workers": Range(1), "threads": Range(0), "shard_rows": Range(1), "memory_budget_gb": Range(0)},
     "teacher": {"epochs": Range(0), "lr": Range(0, low_open=True), "views": Range(0), "topk": Range(0)},
     "train": {"epochs": Range(1), "batch_size": Range(1), "lr": Range(0, low_open=True),

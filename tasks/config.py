@@ -16,6 +16,7 @@ from luigi.configuration import get_config
 from cache.compact import FEATURE_DTYPES
 from pipeline import cluster, gpus
 from pipeline.cluster import SlurmSettings
+from pipeline.data.imagestore import IMAGE_FORMATS
 from pipeline.device import PRECISIONS
 from pipeline.spec import parse_caches, parse_names
 from pipeline.training.train import TrainSettings
@@ -33,6 +34,11 @@ class data(luigi.Config):  # noqa: N801
     on_bad_image = luigi.ChoiceParameter(
         choices=["fail", "skip"],
         description="an image that cannot be decoded stops the run (fail) or is left out and recorded (skip)")
+    image_format = luigi.ChoiceParameter(
+        choices=IMAGE_FORMATS,
+        description="the image store keeps each square image as uint8 pixels (raw) or as one JPEG (jpeg: "
+                    "about a seventh of the bytes at 128 px, decoded on every read)")
+    jpeg_quality = luigi.IntParameter(description="JPEG quality, 1 to 100, of a jpeg image store")
 
 
 class compute(luigi.Config):  # noqa: N801

@@ -12,6 +12,11 @@ from tasks.base import Step
 from tasks.config import compute, dask_scheduler, data, datasets
 
 
+def jpeg_quality() -> int | None:
+    """[data] jpeg_quality for a jpeg store; None for a raw one, which it does not change."""
+    return data().jpeg_quality if data().image_format == "jpeg" else None
+
+
 class PrepareDataset(Step):
     """Decode, convert and resize every image of the data set once, in parallel."""
 
@@ -30,7 +35,8 @@ class PrepareDataset(Step):
         d = data()
         return {"source": datasets().get(self.dataset), "content": self.source.fingerprint(),
                 "size": d.store_size, "val_fraction": d.val_fraction, "seed": d.seed,
-                "on_bad_image": d.on_bad_image, "version": STORE_VERSION}
+                "on_bad_image": d.on_bad_image, "image_format": d.image_format,
+                "jpeg_quality": jpeg_quality(), "version": STORE_VERSION}
 
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(self.folder() / "store.zarr" / "manifest.json")
@@ -43,7 +49,7 @@ class PrepareDataset(Step):
         with dask_scheduler() as scheduler:
             write_image_store(self.source, items, self.folder() / "store.zarr", d.store_size,
                               {"dataset": self.dataset, "fingerprint": self.fingerprint(), **self.settings()},
-                              d.on_bad_image, scheduler, c.workers, c.shard_rows, progress)
+                              d.on_bad_image, scheduler, c.workers, c.shard_rows, progress, jpeg_quality())
         progress.close()
 
     def store_path(self):

@@ -1,7 +1,7 @@
 """A small image store and teacher cache, written the same way by tests/test_store.py and by
 the subprocess it kills midway:
 
-    python tests/slow_runs.py store OUT               OUT = the store folder
+    python tests/slow_runs.py store OUT [JPEG_QUALITY]   OUT = the store folder (raw, or jpeg)
     python tests/slow_runs.py cache STORE WEIGHTS OUT [TOPK FEATURE_DTYPE]  OUT = the cache folder
 
 The subprocess sleeps in every image (or block) so that a kill lands between blocks, and
@@ -64,10 +64,10 @@ class DyingTeacherJob(TeacherJob):
         super().__call__(block)
 
 
-def write_store(out: Path, source: SyntheticSource = SOURCE,
-                scheduler: str = "synchronous", workers: int = 1, progress=None) -> dict:
+def write_store(out: Path, source: SyntheticSource = SOURCE, scheduler: str = "synchronous", workers: int = 1,
+                progress=None, jpeg_quality: int | None = None) -> dict:
     return write_image_store(source, source.items(), out, SIZE, {"source": "synthetic"}, scheduler=scheduler,
-                             workers=workers, shard_rows=SHARD_ROWS, progress=progress)
+                             workers=workers, shard_rows=SHARD_ROWS, progress=progress, jpeg_quality=jpeg_quality)
 
 
 def save_teacher(weights: Path) -> None:
@@ -106,7 +106,8 @@ def assert_same_files(a: Path, b: Path) -> None:
 if __name__ == "__main__":
     kind, *paths = sys.argv[1:]
     if kind == "store":
-        write_store(Path(paths[0]), SlowSource(**SOURCE_ARGS))
+        out, *quality = paths
+        write_store(Path(out), SlowSource(**SOURCE_ARGS), jpeg_quality=int(quality[0]) if quality else None)
     else:
         store, weights, out, *encoding = paths
         topk, feature_dtype = (int(encoding[0]), encoding[1]) if encoding else (0, "float16")

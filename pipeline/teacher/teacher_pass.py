@@ -14,9 +14,9 @@ import zarr
 import models
 from cache import blocks
 from cache.integrity import checked
-from cache.reader import Rows
 from cache.schema import create_cache, encode_outputs
 from pipeline import gpus
+from pipeline.data.imagestore import store_images
 from pipeline.device import Precision, resolve_device
 from pipeline.inference import predict
 from pipeline.views import random_views, whole_views
@@ -57,7 +57,8 @@ class TeacherJob:
         if self.threads:
             torch.set_num_threads(self.threads)
         group = zarr.open_group(self.out, mode="r+")
-        images = zarr.open_array(f"{self.store}/images", mode="r")
+        # From disk, a batch at a time, decoded as the student loader decodes them (one reader).
+        images = store_images(zarr.open_array(f"{self.store}/images", mode="r"), budget=0)
         size = images.shape[1]
         if tag == "eval":
             rows = np.arange(start, stop)
@@ -70,7 +71,7 @@ class TeacherJob:
         net = _teacher(self.model, self.kwargs_json, self.classes, self.weights,
                        resolve_device(gpus.held() or self.device), self.compile)
         stages = self.stages if tag == "eval" else ()
-        logits, features, *maps = predict(net, Rows(images, budget=0).take, rows, params, self.image_size,
+        logits, features, *maps = predict(net, images, rows, params, self.image_size,
                                           self.batch_size, stages, Precision(self.precision))
         if tag == "aug":
             group["aug/params"][start:stop] = params

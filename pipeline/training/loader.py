@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from cache.reader import TeacherCache
-from pipeline.data.imagestore import ImageStore
+from pipeline.data.imagestore import ImageStore, pixels
 from pipeline.device import to_device
 from pipeline.training.distributed import Ranks
 from pipeline.views import random_views, render, whole_views
@@ -81,7 +81,7 @@ class TrainLoader:
             params = random_views(self.seed, keys, 1, size)[:, 0]
         else:
             params = whole_views(len(rows), size)
-        images = render(self._on_device(self.store.images[rows]), params, self.image_size)
+        images = render(pixels(self.store.images, rows, self.device), params, self.image_size)
         labels = self._on_device(self.store.labels[rows])
         if teacher is None:
             return Batch(images, labels, None, None)

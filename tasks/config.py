@@ -37,7 +37,7 @@ class data(luigi.Config):  # noqa: N801
     image_format = luigi.ChoiceParameter(
         choices=IMAGE_FORMATS,
         description="the image store keeps each square image as uint8 pixels (raw) or as one JPEG (jpeg: "
-                    "about a seventh of the bytes at 128 px, decoded on every read)")
+                    "about a sixth of the bytes at 128 px, decoded on every read)")
     jpeg_quality = luigi.IntParameter(description="JPEG quality, 1 to 100, of a jpeg image store")
 
 

@@ -33,10 +33,12 @@ class PrepareDataset(Step):
 
     def settings(self) -> dict:
         d = data()
+        # A raw store's settings are those from before jpeg stores: its arrays are unchanged, so
+        # its fingerprint, and the teacher trained on it, stay valid.
+        encoding = {"image_format": "jpeg", "jpeg_quality": jpeg_quality()} if d.image_format == "jpeg" else {}
         return {"source": datasets().get(self.dataset), "content": self.source.fingerprint(),
                 "size": d.store_size, "val_fraction": d.val_fraction, "seed": d.seed,
-                "on_bad_image": d.on_bad_image, "image_format": d.image_format,
-                "jpeg_quality": jpeg_quality(), "version": STORE_VERSION}
+                "on_bad_image": d.on_bad_image, **encoding, "version": STORE_VERSION}
 
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(self.folder() / "store.zarr" / "manifest.json")

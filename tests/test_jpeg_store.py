@@ -119,10 +119,19 @@ def test_killed_jpeg_store_build_resumes_to_the_same_store(stores, tmp_path):
 
 
 def test_image_format_and_quality_are_settings_of_the_store(luigi_config):
-    assert {k: PrepareDataset("demo").settings()[k] for k in ("image_format", "jpeg_quality")} == {
-        "image_format": "raw", "jpeg_quality": None}  # a raw store does not depend on the quality
+    raw = PrepareDataset("demo")
+    # A raw store's settings (and fingerprint) are those from before jpeg stores, whatever the quality.
+    assert "image_format" not in raw.settings() and "jpeg_quality" not in raw.settings()
+    prints = [raw.fingerprint()]
+    luigi_config("data", "jpeg_quality", "50")
+    assert PrepareDataset("demo").fingerprint() == prints[0]
     luigi_config("data", "image_format", "jpeg")
-    assert PrepareDataset("demo").settings()["jpeg_quality"] == QUALITY
+    jpeg = PrepareDataset("demo")
+    assert (jpeg.settings()["image_format"], jpeg.settings()["jpeg_quality"]) == ("jpeg", 50)
+    prints.append(jpeg.fingerprint())
+    luigi_config("data", "jpeg_quality", str(QUALITY))
+    prints.append(PrepareDataset("demo").fingerprint())
+    assert len(set(prints)) == 3
 
 
 @pytest.mark.parametrize("key, value, fix", [

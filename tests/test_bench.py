@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cache.reader import TeacherCache
-from pipeline import bench, bench_cache
+from pipeline import bench, bench_cache, bench_store
 
 KEYS = {"teacher_pass_ratio", "cached_kd_overhead", "online_over_cached", "online_over_cached_theory",
         "online_fraction_of_theory", "loader_headroom", "cache_bytes_per_image", "cache_bytes_raw_fp16",
@@ -64,3 +64,13 @@ def test_topk_gap_is_zero_at_every_class_and_grows_as_k_falls(tiny_data):
     assert gaps[f"K{classes} T4"] == {"tv median": 0, "tv p95": 0, "kl median": 0, "kl p95": 0}
     for t in (1, 4):
         assert gaps[f"K1 T{t}"]["tv median"] > gaps[f"K3 T{t}"]["tv median"] > 0
+
+
+def test_store_bench_sizes_raw_and_jpeg(tmp_path):
+    results = bench_store.main(["--source", "synthetic", "--options", "train_per_class=2", "test_per_class=1",
+                                "size=48", "--sizes", "32", "--batch", "4", "--seconds", "0.05", "--threads", "1",
+                                "--json", str(tmp_path / "store.json")])
+    raw, jpeg = results
+    assert (raw["format"], jpeg["format"]) == ("raw", "jpeg q90") and raw["images"] == jpeg["images"] == 24
+    assert 0 < jpeg["bytes_per_image"] < raw["bytes_per_image"]
+    assert all(r["img_per_s_disk"] > 0 and r["img_per_s_memory"] > 0 for r in results)

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import time
 from collections import deque
+from functools import partial
 from pathlib import Path
 
 import h5py
@@ -107,9 +108,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
             say(f"{name}: {result['caches'][name]['bytes_per_image']:.0f} bytes per image")
     loaders = {name: TrainLoader(store, args.image_size, args.batch_size, args.seed, cache=cache)
                for name, cache in caches.items()}
-    timings = interleave(args.reps, **{name: (lambda loader=loader: seconds(lambda: deque(loader.epoch(0), maxlen=0)))
-                                       for name, loader in loaders.items()})
-    samples = len(store.rows("train"))
+    def epochs(loader: TrainLoader) -> float:
+        return seconds(lambda: [deque(loader.epoch(e), maxlen=0) for e in range(args.loader_epochs)])
+
+    timings = interleave(args.reps, **{name: partial(epochs, loader) for name, loader in loaders.items()})
+    samples = len(store.rows("train")) * args.loader_epochs
     for name, info in result["caches"].items():
         full = cache_name(info["views"], *FULL)
         info["loader_samples_per_s"] = float(np.median(samples / timings[name]))
@@ -133,6 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--loader-epochs", type=int, default=5, help="loader epochs per timed repetition")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 4.0], help="for --gap")

@@ -9,7 +9,7 @@ import numpy as np
 
 from pipeline.data.imagestore import ImageStore
 from pipeline.evaluation.report import write_report
-from pipeline.spec import cache_text, parse_names
+from pipeline.spec import parse_names
 from tasks.base import Step, read_json
 from tasks.check import Checked
 from tasks.config import cache_study, datasets, kd, modes, students, study_caches, train
@@ -26,9 +26,8 @@ class Report(Step):
     def requires(self):
         ds, study = self.dataset, parse_names(cache_study().students)
         # The main cache first, the reference of every gain; a listed cache equal to it is it.
-        variants = dict.fromkeys(["", *(cache_variant(cache_settings(cache_text(c))) for c in study_caches())])
-        if not study_caches():
-            variants = {}
+        caches = study_caches()
+        variants = dict.fromkeys(["", *(cache_variant({**cache_settings(), **c}) for c in caches)]) if caches else {}
         return {"teacher": EvaluateTeacher(ds), "weights": teacher_weights(ds), "cache": CacheTeacher(ds),
                 "students": {s: {m: EvaluateStudent(ds, s, m) for m in modes()} for s in students()},
                 "study": {v: {"cache": CacheTeacher(ds, v),

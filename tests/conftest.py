@@ -43,7 +43,9 @@ def tiny_settings(work: str) -> dict:
 
 def _tiny(work: str) -> dict:
     return {
-        "core": {"local_scheduler": "true", "log_level": "WARNING"},
+        # Luigi's own lock refuses a command line already running on this host: the tests'
+        # runs must not collide with a user's `luigi --module tasks RunAll` (or each other's).
+        "core": {"local_scheduler": "true", "log_level": "WARNING", "lock_pid_dir": f"{work}-luigi-pids"},
         "paths": {"work": work},
         "datasets": {"demo": "synthetic seed=0 train_per_class=12 test_per_class=6 size=32"},
         "data": {"store_size": "32", "val_fraction": "0.1", "seed": "0"},

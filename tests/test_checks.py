@@ -151,7 +151,8 @@ def test_command_lists_every_problem_and_exits_nonzero_before_any_work(tmp_path)
     cfg = tmp_path / "bad.cfg"
     cfg.write_text(f"[paths]\nwork = {work}\n[datasets]\ngone = imagefolder:{tmp_path}/missing\n"
                    f"[students]\ntypo = vitt_tiny_patch16_224\n[kd]\nalpha = 1.5\n")
-    proc = subprocess.run([sys.executable, "-m", "luigi", "--module", "tasks", "RunAll", "--train-epochs", "0"],
+    proc = subprocess.run([sys.executable, "-m", "luigi", "--module", "tasks", "RunAll", "--train-epochs", "0",
+                           "--no-lock"],  # not refused when a user runs RunAll on this host
                           cwd=REPO, env={"LUIGI_CONFIG_PATH": str(cfg), "PATH": ""},
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 35  # luigi.cfg's [retcode] scheduling_error

@@ -39,6 +39,10 @@ class data(luigi.Config):  # noqa: N801
         description="the image store keeps each square image as uint8 pixels (raw) or as one JPEG (jpeg: "
                     "about a sixth of the bytes at 128 px, decoded on every read)")
     jpeg_quality = luigi.IntParameter(description="JPEG quality, 1 to 100, of a jpeg image store")
+    shuffle_rows = luigi.BoolParameter(
+        description="write the store's rows in a seeded random order, not the source's (an image folder's "
+                    "is class by class): needed for [train] order = shards, whose batches mix the images "
+                    "of a few neighbouring shards; part of the store's fingerprint only when true")
 
 
 class compute(luigi.Config):  # noqa: N801

@@ -6,7 +6,7 @@ from functools import cached_property
 import luigi
 
 from pipeline.data.imagestore import STORE_VERSION, write_image_store
-from pipeline.data.readers import carve_validation, open_source
+from pipeline.data.readers import carve_validation, open_source, shuffle_items
 from pipeline.spec import parse_spec
 from tasks.base import Step
 from tasks.config import compute, dask_scheduler, data, datasets
@@ -36,9 +36,10 @@ class PrepareDataset(Step):
         # A raw store's settings are those from before jpeg stores: its arrays are unchanged, so
         # its fingerprint, and the teacher trained on it, stay valid.
         encoding = {"image_format": "jpeg", "jpeg_quality": jpeg_quality()} if d.image_format == "jpeg" else {}
+        shuffled = {"shuffle_rows": True} if d.shuffle_rows else {}  # likewise for stores in the source's order
         return {"source": datasets().get(self.dataset), "content": self.source.fingerprint(),
                 "size": d.store_size, "val_fraction": d.val_fraction, "seed": d.seed,
-                "on_bad_image": d.on_bad_image, **encoding, "version": STORE_VERSION}
+                "on_bad_image": d.on_bad_image, **encoding, **shuffled, "version": STORE_VERSION}
 
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(self.folder() / "store.zarr" / "manifest.json")
@@ -46,6 +47,8 @@ class PrepareDataset(Step):
     def work(self) -> None:
         d, c = data(), compute()
         items = carve_validation(self.source.items(), d.val_fraction, d.seed)
+        if d.shuffle_rows:
+            items = shuffle_items(items, d.seed)
         progress = self.progress(-(-len(items) // c.shard_rows), "image store, shards")
         self.write_settings()
         with dask_scheduler() as scheduler:

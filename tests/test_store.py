@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import slow_runs
+from conftest import build
 from slow_runs import SHARD_ROWS, SIZE, SOURCE, assert_same_files, save_teacher, teacher_job, write_cache, write_store
 
 from cache import blocks
@@ -20,6 +21,7 @@ from cache.reader import TeacherCache
 from pipeline.data.imagestore import ImageStore, square
 from pipeline.data.source import SPLITS
 from pipeline.data.synthetic import CLASSES
+from tasks.data import PrepareDataset
 
 
 class Blocks:
@@ -184,3 +186,20 @@ def test_bad_image_stops_or_is_skipped_and_recorded(tmp_path, policy):
     store = ImageStore(out)
     assert [s["id"] for s in store.manifest["skipped"]] == ["c/bad.png"]
     assert len(store.rows("train")) == len(items) - 1
+
+
+def test_shuffled_rows_hold_the_same_images_labels_and_splits_in_a_seeded_order(luigi_config):
+    assert build(PrepareDataset("demo"))[0]
+    plain, prints = ImageStore(PrepareDataset("demo").store_path()), {PrepareDataset("demo").fingerprint()}
+    luigi_config("data", "shuffle_rows", "true")
+    assert build(PrepareDataset("demo"))[0]
+    shuffled = ImageStore(PrepareDataset("demo").store_path())
+    prints.add(PrepareDataset("demo").fingerprint())
+    assert len(prints) == 2  # a store of its own; a store in the source's order keeps its fingerprint
+
+    where = {image_id: row for row, image_id in enumerate(plain.ids)}
+    rows = np.array([where[image_id] for image_id in shuffled.ids])
+    assert sorted(rows) == list(range(len(plain.ids))) and not np.array_equal(rows, np.sort(rows))
+    np.testing.assert_array_equal(shuffled.labels, plain.labels[rows])
+    np.testing.assert_array_equal(shuffled.split, plain.split[rows])
+    np.testing.assert_array_equal(shuffled.images.take(np.arange(len(rows))), plain.images.take(rows))

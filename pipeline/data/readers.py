@@ -62,6 +62,12 @@ def carve_validation(items: list[Item], fraction: float, seed: int) -> list[Item
     return _move_fraction(items, "train", "val", fraction, seed)
 
 
+def shuffle_items(items: list[Item], seed: int) -> list[Item]:
+    """`items` in a seeded random order: neighbouring rows of a store written in it are
+    of any class, which reading the store a few shards at a time needs."""
+    return [items[i] for i in np.random.default_rng([seed, 1]).permutation(len(items))]
+
+
 def read_image(path: Path) -> Image.Image:
     """The image file at `path` fully decoded, upright (EXIF orientation applied) and RGB;
     transparent pixels are composited on black. Raises BadImage naming the file."""

@@ -47,8 +47,9 @@ def prefetch(batches: Iterator[T], depth: int = 2) -> Iterator[T]:
 def behind(items: Iterable[T], consume: Callable[[T], None], depth: int = 2) -> None:
     """consume(item) for every item, in order, on a background thread, while this thread
     produces the next ones (at most `depth` wait between the two); returns once every item
-    is consumed. An error on either side stops both: the producer's is raised as it is, the
-    consumer's (the same exception object) as soon as the producer sees it or at the end."""
+    is consumed. An error on either side stops both and is raised here, the same exception
+    object: the producer's once the consumer has done the items already handed over, the
+    consumer's as soon as the producer sees it, before it makes another item."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     done = object()
     failed: list[BaseException] = []

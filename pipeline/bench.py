@@ -255,15 +255,20 @@ def forward_seconds(net: torch.nn.Module, s: Settings, batch_size: int, batches:
 
 def teacher_pass_metrics(b: Bench) -> tuple[dict, dict]:
     """cache_teacher images/s (every teacher forward: eval view of each image, V views of
-    each training image) over bare teacher forward images/s at the same batch size."""
+    each training image) over bare teacher forward images/s at the same batch size, both
+    warm: one untimed pass first (building the pass's teacher, once per process, and on a
+    GPU starting CUDA and loading its kernels), its seconds reported apart as
+    teacher_pass_warmup."""
     images, train = b.counts()
     forwards, tbs = images + train * b.s.views, b.s.teacher_batch_size
     batches = max(1, round(forwards / tbs))
     teacher = b.teacher()
+    warmup = b.teacher_pass()
+    say(f"warm-up teacher pass (not in the ratio): {warmup:.2f} s")
     t = interleave(b.s.reps, teacher_pass=b.teacher_pass,
                    bare_forward=lambda: batches * forward_seconds(teacher, b.s, tbs, batches))
     ratio = (forwards / t["teacher_pass"]) / (batches * tbs / t["bare_forward"])
-    return {"teacher_pass_ratio": metric("teacher_pass_ratio", ratio)}, t
+    return {"teacher_pass_ratio": metric("teacher_pass_ratio", ratio)}, {**t, "teacher_pass_warmup": warmup}
 
 
 def cache_size_metrics(b: Bench) -> tuple[dict, dict]:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
 
 from pipeline.gpus import visible_gpus
+from pipeline.training.prefetch import prefetch
 
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -116,3 +118,30 @@ def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cuda":
         return x.pin_memory().to(device, non_blocking=True)
     return x.to(device)
+
+
+Tensors = tuple[torch.Tensor, ...]
+
+
+def ahead(batches: Iterator[Tensors], device: torch.device, depth: int = 2) -> Iterator[Tensors]:
+    """`batches` (tuples of tensors on accelerator `device`), each made on a background
+    thread while the caller works on the one before. On CUDA that thread queues its copies
+    on a stream of its own, so they overlap the caller's kernels rather than wait behind
+    them; a batch is handed over once the caller's stream has waited for it, and its memory
+    stays the caller's until the caller's stream is done with it."""
+    if device.type != "cuda":
+        yield from prefetch(batches, depth)
+        return
+    for batch, ready in prefetch(_on_side_stream(batches, device), depth):
+        stream = torch.cuda.current_stream(device)
+        stream.wait_event(ready)
+        for t in batch:
+            t.record_stream(stream)
+        yield batch
+
+
+def _on_side_stream(batches: Iterator[Tensors], device: torch.device) -> Iterator[tuple[Tensors, torch.cuda.Event]]:
+    side = torch.cuda.Stream(device)
+    torch.cuda.set_stream(side)  # the current stream is per thread: this runs on prefetch's thread alone
+    for batch in batches:
+        yield batch, side.record_event()

@@ -7,24 +7,43 @@ import numpy as np
 import torch
 
 from pipeline.data.imagestore import Images, pixels
-from pipeline.device import Precision
-from pipeline.training.prefetch import prefetch
+from pipeline.device import Precision, ahead, to_device
+from pipeline.training.prefetch import behind
 from pipeline.views import render, whole_views
 
 FP32 = Precision("fp32")
+
+
+def overlapped(device: torch.device) -> bool:
+    """Whether predict runs its stages side by side, on threads: on an accelerator. On the
+    CPU it is serial on purpose: reading and rendering the next batch on a thread while the
+    teacher runs gained nothing on 2 cores (the forward already uses both) and raised the
+    peak memory by 140 MB."""
+    return device.type != "cpu"
 
 
 def view_batches(images: Images, rows: np.ndarray, params: np.ndarray, image_size: int, batch_size: int,
                  device: torch.device = torch.device("cpu")) -> Iterator[torch.Tensor]:
     """Rendered views (len(rows), V, 5) of image-store rows, in order, about batch_size
     views at a time (whole images per batch); the images (imagestore.store_images) are
-    read a batch at a time and rendered on `device`."""
+    read a batch at a time and rendered on `device`. On an accelerator the next batch is
+    read, decoded and copied there on a thread meanwhile (device.ahead; see overlapped)."""
+    loads = _loads(images, rows, params, batch_size, device)
+    for batch, views, image_of in ahead(loads, device) if overlapped(device) else loads:
+        yield render(batch, views, image_size, image_of)
+
+
+def _loads(images: Images, rows: np.ndarray, params: np.ndarray, batch_size: int,
+           device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    # Views and their image indices go to the device here too: a plain copy in render would
+    # wait for every kernel queued before it.
     views = params.shape[1]
     per = max(1, batch_size // views)
     for start in range(0, len(rows), per):
         batch = pixels(images, rows[start:start + per], device)
-        yield render(batch, params[start:start + per].reshape(-1, 5), image_size,
-                     np.repeat(np.arange(len(batch)), views))
+        image_of = np.repeat(np.arange(len(batch)), views)
+        yield (batch, to_device(torch.from_numpy(params[start:start + per].reshape(-1, 5)), device),
+               to_device(torch.from_numpy(image_of), device))
 
 
 @torch.inference_mode()
@@ -33,18 +52,35 @@ def predict(net: torch.nn.Module, images: Images, rows: np.ndarray, params: np.n
     """[logits, features, *maps of `stages`] as float32, row-major over (rows, views), for
     rows of a store's uint8 images (imagestore.store_images) under views (len(rows), V, 5),
     on the net's device.
-    On the CPU it is serial on purpose: reading and rendering the next batch on a thread
-    while the teacher runs gained nothing on 2 cores (the forward already uses both) and
-    raised the peak memory by 140 MB. On a GPU the next batch is read meanwhile."""
+    Where `overlapped`, three stages run side by side: a thread reads and decodes the next
+    batch and copies it to the device, the device renders and runs this one, and another
+    thread brings the previous batch's outputs back to the host, so this thread queues the
+    next forward without waiting for the last one to finish. Either way the batches, and so
+    the outputs, are the same."""
     net.eval()
     device = next(net.parameters()).device
-    batches = view_batches(images, rows, params, image_size, batch_size, device)
-    outputs = []
-    for x in batches if device.type == "cpu" else prefetch(batches):
+    outputs: list[list[np.ndarray]] = []
+
+    def to_host(batch: list[torch.Tensor]) -> None:
+        outputs.append([t.cpu().numpy() for t in batch])
+
+    forwards = _forwards(net, view_batches(images, rows, params, image_size, batch_size, device), stages, precision)
+    if overlapped(device):
+        behind(forwards, to_host)
+    else:
+        for batch in forwards:
+            to_host(batch)
+    return [np.concatenate(column) for column in zip(*outputs)]
+
+
+def _forwards(net: torch.nn.Module, batches: Iterator[torch.Tensor], stages: tuple[int, ...],
+              precision: Precision) -> Iterator[list[torch.Tensor]]:
+    """[logits, features, *maps] of each batch, float32, where the net runs."""
+    device = next(net.parameters()).device
+    for x in batches:
         with precision.autocast(device):
             logits, features, *maps = net.forward_with_stages(x, stages) if stages else net(x)
-        outputs.append([t.float().cpu().numpy() for t in (logits, features, *(maps[0] if maps else []))])
-    return [np.concatenate(column) for column in zip(*outputs)]
+        yield [t.float() for t in (logits, features, *(maps[0] if maps else []))]
 
 
 def predict_rows(net: torch.nn.Module, store, rows: np.ndarray, image_size: int,

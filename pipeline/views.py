@@ -56,6 +56,6 @@ def render(images: np.ndarray | torch.Tensor, params: np.ndarray, out: int,
     boxes = torch.stack([index.to(torch.float32),
                          p[:, 1], p[:, 0], p[:, 1] + p[:, 3], p[:, 0] + p[:, 2]], dim=1)
     crops = roi_align(x, boxes, output_size=out, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
-    flip = p[:, 4] > 0.5
-    crops[flip] = crops[flip].flip(-1)
+    # Not a masked assignment: indexing by a mask waits for the device (it counts the flips on the host).
+    crops = torch.where((p[:, 4] > 0.5)[:, None, None, None], crops.flip(-1), crops)
     return crops.contiguous(memory_format=torch.channels_last)

@@ -80,9 +80,15 @@ result = {
     "wall_seconds": round(time.time() - int(started)),
 }
 result["ok"] = result["pip"]["rc"] == 0 and result["pytest_gpu"]["rc"] == 0 and result["bench"]["rc"] == 0
+# The teacher pass's figure at a glance: warm passes over the bare forward; the first, untimed pass apart.
+bench = result["bench"]["result"] or {}
+result["teacher_pass"] = {"ratio": bench.get("metrics", {}).get("teacher_pass_ratio"),
+                          "warmup_seconds": bench.get("timings", {}).get("teacher pass", {}).get("teacher_pass_warmup")}
 (out / "gpu-check.json").write_text(json.dumps(result, indent=1))
+ratio = (result["teacher_pass"]["ratio"] or {}).get("median")
 print(f"{out / 'gpu-check.json'}: ok={result['ok']} in {result['wall_seconds']} s; "
-      f"pytest: {' '.join(result['pytest_gpu']['summary'])}; bench rc {bench_rc}")
+      f"pytest: {' '.join(result['pytest_gpu']['summary'])}; bench rc {bench_rc}; "
+      f"teacher_pass_ratio {ratio} (warm-up pass apart: {result['teacher_pass']['warmup_seconds']} s)")
 sys.exit(0 if result["ok"] else 1)
 EOF
 check_rc=$?

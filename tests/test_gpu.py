@@ -9,9 +9,11 @@ import pytest
 import torch
 import zarr
 from conftest import TEACHER, TINY_VIT
+from slow_runs import assert_same_files
 
 import models
 from cache.reader import TeacherCache
+from pipeline import inference
 from pipeline.data.imagestore import ImageStore
 from pipeline.device import Precision
 from pipeline.spec import parse_spec
@@ -70,6 +72,21 @@ def test_cache_written_on_cuda_equals_the_cpu_cache(tiny_data, tmp_path, no_tf32
         assert cuda[name].dtype == np.float16
         assert np.allclose(cpu[name][...], cuda[name][...], rtol=2e-3, atol=2e-3), name
 
+
+
+def test_overlapped_pass_on_cuda_writes_the_serial_pass_s_cache(tiny_data, tmp_path, monkeypatch):
+    """Reading ahead on a CUDA stream of its own and bringing the outputs back on a thread
+    write, byte for byte, the cache of the same pass run one stage at a time: the streams
+    are synchronised and no buffer is reused early. Small batches, so each shard has several."""
+    store = ImageStore(tiny_data["store"])
+    dim = TeacherCache(tiny_data["cache"]).eval_features.shape[1]
+    for overlap in (False, True):
+        monkeypatch.setattr(inference, "overlapped", lambda device, overlap=overlap: overlap)
+        job = dataclasses.replace(tiny_data["job"], out=str(tmp_path / f"overlap-{overlap}.zarr"), device="cuda",
+                                  batch_size=4)
+        cache_teacher(job, store.rows("train"), len(store.labels), dim, {"identity": tiny_data["identity"]},
+                      "synchronous", 1, 16)
+    assert_same_files(tmp_path / "overlap-True.zarr", tmp_path / "overlap-False.zarr")
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_training_on_cuda_learns(tiny_data, tmp_path, precision):

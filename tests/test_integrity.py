@@ -11,13 +11,15 @@ import numpy as np
 import pytest
 import zarr
 from conftest import build
-from slow_runs import save_teacher, teacher_job, write_cache, write_store
+from slow_runs import SHARD_ROWS, save_teacher, teacher_job, write_cache, write_store
 from test_store import assert_same_files
 
 from cache.blocks import MANIFEST
 from cache.integrity import RERUN, DamagedData, verify, verify_outputs
 from cache.reader import TeacherCache
+from pipeline import inference
 from pipeline.data.imagestore import ImageStore
+from pipeline.teacher.teacher_pass import cache_teacher
 from tasks import CacheTeacher, VerifyData
 
 STORE, CACHE = "store/store.zarr", "cache/cache.zarr"  # the layout of a data set's work folder
@@ -131,6 +133,18 @@ def test_damage_raised_in_a_dask_worker_process_reaches_the_caller_intact(work):
     again = pickle.loads(pickle.dumps(err.value))  # how dask's process workers return it
     assert str(again) == str(err.value) and again.damage[0].file == file
 
+
+def test_damage_met_by_the_read_ahead_thread_stops_the_pass_naming_the_shard(work, monkeypatch):
+    """Where the pass reads ahead on a thread (on an accelerator), a damaged store shard
+    stops it with the message a serial read gives: the shard file and what is wrong."""
+    store = ImageStore(work / STORE)
+    dim = TeacherCache(work / CACHE).eval_features.shape[1]
+    file = damage(work / STORE, "images", 1, "flip")
+    monkeypatch.setattr(inference, "overlapped", lambda device: True)
+    job = teacher_job(work / STORE, work / "teacher.safetensors", work / "again.zarr")
+    with pytest.raises(DamagedData, match=f"shard file {file}: ValueError: Stored and computed checksum"):
+        cache_teacher(job, store.rows("train"), len(store.labels), dim, {"identity": {}}, "synchronous", 1,
+                      SHARD_ROWS)
 
 @pytest.mark.slow  # builds the whole graph
 def test_runall_repairs_what_verify_found_and_redoes_nothing_else(luigi_config):

@@ -18,6 +18,7 @@ from slow_runs import SHARD_ROWS, SIZE, SOURCE, assert_same_files, save_teacher,
 
 from cache import blocks
 from cache.reader import TeacherCache
+from pipeline import inference
 from pipeline.data.imagestore import ImageStore, square
 from pipeline.data.source import SPLITS
 from pipeline.data.synthetic import CLASSES
@@ -49,6 +50,16 @@ def reference(tmp_path_factory) -> dict:
                     cache_blocks)
     return {"root": root, "store_blocks": store_blocks.todo, "cache_blocks": cache_blocks.todo}
 
+
+
+@pytest.mark.parametrize("name", ENCODINGS)
+def test_overlapped_teacher_pass_writes_the_serial_cache(reference, tmp_path, monkeypatch, name):
+    """Reading ahead and bringing the outputs back on threads (as on an accelerator) writes
+    the cache the serial pass (the CPU's) writes, byte for byte."""
+    monkeypatch.setattr(inference, "overlapped", lambda device: True)
+    root = reference["root"]
+    write_cache(teacher_job(root / "store.zarr", root / "teacher.safetensors", tmp_path / name, **ENCODINGS[name]))
+    assert_same_files(tmp_path / name, root / name)
 
 
 def kill_after_first_block(args: list[str], root: Path, log: Path, ready: Callable[[], bool] = lambda: True) -> int:

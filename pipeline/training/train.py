@@ -43,6 +43,17 @@ class TrainSettings:
     image_size: int
     seed: int
     augment: bool
+    order: str          # TrainLoader's: random or shards
+    order_window: int   # shards read at a time in shards order
+
+
+def identity(settings: TrainSettings) -> dict:
+    """The settings as a run's fingerprint holds them: all but the order while it is random,
+    the one order there was before it could be chosen, so that such runs keep theirs."""
+    values = dict(vars(settings))
+    if settings.order == "random":
+        del values["order"], values["order_window"]
+    return values
 
 
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
@@ -134,7 +145,7 @@ def fit(model: str, model_kwargs: dict, store: ImageStore, settings: TrainSettin
     opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     scaler = precision.scaler(device)
     loader = TrainLoader(store, settings.image_size, settings.batch_size, settings.seed, cache,
-                         settings.augment, device, ranks)
+                         settings.augment, device, ranks, settings.order, settings.order_window)
     start, history = _resume(workdir / "train_state.pt", net, loss_fn, opt, scaler)
     total, warmup = settings.epochs * len(loader), round(settings.warmup_epochs * len(loader))
     val_rows = store.rows("val")

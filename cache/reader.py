@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Executor
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -49,19 +51,17 @@ class Rows:
         out = self._read(index)
         return out if column is None else out[np.arange(len(index)), column]
 
-    def held(self, spans: Sequence[Span]) -> Rows | HeldRows:
+    def held(self, spans: Sequence[Span], pool: Executor | None = None) -> Rows | HeldRows:
         """Rows `spans` in memory, read like these Rows by their own indices (each must fall
         in a span): from disk one contiguous slice per span, which costs zarr far less per
-        row than reading the same rows chunk by chunk; held in memory already, these Rows."""
+        row than reading the same rows chunk by chunk; with `pool`, spans read by its processes
+        (zarr decodes one read's chunks on one thread), spans that must not share a shard file
+        (where one process finds damage it deletes the file, under another's read); held in
+        memory already, these Rows."""
         if isinstance(self._data, np.ndarray):
             return self
-        data = np.empty((sum(hi - lo for lo, hi in spans), *self.shape[1:]), dtype=self.dtype)
-        at = 0
-        for lo, hi in spans:
-            with checked(self._data, slice(lo, hi)):
-                data[at:at + hi - lo] = self._data[lo:hi]
-            at += hi - lo
-        return HeldRows(data, spans, self.shape)
+        parts = (pool.map if pool else map)(read_span, repeat(self._data), spans)
+        return HeldRows(np.concatenate(list(parts)), spans, self.shape)
 
     def _read(self, index: np.ndarray) -> np.ndarray:
         if len(index) == 0:
@@ -75,6 +75,12 @@ class Rows:
             out = np.empty((len(index), *self.shape[1:]), dtype=self.dtype)
             out[order] = self._data.oindex[index[order]]
             return out
+
+
+def read_span(array: zarr.Array, span: Span) -> np.ndarray:
+    """Rows lo:hi of `array`, checked (cache/integrity.py)."""
+    with checked(array, slice(*span)):
+        return array[slice(*span)]
 
 
 class HeldRows:

@@ -92,20 +92,25 @@ def serve(loader: TrainLoader, samples: int, epoch: int) -> float:
 
 def loaders(paths: dict[str, Path], cache: Path, args: argparse.Namespace) -> dict[str, Callable[[], TrainLoader]]:
     """The loaders compared, by name: each format in random order from disk (today's path) and
-    in shards order from disk, raw in random order from memory."""
-    def make(fmt: str, budget: int, order: str) -> Callable[[], TrainLoader]:
+    in shards order from disk (read by the loader's thread, and by --read-processes processes),
+    raw in random order from memory."""
+    def make(fmt: str, budget: int, order: str, processes: int = 0) -> Callable[[], TrainLoader]:
         return lambda: TrainLoader(ImageStore(paths[fmt], budget), args.size, args.batch_size, args.seed,
-                                   TeacherCache(cache, budget), order=order, window=args.window)
+                                   TeacherCache(cache, budget), order=order, window=args.window,
+                                   read_processes=processes)
     out = {}
     for fmt in args.formats:
         out[f"{fmt}_disk_random"] = make(fmt, 0, "random")
         out[f"{fmt}_disk_shards"] = make(fmt, 0, "shards")
+        if args.read_processes:
+            out[f"{fmt}_disk_shards_p{args.read_processes}"] = make(fmt, 0, "shards", args.read_processes)
     out["raw_memory_random"] = make("raw", MEMORY, "random")
     return out
 
 
 def peak_rss(paths: dict[str, Path], cache: Path, args: argparse.Namespace) -> dict:
-    """Resident MB before, and the peak above it while serving `samples` in shards order from disk."""
+    """Resident MB before, and the peak above it while serving `samples` in shards order from
+    disk, read by this process."""
     torch.set_num_threads(args.threads)
     loader = loaders(paths, cache, args)["raw_disk_shards"]()
     before = _status_mb("VmRSS")
@@ -132,6 +137,8 @@ def measure(images: int, args: argparse.Namespace) -> dict:
                        ImageStore(paths["raw"], 0), args)
     say(f"{images} images: stores and cache ready in {root}")
     made = {name: make() for name, make in loaders(paths, cache, args).items()}
+    for loader in made.values():
+        serve(loader, 1, 1 << 20)  # untimed: the reading processes start
     runs = {name: (lambda loader=loader, rep=iter(range(1 << 30)): serve(loader, args.samples, next(rep)))
             for name, loader in made.items()}
     timings = interleave(args.reps, **runs)
@@ -150,9 +157,9 @@ def report(results: dict[int, dict], args: argparse.Namespace) -> str:
         lines.append(f"{images} images: " + ", ".join(f"{name} {r[name]:,.0f}" for name in
                                                       [*[k for k in r if "_disk_" in k or "_memory_" in k],
                                                        "student_step"]) + " samples/s")
-        for fmt in args.formats:
-            shards, today = r[f"{fmt}_disk_shards"], r[f"{fmt}_disk_random"]
-            lines.append(f"  {fmt}: disk shards / today's disk {shards / today:.1f}x, "
+        for name in [k for k in r if "_disk_shards" in k]:
+            shards, today = r[name], r[name.split("_")[0] + "_disk_random"]
+            lines.append(f"  {name}: / today's disk {shards / today:.1f}x, "
                          f"/ student step {shards / r['student_step']:.2f}x, "
                          f"/ memory {shards / r['raw_memory_random']:.2f}x")
         rss = [m["work_mb"] for m in r["peak_rss_shards"]]
@@ -160,9 +167,8 @@ def report(results: dict[int, dict], args: argparse.Namespace) -> str:
     sizes = sorted(results)
     if len(sizes) > 1:
         small, big = results[sizes[0]], results[sizes[-1]]
-        for fmt in args.formats:
-            key = f"{fmt}_disk_shards"
-            lines.append(f"{fmt} shards order at {sizes[-1]} / at {sizes[0]} images: {big[key] / small[key]:.2f}")
+        for key in [k for k in small if "_disk_" in k]:
+            lines.append(f"{key} at {sizes[-1]} / at {sizes[0]} images: {big[key] / small[key]:.2f}")
     return "\n".join(lines)
 
 
@@ -178,6 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--formats", nargs="+", default=["raw", "jpeg"], choices=["raw", "jpeg"])
     parser.add_argument("--quality", type=int, default=90, help="of the jpeg store")
     parser.add_argument("--window", type=int, default=4, help="[train] order_window")
+    parser.add_argument("--read-processes", type=int, default=2, help="[compute] read_processes; 0 = none")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--samples", type=int, default=8192, help="served per timed repetition")
     parser.add_argument("--student", default=STUDENT)

@@ -52,6 +52,10 @@ class compute(luigi.Config):  # noqa: N801
     shard_rows = luigi.IntParameter(description="image rows per shard, the unit of parallel work")
     memory_budget_gb = luigi.FloatParameter(
         description="arrays up to this size are read into memory for training; larger ones are read from disk")
+    read_processes = luigi.IntParameter(
+        description="with [train] order = shards, processes that read the shards of the image store and the "
+                    "cache from disk (zarr decodes one read's chunks on one thread); 0 = the loader's own "
+                    "thread; not part of any fingerprint")
     device = luigi.Parameter(
         description="where every model runs: auto (CUDA when present, else MPS, else CPU), cpu, cuda, "
                     "cuda:N or mps; not part of any fingerprint")

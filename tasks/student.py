@@ -86,7 +86,7 @@ class TrainStudent(Training, StudentStep):
                        settings=vars(settings), workdir=str(self.folder()), weights=self.output().path,
                        memory_budget=memory_budget(), cache=cache and str(cache), distill=self.settings()["distill"],
                        teacher=online, device=str(self.device()), precision=self.precision().name,
-                       compile=compute().compile)
+                       compile=compute().compile, read_processes=compute().read_processes)
         self.run_training(job, "epochs", settings.epochs)
 
 

@@ -75,7 +75,8 @@ class FineTuneTeacher(Training):
         job = TrainJob(model=name, kwargs=kwargs, store=str(self.requires().store_path()), settings=vars(settings),
                        workdir=str(self.folder()), weights=self.output().path, memory_budget=memory_budget(),
                        init={"scratch": False, "pretrained": True}.get(t.init, t.init), device=str(self.device()),
-                       precision=self.precision().name, compile=compute().compile)
+                       precision=self.precision().name, compile=compute().compile,
+                       read_processes=compute().read_processes)
         self.run_training(job, "teacher fine-tuning, epochs", settings.epochs)
 
 

@@ -1,7 +1,7 @@
 """The loader's read orders ([train] order): random and shards serve every training image
 once an epoch with the same view, label and teacher targets, from memory or from disk
-(budget 0), raw or jpeg; the shards order is seeded and walks whole shards; damage
-read in shards order is still named."""
+(budget 0; in shards order by the loader's thread or by reading processes), raw or jpeg;
+the shards order is seeded and walks whole shards; damage read in shards order is still named."""
 from __future__ import annotations
 
 import shutil
@@ -21,6 +21,9 @@ from pipeline.training.loader import TrainLoader
 from pipeline.training.train import TrainSettings, identity
 
 BATCH, WINDOW, EPOCHS = 5, 2, (0, 1)  # 5 does not divide a window: batches straddle windows
+MEMORY = 1 << 40
+# (memory budget, order, reading processes) of every loader compared with the first
+WAYS = [(MEMORY, "random", 0), (MEMORY, "shards", 0), (0, "random", 0), (0, "shards", 0), (0, "shards", 2)]
 
 
 @pytest.fixture(scope="module")
@@ -60,23 +63,23 @@ def assert_same(got: dict, expected: dict) -> None:
 def test_both_orders_serve_each_image_its_view_and_targets_from_memory_or_disk(tiny_data, jpeg_store, fmt, cached):
     store = tiny_data["store"] if fmt == "raw" else jpeg_store
     cache = tiny_data["cache"] if cached else None
+    loaders = [loader(store, cache, budget, order, read_processes=processes) for budget, order, processes in WAYS]
     for epoch in EPOCHS:
-        expected = served(loader(store, cache, 1 << 40, "random"), epoch)
-        assert sorted(expected) == list(range(len(ImageStore(store).rows("train"))))  # each row once
-        for budget in (1 << 40, 0):
-            for order in ("random", "shards"):
-                assert_same(served(loader(store, cache, budget, order), epoch), expected)
+        expected = served(loaders[0], epoch)
+        assert sorted(expected) == list(range(len(loaders[0].rows)))  # each row once
+        for other in loaders[1:]:
+            assert_same(served(other, epoch), expected)
 
 
 def test_random_order_is_today_s(tiny_data):
     """Positions and views as the loader drew them before orders could be chosen."""
-    train = loader(tiny_data["store"], tiny_data["cache"], 1 << 40, "random")
+    train = loader(tiny_data["store"], tiny_data["cache"], MEMORY, "random")
     rng = np.random.default_rng([0, 3])
     assert np.array_equal(train.positions(3), rng.permutation(len(train.rows)))
 
 
 def test_shards_order_walks_whole_shards_each_epoch_its_own(tiny_data):
-    train = loader(tiny_data["store"], None, 1 << 40, "shards", window=1)
+    train = loader(tiny_data["store"], None, MEMORY, "shards", window=1)
     shard_of = train.rows // train.store.images.shard_rows
     orders = [train.positions(epoch) for epoch in range(3)]
     for order in orders:
@@ -85,7 +88,7 @@ def test_shards_order_walks_whole_shards_each_epoch_its_own(tiny_data):
         assert len(runs) == len(np.unique(shard_of))  # window 1: one run per shard
     assert np.array_equal(orders[0], loader(tiny_data["store"], None, 0, "shards", window=1).positions(0))
     assert not np.array_equal(orders[0], orders[1])
-    assert not np.array_equal(orders[0], loader(tiny_data["store"], None, 1 << 40, "random").positions(0))
+    assert not np.array_equal(orders[0], loader(tiny_data["store"], None, MEMORY, "random").positions(0))
 
 
 def test_ranks_share_the_shards_order(tiny_data):
@@ -98,14 +101,15 @@ def test_ranks_share_the_shards_order(tiny_data):
         assert torch.equal(labels, torch.stack([one[int(p)][1] for p in mine]))
 
 
+@pytest.mark.parametrize("processes", [0, 2])
 @pytest.mark.parametrize("output,array", [("store", "images"), ("cache", "aug/logits")])
-def test_a_damaged_shard_read_in_shards_order_is_named(tiny_data, tmp_path, output, array):
+def test_a_damaged_shard_read_in_shards_order_is_named(tiny_data, tmp_path, output, array, processes):
     paths = {"store": tmp_path / "store.zarr", "cache": tmp_path / "cache.zarr"}
     shutil.copytree(tiny_data["store"], paths["store"])
     shutil.copytree(tiny_data["cache"], paths["cache"])
     file = damage(paths[output], array, 1, "flip")
     with pytest.raises(DamagedData, match="rerun your command") as err:
-        for _ in loader(paths["store"], paths["cache"], 0, "shards").epoch(0):
+        for _ in loader(paths["store"], paths["cache"], 0, "shards", read_processes=processes).epoch(0):
             pass
     assert f"array {array}, shard file {file}" in str(err.value)
 

@@ -23,6 +23,7 @@ import copy
 import logging
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from functools import partial
 from pathlib import Path
 
@@ -162,10 +163,10 @@ class JpegRows:
                 bad_row(self.array, row, f"not a decodable {self.shape[1]}x{self.shape[2]} JPEG ({err})", err)
         return out
 
-    def held(self, spans: Sequence[Span]) -> JpegRows:
+    def held(self, spans: Sequence[Span], pool: Executor | None = None) -> JpegRows:
         """As Rows.held: the encoded bytes of `spans` in memory, decoded on read."""
         held = copy.copy(self)
-        held.encoded = self.encoded.held(spans)
+        held.encoded = self.encoded.held(spans, pool)
         return held
 
     def decode_on(self, index: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -2,7 +2,11 @@
 outputs for exactly those views. The loader reads a cache; it never builds a teacher."""
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
+from functools import cached_property
+from multiprocessing import get_context
 from typing import NamedTuple
 
 import numpy as np
@@ -36,12 +40,13 @@ class Arrays(NamedTuple):
     logits: Outputs | None
     features: Outputs | None
 
-    def held(self, rows: list[Span], positions: list[Span], replay: bool) -> Arrays:
-        """These arrays' rows of store rows `rows` and training `positions` in memory (Rows.held)."""
+    def held(self, rows: list[Span], positions: list[Span], replay: bool, pool: Executor | None) -> Arrays:
+        """These arrays' rows of store rows `rows` (whole shards) and training `positions` in memory
+        (Rows.held); the images, one chunk each and the bulk of the reading, by `pool` if given."""
         teacher = positions if replay else rows
-        return Arrays(self.images.held(rows), *(None if a is None else a.held(by)
-                                                for a, by in ((self.params, positions), (self.logits, teacher),
-                                                              (self.features, teacher))))
+        return Arrays(self.images.held(rows, pool), *(None if a is None else a.held(by)
+                                                      for a, by in ((self.params, positions), (self.logits, teacher),
+                                                                    (self.features, teacher))))
 
 
 class Window(NamedTuple):
@@ -80,13 +85,13 @@ class TrainLoader:
     def __init__(self, store: ImageStore, image_size: int, batch_size: int, seed: int,
                  cache: TeacherCache | None = None, augment: bool = True,
                  device: torch.device = torch.device("cpu"), ranks: Ranks = Ranks(),
-                 order: str = "random", window: int = 1):
+                 order: str = "random", window: int = 1, read_processes: int = 0):
         if order not in ORDERS or window < 1:
             raise ValueError(f"[train] order = {order!r}, order_window = {window}: use an order of "
                              f"{', '.join(ORDERS)} and a window of at least 1 shard")
         self.store, self.image_size, self.batch_size = store, image_size, batch_size
         self.seed, self.cache, self.augment, self.device, self.ranks = seed, cache, augment, device, ranks
-        self.order, self.window = order, window
+        self.order, self.window, self.read_processes = order, window, read_processes
         self.rows = store.rows("train")
         self.arrays = self._whole()  # what batches read in random order
         shard_of = self.rows // store.images.shard_rows  # non-decreasing: rows are in store order
@@ -140,7 +145,16 @@ class TrainLoader:
         size, end = self.store.images.shard_rows, len(self.store.labels)
         shards = self.rows[bounds[:, 0]] // size
         rows = [(int(s) * size, min((int(s) + 1) * size, end)) for s in shards]
-        return self.arrays.held(rows, [(int(lo), int(hi)) for lo, hi in bounds], self._replay)
+        return self.arrays.held(rows, [(int(lo), int(hi)) for lo, hi in bounds], self._replay, self._pool)
+
+    @cached_property
+    def _pool(self) -> Executor | None:
+        """The processes that read windows, for this loader's life; None: this thread reads."""
+        if not self.read_processes:
+            return None
+        pool = ProcessPoolExecutor(self.read_processes, mp_context=get_context("forkserver"))
+        weakref.finalize(self, pool.shutdown, cancel_futures=True)
+        return pool
 
     def _batches(self, windows: list[Window], views: np.ndarray | None, epoch: int) -> Iterator[Batch]:
         """Batches of `batch_size` over the windows' positions one after another; a window's

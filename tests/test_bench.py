@@ -76,6 +76,7 @@ def test_store_bench_sizes_raw_and_jpeg(tmp_path):
     assert all(r["img_per_s_disk"] > 0 and r["img_per_s_memory"] > 0 for r in results)
 
 
+@pytest.mark.slow
 def test_loader_bench_measures_every_path_at_each_size(tmp_path):
     out = tmp_path / "loader.json"
     result = bench_loader.main(["--images", "300", "600", "--classes", "10", "--views", "2", "--samples", "64",

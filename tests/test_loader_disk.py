@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_VIT
 from test_integrity import damage
 
 from cache.integrity import DamagedData
@@ -16,9 +17,11 @@ from cache.reader import TeacherCache
 from pipeline.data.imagestore import ImageStore, write_image_store
 from pipeline.data.readers import carve_validation
 from pipeline.data.synthetic import SyntheticSource
+from pipeline.spec import parse_spec
 from pipeline.training.distributed import Ranks
 from pipeline.training.loader import TrainLoader
-from pipeline.training.train import TrainSettings, identity
+from pipeline.training.train import TrainSettings, fit, identity
+from tasks.config import train_settings
 
 BATCH, WINDOW, EPOCHS = 5, 2, (0, 1)  # 5 does not divide a window: batches straddle windows
 MEMORY = 1 << 40
@@ -121,3 +124,12 @@ def test_the_order_enters_the_fingerprint_only_when_it_is_not_random():
     assert random == base  # as before the setting: runs keep their fingerprints
     assert identity(TrainSettings(**base, order="shards", order_window=4)) == {**base, "order": "shards",
                                                                              "order_window": 4}
+
+
+def test_a_student_trains_in_shards_order_from_disk(tiny_data, tmp_path):
+    name, kwargs = parse_spec(TINY_VIT)
+    settings = train_settings(epochs=1, batch_size=8, image_size=32, order="shards", order_window=1)
+    _, history = fit(name, kwargs, ImageStore(tiny_data["store"], 0), settings, tmp_path,
+                     cache=TeacherCache(tiny_data["cache"], 0), distill={"alpha": 0.7, "temperature": 4.0},
+                     read_processes=1)
+    assert [h["epoch"] for h in history] == [1] and np.isfinite(history[0]["loss"])

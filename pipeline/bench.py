@@ -205,7 +205,7 @@ class Run:
         net = models.create(name, len(store.classes), **kwargs).to(device)
         self.settings = TrainSettings(epochs=epochs, batch_size=s.batch_size, lr=s.lr, weight_decay=s.weight_decay,
                                       warmup_epochs=s.warmup_epochs, image_size=s.image_size, seed=s.seed,
-                                      augment=True)
+                                      augment=True, order="random", order_window=1)
         self.loader = TrainLoader(store, s.image_size, s.batch_size, s.seed, cache, device=device)
         autocast = lambda: precision.autocast(device)  # noqa: E731
         if mode == "online":
@@ -451,7 +451,8 @@ def ddp_metrics(b: Bench) -> tuple[dict, dict]:
         b.teacher_pass()
     name, kwargs = parse_spec(s.students[0])
     settings = TrainSettings(epochs=2, batch_size=s.batch_size, lr=s.lr, weight_decay=s.weight_decay,
-                             warmup_epochs=s.warmup_epochs, image_size=s.image_size, seed=s.seed, augment=True)
+                             warmup_epochs=s.warmup_epochs, image_size=s.image_size, seed=s.seed, augment=True,
+                             order="random", order_window=1)
 
     def epoch_seconds(processes: int) -> float:
         folder = Path(tempfile.mkdtemp(dir=b.cache.parent))

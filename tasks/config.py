@@ -19,6 +19,7 @@ from pipeline.cluster import SlurmSettings
 from pipeline.data.imagestore import IMAGE_FORMATS
 from pipeline.device import PRECISIONS
 from pipeline.spec import parse_caches, parse_names
+from pipeline.training.loader import ORDERS
 from pipeline.training.train import TrainSettings
 
 
@@ -55,6 +56,10 @@ class compute(luigi.Config):  # noqa: N801
     shard_rows = luigi.IntParameter(description="image rows per shard, the unit of parallel work")
     memory_budget_gb = luigi.FloatParameter(
         description="arrays up to this size are read into memory for training; larger ones are read from disk")
+    read_processes = luigi.IntParameter(
+        description="with [train] order = shards, processes that read the shards of the image store and the "
+                    "cache from disk (zarr decodes one read's chunks on one thread); 0 = the loader's own "
+                    "thread; not part of any fingerprint")
     device = luigi.Parameter(
         description="where every model runs: auto (CUDA when present, else MPS, else CPU), cpu, cuda, "
                     "cuda:N or mps; not part of any fingerprint")
@@ -158,6 +163,16 @@ class train(luigi.Config):  # noqa: N801
     image_size = luigi.IntParameter(description="input side for the teacher and the students")
     seed = luigi.IntParameter(description="seed of the students' initialisation and image order")
     augment = luigi.BoolParameter(description="random crops and flips for baseline and online training")
+    order = luigi.ChoiceParameter(
+        choices=ORDERS,
+        description="each epoch's image order: random (a permutation of all, each batch read where it lies) "
+                    "or shards (the image store's shards shuffled and read whole, order_window at a time, "
+                    "the images of a window shuffled: reads from disk far faster, for a store or cache "
+                    "larger than [compute] memory_budget_gb; a batch then mixes only a window's images, so "
+                    "the store's rows should not be sorted by class); the views and targets of each image "
+                    "and epoch are the same in both; part of the fingerprints only when shards")
+    order_window = luigi.IntParameter(
+        description="shards order: shards per window, read whole and held in memory while in use")
     modes = luigi.Parameter(
         description="the modes every student trains in: baseline (labels only), kd (from the teacher "
                     "cache), online (the teacher run on every batch)")

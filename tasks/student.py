@@ -13,7 +13,7 @@ from pipeline.evaluation.metrics import classification_metrics
 from pipeline.inference import predict_rows
 from pipeline.spec import parse_spec
 from pipeline.training.job import TrainJob
-from pipeline.training.train import MODES, TrainSettings
+from pipeline.training.train import MODES, TrainSettings, identity
 from tasks.base import Evaluation, Step, Training, memory_budget
 from tasks.config import compute, kd, students, teacher, train, train_settings
 from tasks.data import PrepareDataset
@@ -58,7 +58,7 @@ class TrainStudent(Training, StudentStep):
         k = kd()
         distill = {"alpha": k.alpha, "temperature": k.temperature, "beta": k.beta,
                    "feature_loss": k.feature_loss, "hard": k.hard}
-        settings = {"student": student_spec(self.student), "train": vars(self.train_settings()),
+        settings = {"student": student_spec(self.student), "train": identity(self.train_settings()),
                     "distill": None if self.mode == "baseline" else distill, "precision": self.precision().name}
         if self.mode == "online":
             settings["teacher"] = teacher().model
@@ -86,7 +86,7 @@ class TrainStudent(Training, StudentStep):
                        settings=vars(settings), workdir=str(self.folder()), weights=self.output().path,
                        memory_budget=memory_budget(), cache=cache and str(cache), distill=self.settings()["distill"],
                        teacher=online, device=str(self.device()), precision=self.precision().name,
-                       compile=compute().compile)
+                       compile=compute().compile, read_processes=compute().read_processes)
         self.run_training(job, "epochs", settings.epochs)
 
 

@@ -21,7 +21,7 @@ from pipeline.evaluation.metrics import classification_metrics
 from pipeline.spec import cache_text, parse_cache, parse_spec, parse_stages
 from pipeline.teacher.teacher_pass import TeacherJob, cache_teacher
 from pipeline.training.job import TrainJob
-from pipeline.training.train import TrainSettings
+from pipeline.training.train import TrainSettings, identity
 from tasks.base import Evaluation, Step, Training, memory_budget, read_json
 from tasks.check import Checked
 from tasks.config import compute, dask_scheduler, teacher, train, train_settings
@@ -56,7 +56,7 @@ class FineTuneTeacher(Training):
     def settings(self) -> dict:
         t = teacher()
         init = t.init if t.init in ("scratch", "pretrained") else file_sha256(t.init)
-        return {"model": t.model, "init": init, "settings": vars(self.train_settings()),
+        return {"model": t.model, "init": init, "settings": identity(self.train_settings()),
                 "precision": self.precision().name}
 
     def train_settings(self) -> TrainSettings:
@@ -75,7 +75,8 @@ class FineTuneTeacher(Training):
         job = TrainJob(model=name, kwargs=kwargs, store=str(self.requires().store_path()), settings=vars(settings),
                        workdir=str(self.folder()), weights=self.output().path, memory_budget=memory_budget(),
                        init={"scratch": False, "pretrained": True}.get(t.init, t.init), device=str(self.device()),
-                       precision=self.precision().name, compile=compute().compile)
+                       precision=self.precision().name, compile=compute().compile,
+                       read_processes=compute().read_processes)
         self.run_training(job, "teacher fine-tuning, epochs", settings.epochs)
 
 

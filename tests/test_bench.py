@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cache.reader import TeacherCache
-from pipeline import bench, bench_cache, bench_store
+from pipeline import bench, bench_cache, bench_loader, bench_store
 
 KEYS = {"teacher_pass_ratio", "cached_kd_overhead", "online_over_cached", "online_over_cached_theory",
         "online_fraction_of_theory", "loader_headroom", "cache_bytes_per_image", "cache_bytes_raw_fp16",
@@ -74,3 +74,16 @@ def test_store_bench_sizes_raw_and_jpeg(tmp_path):
     assert (raw["format"], jpeg["format"]) == ("raw", "jpeg q90") and raw["images"] == jpeg["images"] == 24
     assert 0 < jpeg["bytes_per_image"] < raw["bytes_per_image"]
     assert all(r["img_per_s_disk"] > 0 and r["img_per_s_memory"] > 0 for r in results)
+
+
+@pytest.mark.slow
+def test_loader_bench_measures_every_path_at_each_size(tmp_path):
+    out = tmp_path / "loader.json"
+    result = bench_loader.main(["--images", "300", "600", "--classes", "10", "--views", "2", "--samples", "64",
+                                "--steps", "1", "--reps", "1", "--threads", "1", "--out", str(tmp_path / "data"),
+                                "--json", str(out)])
+    paths = {f"{fmt}_disk_{order}" for fmt in ("raw", "jpeg") for order in ("random", "shards")}
+    for r in result["results"].values():
+        assert all(r[name] > 0 for name in {*paths, "raw_memory_random", "student_step"})
+        assert len(r["peak_rss_shards"]) == 1 and r["bytes_on_disk"]["cache"] > 0
+    assert json.loads(out.read_text())["results"].keys() == {"300", "600"}

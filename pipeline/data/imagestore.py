@@ -19,8 +19,11 @@ nvJPEG where they go to a CUDA device (`pixels`).
 """
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
+from collections.abc import Sequence
+from concurrent.futures import Executor
 from functools import partial
 from pathlib import Path
 
@@ -34,7 +37,7 @@ from zarr.errors import UnstableSpecificationWarning
 
 from cache import blocks
 from cache.integrity import CHECKSUMMED, bad_row, read_all
-from cache.reader import DEFAULT_BUDGET, Rows
+from cache.reader import DEFAULT_BUDGET, HeldRows, Rows, Span
 from pipeline.data.source import SPLITS, BadImage, Item, Source
 from pipeline.device import to_device
 
@@ -141,6 +144,7 @@ class JpegRows:
         size = array.attrs["size"]
         self.array, self.encoded = array, Rows(array, budget)
         self.shape, self.dtype = (array.shape[0], size, size, 3), np.dtype(np.uint8)
+        self.shard_rows = self.encoded.shard_rows
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -159,6 +163,12 @@ class JpegRows:
                 bad_row(self.array, row, f"not a decodable {self.shape[1]}x{self.shape[2]} JPEG ({err})", err)
         return out
 
+    def held(self, spans: Sequence[Span], pool: Executor | None = None) -> JpegRows:
+        """As Rows.held: the encoded bytes of `spans` in memory, decoded on read."""
+        held = copy.copy(self)
+        held.encoded = self.encoded.held(spans, pool)
+        return held
+
     def decode_on(self, index: np.ndarray, device: torch.device) -> torch.Tensor:
         """Rows `index` as uint8 (B, S, S, 3) decoded on CUDA `device` by nvJPEG, in one batch.
         Its pixels differ from the CPU decoder's by a few levels."""
@@ -172,7 +182,7 @@ class JpegRows:
         return torch.stack(images).permute(0, 2, 3, 1)
 
 
-Images = Rows | JpegRows  # a store's images as readers get them
+Images = Rows | HeldRows | JpegRows  # a store's images as readers get them
 
 
 def store_images(array: zarr.Array, budget: int = DEFAULT_BUDGET) -> Images:

@@ -39,6 +39,7 @@ class TrainJob:
     device: str = "cpu"
     precision: str = "fp32"
     compile: bool = False
+    read_processes: int = 0
 
     def run(self, progress=None) -> list[dict]:
         """Train; rank 0 writes history.json and the weights. Returns the history."""
@@ -54,7 +55,8 @@ class TrainJob:
             net, history = fit(self.model, self.kwargs, store, TrainSettings(**self.settings), Path(self.workdir),
                                cache=cache, distill=self.distill, init=self.init, progress=progress, device=device,
                                precision=Precision(self.precision), compile=self.compile,
-                               teacher=self._teacher(len(store.classes)), ranks=ranks)
+                               teacher=self._teacher(len(store.classes)), ranks=ranks,
+                               read_processes=self.read_processes)
             if ranks.main:
                 atomic_write_json(Path(self.workdir) / "history.json", history, indent=1)
                 models.save_weights(net, self.weights)

@@ -43,6 +43,17 @@ class TrainSettings:
     image_size: int
     seed: int
     augment: bool
+    order: str          # TrainLoader's: random or shards
+    order_window: int   # shards read at a time in shards order
+
+
+def identity(settings: TrainSettings) -> dict:
+    """The settings as a run's fingerprint holds them: all but the order while it is random,
+    the one order there was before it could be chosen, so that such runs keep theirs."""
+    values = dict(vars(settings))
+    if settings.order == "random":
+        del values["order"], values["order_window"]
+    return values
 
 
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
@@ -101,7 +112,8 @@ def fit(model: str, model_kwargs: dict, store: ImageStore, settings: TrainSettin
         cache: TeacherCache | None = None, distill: dict | None = None,
         init: bool | str = False, progress=None, device: torch.device = torch.device("cpu"),
         precision: Precision = Precision("fp32"), compile: bool = False,
-        teacher: torch.nn.Module | None = None, ranks: Ranks = Ranks()) -> tuple[torch.nn.Module, list[dict]]:
+        teacher: torch.nn.Module | None = None, ranks: Ranks = Ranks(),
+        read_processes: int = 0) -> tuple[torch.nn.Module, list[dict]]:
     """Train `model` (a timm name and kwargs) on the store's train split and return it with
     its per-epoch history. With a cache, the loss is DistillationLoss(**distill) on the
     cached teacher outputs of the very views the student sees; with a `teacher` instead
@@ -113,7 +125,7 @@ def fit(model: str, model_kwargs: dict, store: ImageStore, settings: TrainSettin
     In a data-parallel job (`ranks`, inside their process group) every rank calls fit: each
     trains on its share of every batch, the gradients averaged (DistributedDataParallel);
     rank 0 validates and checkpoints, and its history is the job's; a job resumes from the
-    checkpoint with any number of ranks."""
+    checkpoint with any number of ranks. `read_processes`: TrainLoader's."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(settings.seed)
@@ -134,7 +146,7 @@ def fit(model: str, model_kwargs: dict, store: ImageStore, settings: TrainSettin
     opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     scaler = precision.scaler(device)
     loader = TrainLoader(store, settings.image_size, settings.batch_size, settings.seed, cache,
-                         settings.augment, device, ranks)
+                         settings.augment, device, ranks, settings.order, settings.order_window, read_processes)
     start, history = _resume(workdir / "train_state.pt", net, loss_fn, opt, scaler)
     total, warmup = settings.epochs * len(loader), round(settings.warmup_epochs * len(loader))
     val_rows = store.rows("val")

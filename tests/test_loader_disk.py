@@ -1,0 +1,135 @@
+"""The loader's read orders ([train] order): random and shards serve every training image
+once an epoch with the same view, label and teacher targets, from memory or from disk
+(budget 0; in shards order by the loader's thread or by reading processes), raw or jpeg;
+the shards order is seeded and walks whole shards; damage read in shards order is still named."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_VIT
+from test_integrity import damage
+
+from cache.integrity import DamagedData
+from cache.reader import TeacherCache
+from pipeline.data.imagestore import ImageStore, write_image_store
+from pipeline.data.readers import carve_validation
+from pipeline.data.synthetic import SyntheticSource
+from pipeline.spec import parse_spec
+from pipeline.training.distributed import Ranks
+from pipeline.training.loader import TrainLoader
+from pipeline.training.train import TrainSettings, fit, identity
+from tasks.config import train_settings
+
+BATCH, WINDOW, EPOCHS = 5, 2, (0, 1)  # 5 does not divide a window: batches straddle windows
+MEMORY = 1 << 40
+# (memory budget, order, reading processes) of every loader compared with the first
+WAYS = [(MEMORY, "random", 0), (MEMORY, "shards", 0), (0, "random", 0), (0, "shards", 0), (0, "shards", 2)]
+
+
+@pytest.fixture(scope="module")
+def jpeg_store(tiny_data, tmp_path_factory):
+    """tiny_data's store as JPEGs: the same rows, so the same cache serves it."""
+    source = SyntheticSource(seed=1, train_per_class=6, test_per_class=2, size=32)
+    path = tmp_path_factory.mktemp("jpeg") / "store.zarr"
+    write_image_store(source, carve_validation(source.items(), 0.2, 0), path, 32, {}, scheduler="synchronous",
+                      shard_rows=16, jpeg_quality=90)
+    return path
+
+
+def loader(store_path, cache_path, budget: int, order: str, **kwargs) -> TrainLoader:
+    cache = cache_path and TeacherCache(cache_path, budget)
+    return TrainLoader(ImageStore(store_path, budget), 32, BATCH, seed=0, cache=cache, order=order,
+                       **{"window": WINDOW, **kwargs})
+
+
+def served(train: TrainLoader, epoch: int) -> dict[int, tuple]:
+    """What the epoch serves each training position: image, label, teacher logits and features."""
+    batches = list(train.epoch(epoch))
+    fields = [None if f[0] is None else torch.cat(f) for f in zip(*(b[:4] for b in batches))]
+    positions = train.positions(epoch)
+    assert [len(b.labels) for b in batches] == [len(positions[i:i + BATCH]) for i in range(0, len(positions), BATCH)]
+    return {int(p): tuple(None if f is None else f[i] for f in fields) for i, p in enumerate(positions)}
+
+
+def assert_same(got: dict, expected: dict) -> None:
+    assert got.keys() == expected.keys()
+    for p, row in expected.items():
+        for a, b in zip(got[p], row):
+            assert (a is None and b is None) or torch.equal(a, b), p
+
+
+@pytest.mark.parametrize("fmt", ["raw", "jpeg"])
+@pytest.mark.parametrize("cached", [True, False])
+def test_both_orders_serve_each_image_its_view_and_targets_from_memory_or_disk(tiny_data, jpeg_store, fmt, cached):
+    store = tiny_data["store"] if fmt == "raw" else jpeg_store
+    cache = tiny_data["cache"] if cached else None
+    loaders = [loader(store, cache, budget, order, read_processes=processes) for budget, order, processes in WAYS]
+    for epoch in EPOCHS:
+        expected = served(loaders[0], epoch)
+        assert sorted(expected) == list(range(len(loaders[0].rows)))  # each row once
+        for other in loaders[1:]:
+            assert_same(served(other, epoch), expected)
+
+
+def test_random_order_is_today_s(tiny_data):
+    """Positions and views as the loader drew them before orders could be chosen."""
+    train = loader(tiny_data["store"], tiny_data["cache"], MEMORY, "random")
+    rng = np.random.default_rng([0, 3])
+    assert np.array_equal(train.positions(3), rng.permutation(len(train.rows)))
+
+
+def test_shards_order_walks_whole_shards_each_epoch_its_own(tiny_data):
+    train = loader(tiny_data["store"], None, MEMORY, "shards", window=1)
+    shard_of = train.rows // train.store.images.shard_rows
+    orders = [train.positions(epoch) for epoch in range(3)]
+    for order in orders:
+        assert sorted(order) == list(range(len(train.rows)))
+        runs = shard_of[order][np.r_[True, np.diff(shard_of[order]) != 0]]
+        assert len(runs) == len(np.unique(shard_of))  # window 1: one run per shard
+    assert np.array_equal(orders[0], loader(tiny_data["store"], None, 0, "shards", window=1).positions(0))
+    assert not np.array_equal(orders[0], orders[1])
+    assert not np.array_equal(orders[0], loader(tiny_data["store"], None, MEMORY, "random").positions(0))
+
+
+def test_ranks_share_the_shards_order(tiny_data):
+    one = served(loader(tiny_data["store"], tiny_data["cache"], 0, "shards"), 0)
+    ranks = [loader(tiny_data["store"], tiny_data["cache"], 0, "shards", ranks=Ranks(r, 2)) for r in (0, 1)]
+    positions = ranks[0].positions(0)
+    for r, train in enumerate(ranks):
+        labels = torch.cat([b.labels for b in train.epoch(0)])
+        mine = np.concatenate([positions[i:i + BATCH][r::2] for i in range(0, len(positions), BATCH)])
+        assert torch.equal(labels, torch.stack([one[int(p)][1] for p in mine]))
+
+
+@pytest.mark.parametrize("processes", [0, 2])
+@pytest.mark.parametrize("output,array", [("store", "images"), ("cache", "aug/logits")])
+def test_a_damaged_shard_read_in_shards_order_is_named(tiny_data, tmp_path, output, array, processes):
+    paths = {"store": tmp_path / "store.zarr", "cache": tmp_path / "cache.zarr"}
+    shutil.copytree(tiny_data["store"], paths["store"])
+    shutil.copytree(tiny_data["cache"], paths["cache"])
+    file = damage(paths[output], array, 1, "flip")
+    with pytest.raises(DamagedData, match="rerun your command") as err:
+        for _ in loader(paths["store"], paths["cache"], 0, "shards", read_processes=processes).epoch(0):
+            pass
+    assert f"array {array}, shard file {file}" in str(err.value)
+
+
+def test_the_order_enters_the_fingerprint_only_when_it_is_not_random():
+    base = dict(epochs=1, batch_size=8, lr=1e-3, weight_decay=0.0, warmup_epochs=0.0, image_size=32, seed=0,
+                augment=True)
+    random = identity(TrainSettings(**base, order="random", order_window=4))
+    assert random == base  # as before the setting: runs keep their fingerprints
+    assert identity(TrainSettings(**base, order="shards", order_window=4)) == {**base, "order": "shards",
+                                                                             "order_window": 4}
+
+
+def test_a_student_trains_in_shards_order_from_disk(tiny_data, tmp_path):
+    name, kwargs = parse_spec(TINY_VIT)
+    settings = train_settings(epochs=1, batch_size=8, image_size=32, order="shards", order_window=1)
+    _, history = fit(name, kwargs, ImageStore(tiny_data["store"], 0), settings, tmp_path,
+                     cache=TeacherCache(tiny_data["cache"], 0), distill={"alpha": 0.7, "temperature": 4.0},
+                     read_processes=1)
+    assert [h["epoch"] for h in history] == [1] and np.isfinite(history[0]["loss"])

@@ -103,7 +103,16 @@ def check(settings: dict[str, dict[str, Any]]) -> list[Problem]:
     problems += _modes(settings.get("train", {}).get("modes"))
     if "cache_study" in settings:
         problems += _cache_study(settings["cache_study"], settings.get("students", {}), classes)
-    return problems + _features_needed(settings)
+    return problems + _features_needed(settings) + _shards_order(settings)
+
+
+def _shards_order(settings: dict[str, dict[str, Any]]) -> list[Problem]:
+    """The shards order mixes a batch from a few neighbouring shards: in a store in its source's
+    order (an image folder's is class by class) such a batch holds a few classes."""
+    if settings.get("train", {}).get("order") != "shards" or settings.get("data", {}).get("shuffle_rows", True):
+        return []
+    return [Problem("train", "order", "shards", "a batch then mixes a window's images, which in a store in the "
+                    "source's order are of a few classes: set [data] shuffle_rows = true")]
 
 
 def unknown_keys(section: str, present: dict[str, str], known: Iterable[str]) -> list[Problem]:

@@ -168,8 +168,8 @@ class train(luigi.Config):  # noqa: N801
         description="each epoch's image order: random (a permutation of all, each batch read where it lies) "
                     "or shards (the image store's shards shuffled and read whole, order_window at a time, "
                     "the images of a window shuffled: reads from disk far faster, for a store or cache "
-                    "larger than [compute] memory_budget_gb; a batch then mixes only a window's images, so "
-                    "the store's rows should not be sorted by class); the views and targets of each image "
+                    "larger than [compute] memory_budget_gb; a batch then mixes only a window's images, so it "
+                    "needs [data] shuffle_rows = true); the views and targets of each image "
                     "and epoch are the same in both; part of the fingerprints only when shards")
     order_window = luigi.IntParameter(
         description="shards order: shards per window, read whole and held in memory while in use")

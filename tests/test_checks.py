@@ -61,6 +61,14 @@ def test_a_cache_without_features_is_refused_where_features_are_distilled(luigi_
     assert "[kd] beta = 0.5 distils the teacher's features" in config_problems()[0].fix
 
 
+def test_shards_order_is_refused_for_a_store_in_the_sources_order(luigi_config):
+    luigi_config("train", "order", "shards")
+    assert [(p.section, p.key, p.value) for p in config_problems()] == [("train", "order", "shards")]
+    assert "[data] shuffle_rows = true" in config_problems()[0].fix
+    luigi_config("data", "shuffle_rows", "true")
+    assert config_problems() == []
+
+
 def test_tiny_configuration_has_no_problems(luigi_config):
     assert config_problems() == []
     assert not luigi_config.work.exists()  # the check wrote in it and left no trace

@@ -39,6 +39,7 @@ TEACHER = "convnext_atto"
 TINY_TEACHER = "convnext_atto depths=(1,1,1,1) dims=(8,16,32,64)"
 TINY_STUDENT = "vit_tiny_patch16_224 img_size=32 patch_size=8 embed_dim=32 depth=1 num_heads=2"
 GOALS = {"noop_runall_s": ("<=", 10.0)}
+NOTHING_TO_DO = "Did not run any tasks"  # Luigi's summary of a run that found everything done
 
 
 def smooth_images(rng: np.random.Generator, count: int) -> np.ndarray:
@@ -127,25 +128,32 @@ def timed_python(config: Path, *command: str) -> tuple[float, str]:
     return wall, log.read_text()
 
 
+# `python -m luigi --module tasks RunAll` (luigi's __main__ calls luigi_run), timing its imports from inside.
+RUN_ALL = ("import time; tic = time.perf_counter(); import luigi.cmdline, tasks; "
+           "print(f'imports took {time.perf_counter() - tic} s', flush=True); "
+           "luigi.cmdline.luigi_run(['--module', 'tasks', 'RunAll'])")
+
+
 def noop_metrics(config: Path, reps: int) -> tuple[dict, dict]:
     """The whole `luigi --module tasks RunAll` process on the finished experiment, run once
-    first to finish it, then reruns that find nothing to do, interleaved with a process
-    that only imports what the command imports."""
-    run_all = ("-m", "luigi", "--module", "tasks", "RunAll")
-    first, _ = timed_python(config, *run_all)
+    first to finish it, then `reps` reruns that must find nothing to do: their wall
+    seconds, the imports' share measured inside each, and the rest (interpreter start,
+    configuration check, completeness of the graph, exit)."""
+    first, first_output = timed_python(config, "-m", "luigi", "--module", "tasks", "RunAll")
     say(f"first RunAll: {first:.1f} s")
-    t = interleave(reps, noop_runall=lambda: _noop(config, run_all),
-                   imports=lambda: timed_python(config, "-c", "import luigi.cmdline, tasks")[0])
-    return ({"noop_runall_s": metric("noop_runall_s", t["noop_runall"], GOALS),
-             "noop_imports_s": metric("noop_imports_s", t["imports"]),
-             "noop_rest_s": metric("noop_rest_s", t["noop_runall"] - t["imports"])}, {"first_runall_s": first})
-
-
-def _noop(config: Path, run_all: tuple[str, ...]) -> float:
-    wall, output = timed_python(config, *run_all)
-    if "Did not run any tasks" not in output:  # Luigi's summary of a run that found everything done
-        raise RuntimeError(f"the rerun of a finished RunAll did work:\n{output[-3000:]}")
-    return wall
+    walls, imports = [], []
+    for rep in range(reps):
+        wall, output = timed_python(config, "-c", RUN_ALL)
+        if NOTHING_TO_DO not in output:
+            raise RuntimeError(f"the rerun of a finished RunAll did work:\n{output[-3000:]}")
+        walls.append(wall)
+        imports.append(float(output.split("imports took ")[1].split()[0]))
+        say(f"rep {rep + 1}/{reps} no-op RunAll: {wall:.2f} s, imports {imports[-1]:.2f} s")
+    walls, imports = np.array(walls), np.array(imports)
+    return ({"noop_runall_s": metric("noop_runall_s", walls, GOALS),
+             "noop_imports_s": metric("noop_imports_s", imports),
+             "noop_rest_s": metric("noop_rest_s", walls - imports)},
+            {"first_runall_s": first, "first_runall_did_work": NOTHING_TO_DO not in first_output})
 
 
 def build_store(folder: Path, path: Path, size: int, quality: int | None, workers: int) -> dict:

@@ -128,10 +128,18 @@ def timed_python(config: Path, *command: str) -> tuple[float, str]:
     return wall, log.read_text()
 
 
-# `python -m luigi --module tasks RunAll` (luigi's __main__ calls luigi_run), timing its imports from inside.
-RUN_ALL = ("import time; tic = time.perf_counter(); import luigi.cmdline, tasks; "
-           "print(f'imports took {time.perf_counter() - tic} s', flush=True); "
-           "luigi.cmdline.luigi_run(['--module', 'tasks', 'RunAll'])")
+def timed_luigi(args: list[str]) -> str:
+    """Python code that runs `python -m luigi ARGS` (luigi's __main__ calls luigi_run) and
+    prints first how long its imports took."""
+    return ("import time; tic = time.perf_counter(); import luigi.cmdline, tasks; "
+            "print(f'imports took {time.perf_counter() - tic} s', flush=True); "
+            f"luigi.cmdline.luigi_run({args!r})")
+
+
+def run_all_args(config: Path) -> list[str]:
+    """RunAll, with Luigi's one-run-at-a-time lock kept to this experiment: another RunAll on
+    the machine would otherwise make this one exit at once."""
+    return ["--module", "tasks", "RunAll", "--lock-pid-dir", str(config.with_name("luigi-pids"))]
 
 
 def noop_metrics(config: Path, reps: int) -> tuple[dict, dict]:
@@ -139,11 +147,11 @@ def noop_metrics(config: Path, reps: int) -> tuple[dict, dict]:
     first to finish it, then `reps` reruns that must find nothing to do: their wall
     seconds, the imports' share measured inside each, and the rest (interpreter start,
     configuration check, completeness of the graph, exit)."""
-    first, first_output = timed_python(config, "-m", "luigi", "--module", "tasks", "RunAll")
+    first, first_output = timed_python(config, "-m", "luigi", *run_all_args(config))
     say(f"first RunAll: {first:.1f} s")
     walls, imports = [], []
     for rep in range(reps):
-        wall, output = timed_python(config, "-c", RUN_ALL)
+        wall, output = timed_python(config, "-c", timed_luigi(run_all_args(config)))
         if NOTHING_TO_DO not in output:
             raise RuntimeError(f"the rerun of a finished RunAll did work:\n{output[-3000:]}")
         walls.append(wall)

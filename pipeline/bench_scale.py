@@ -7,6 +7,8 @@ should grow with N, the memory should not.
     python -m pipeline.bench_scale --images 200000 --classes 1000 --out /tmp/scale/n200k
 
 Reruns reuse the folder, the finished experiment and the teacher's weights under --out.
+The first run finishes the experiment once; at a thousand classes most of its time is
+the report's mAP bootstrap over the test images, not the no-op it prepares.
 """
 from __future__ import annotations
 

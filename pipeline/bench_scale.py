@@ -88,10 +88,11 @@ def listing_metrics(folder: Path, reps: int) -> dict:
     return {f"{name}_s": metric(f"{name}_s", values) for name, values in t.items()}
 
 
-def experiment(out: Path, folder: Path, classes: int) -> Path:
+def experiment(out: Path, folder: Path, classes: int, holdout: float | None = None) -> Path:
     """A LUIGI_CONFIG_PATH file of a small experiment on the folder: a 32 px jpeg store, a
     tiny random-init teacher given as a checkpoint (no fine-tuning), no cached views, one
-    tiny student, kd only, one epoch. Its cost is not the point; its finished graph is."""
+    tiny student, kd only, one epoch; `holdout` is the folder's test fraction, ImageFolder's
+    default when None. Its cost is not the point; its finished graph is."""
     weights = out / "runall-teacher.safetensors"
     if not weights.exists():  # new weights would be a new teacher: the rerun would redo its cache
         save_teacher(TINY_TEACHER, classes, weights)
@@ -99,7 +100,8 @@ def experiment(out: Path, folder: Path, classes: int) -> Path:
     shipped.read(ROOT / "luigi.cfg")
     off = "".join(f"{name} =\n" for name in shipped["students"])  # an empty spec switches a student off
     config = out / "experiment.cfg"
-    config.write_text(f"[paths]\nwork = {out / 'work'}\n[datasets]\ndemo =\nscale = imagefolder:{folder}\n"
+    options = "" if holdout is None else f" holdout={holdout}"  # unset, it leaves earlier experiments' spec alone
+    config.write_text(f"[paths]\nwork = {out / 'work'}\n[datasets]\ndemo =\nscale = imagefolder:{folder}{options}\n"
                       f"[data]\nstore_size = 32\nimage_format = jpeg\n[compute]\nthreads = 2\n"
                       f"[teacher]\nmodel = {TINY_TEACHER}\ncheckpoint = {weights}\nviews = 0\n"
                       f"[students]\n{off}tiny = {TINY_STUDENT}\n"
@@ -236,6 +238,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--views", type=int, default=1, help="cached views per training image in the teacher pass")
     parser.add_argument("--workers", type=int, default=2, help="dask threads building a store")
     parser.add_argument("--reps", type=int, default=3, help="repetitions of the listing and the no-op rerun")
+    parser.add_argument("--holdout", type=float, help="test fraction of the experiment's folder (ImageFolder's "
+                        "default if unset); a small one keeps the first run's report bootstrap short at large N")
     parser.add_argument("--json", type=Path, help="default: OUT/scale.json")
     args = parser.parse_args(argv)
     folder = args.out / f"images-{args.images}-{args.classes}"
@@ -245,7 +249,7 @@ def main(argv: list[str] | None = None) -> dict:
     generated = {"generated_files": written, "generate_s": time.perf_counter() - tic_generate}
     say(f"generated {written} files in {folder} ({generated['generate_s']:.1f} s)")
     metrics = listing_metrics(folder, args.reps)
-    noop, first = noop_metrics(experiment(args.out, folder, args.classes), args.reps)
+    noop, first = noop_metrics(experiment(args.out, folder, args.classes, args.holdout), args.reps)
     metrics |= noop
     stages = stores_and_pass(args.out, folder, args.images, args)
     metrics |= {f"{stage}_{key}": metric(f"{stage}_{key}", value)

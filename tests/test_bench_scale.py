@@ -40,7 +40,7 @@ def test_a_killed_class_is_written_again_with_the_same_pixels(tmp_path):
 def test_scale_bench_reports_every_metric(tmp_path):
     out = tmp_path / "scale"
     result = bench_scale.main(["--images", "200", "--classes", "10", "--out", str(out), "--sizes", "32",
-                               "--reps", "1"])
+                               "--reps", "1", "--holdout", "0.1"])
     stages = ("store_raw32", "store_jpeg32", "teacher_pass")
     expected = {"listing_s", "config_check_s", "fingerprint_s", "noop_runall_s", "noop_imports_s", "noop_rest_s",
                 *(f"{stage}_{key}" for stage in stages for key in ("img_per_s", "peak_mb", "work_mb")),
@@ -48,6 +48,7 @@ def test_scale_bench_reports_every_metric(tmp_path):
     assert set(result["metrics"]) == expected
     assert all(m["median"] > 0 for m in result["metrics"].values())
     assert result["first_runall_did_work"] and result["generated_files"] == 200
+    assert "images-200-10 holdout=0.1\n" in (out / "experiment.cfg").read_text()
     bytes_per_image = {f: result["metrics"][f"store_{f}32_bytes_per_image"]["median"] for f in ("raw", "jpeg")}
     assert bytes_per_image["raw"] > bytes_per_image["jpeg"]
     assert json.loads((out / "scale.json").read_text())["metrics"].keys() == expected

@@ -349,13 +349,18 @@ def memory_of(b: Bench, what: str) -> dict:
     or a cached epoch, both reading from disk (memory budget 0) so the peak shows what
     grows with the data set."""
     torch.set_num_threads(b.s.threads)
-    before = _status_mb("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # peak (VmHWM) counts from here, not from the imports
-    if what == "teacher_pass":
-        b.teacher_pass()
-    else:
+
+    def cached_epoch() -> None:
         store, cache = ImageStore(b.store, budget=0), TeacherCache(b.cache, budget=0)
         Run(b.s, b.s.students[0], store, "kd", 1, cache).epoch()
+    return peak_rss(b.teacher_pass if what == "teacher_pass" else cached_epoch)
+
+
+def peak_rss(fn: Callable[[], object]) -> dict:
+    """Resident memory (MB) of this process before fn(), and at its peak during it."""
+    before = _status_mb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # peak (VmHWM) counts from here, not from the imports
+    fn()
     peak = _status_mb("VmHWM")
     return {"before_mb": before, "peak_mb": peak, "work_mb": peak - before}
 

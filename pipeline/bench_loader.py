@@ -38,15 +38,22 @@ STUDENT = "vit_tiny_patch16_224 img_size=32 patch_size=4 embed_dim=96 depth=4 nu
 
 
 def make_stores(root: Path, args: argparse.Namespace, images: int) -> dict[str, Path]:
-    """Raw and jpeg image stores of `images` noise images (bench_cache's), reused when finished."""
+    """Image stores of `images` noise images (bench_cache's), reused when finished: raw and
+    jpeg, one image a chunk, and with --chunk-rows images a chunk (named raw_cK, jpeg_cK)."""
     root.mkdir(parents=True, exist_ok=True)
-    paths = {"raw": root / "store.zarr", "jpeg": root / "store-jpeg.zarr"}
+    paths = {"raw": root / "store.zarr"}
     if blocks.read_manifest(paths["raw"]) is None:
         make_store(root, args.classes, images // args.classes - 1, args.size, args.seed)
-    if blocks.read_manifest(paths["jpeg"]) is None:
-        source = HDF5Source(root / "images.h5")
-        write_image_store(source, source.items(), paths["jpeg"], args.size, {"source": "generated"},
-                          workers=args.threads, shard_rows=SHARD_ROWS, jpeg_quality=args.quality)
+    source = HDF5Source(root / "images.h5")
+    for name, quality, chunk_rows in (("jpeg", args.quality, 1), (f"raw_c{args.chunk_rows}", None, args.chunk_rows),
+                                      (f"jpeg_c{args.chunk_rows}", args.quality, args.chunk_rows)):
+        if chunk_rows == 1 and name != "jpeg":
+            continue
+        paths[name] = root / f"store-{name}.zarr"
+        if blocks.read_manifest(paths[name]) is None:
+            write_image_store(source, source.items(), paths[name], args.size, {"source": "generated"},
+                              workers=args.threads, shard_rows=SHARD_ROWS, jpeg_quality=quality,
+                              chunk_rows=chunk_rows)
     return paths
 
 
@@ -104,6 +111,8 @@ def loaders(paths: dict[str, Path], cache: Path, args: argparse.Namespace) -> di
         out[f"{fmt}_disk_shards"] = make(fmt, 0, "shards")
         if args.read_processes:
             out[f"{fmt}_disk_shards_p{args.read_processes}"] = make(fmt, 0, "shards", args.read_processes)
+        if args.chunk_rows > 1:
+            out[f"{fmt}_c{args.chunk_rows}_disk_shards"] = make(f"{fmt}_c{args.chunk_rows}", 0, "shards")
     out["raw_memory_random"] = make("raw", MEMORY, "random")
     return out
 
@@ -185,6 +194,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quality", type=int, default=90, help="of the jpeg store")
     parser.add_argument("--window", type=int, default=4, help="[train] order_window")
     parser.add_argument("--read-processes", type=int, default=2, help="[compute] read_processes; 0 = none")
+    parser.add_argument("--chunk-rows", type=int, default=16,
+                        help="[data] chunk_rows of the stores read in shards order beside one image a chunk; 1 = none")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--samples", type=int, default=8192, help="served per timed repetition")
     parser.add_argument("--student", default=STUDENT)

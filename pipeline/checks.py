@@ -57,7 +57,8 @@ class Range:
 
 
 RANGES = {
-    "data": {"store_size": Range(1), "val_fraction": Range(0, 1, high_open=True), "jpeg_quality": Range(1, 100)},
+    "data": {"store_size": Range(1), "val_fraction": Range(0, 1, high_open=True), "jpeg_quality": Range(1, 100),
+             "chunk_rows": Range(1)},
     "compute": {"workers": Range(1), "threads": Range(0), "shard_rows": Range(1), "memory_budget_gb": Range(0)},
     "teacher": {"epochs": Range(0), "lr": Range(0, low_open=True), "views": Range(0), "topk": Range(0)},
     "train": {"epochs": Range(1), "batch_size": Range(1), "lr": Range(0, low_open=True),
@@ -103,7 +104,15 @@ def check(settings: dict[str, dict[str, Any]]) -> list[Problem]:
     problems += _modes(settings.get("train", {}).get("modes"))
     if "cache_study" in settings:
         problems += _cache_study(settings["cache_study"], settings.get("students", {}), classes)
-    return problems + _features_needed(settings) + _shards_order(settings)
+    return problems + _features_needed(settings) + _shards_order(settings) + _chunks(settings)
+
+
+def _chunks(settings: dict[str, dict[str, Any]]) -> list[Problem]:
+    """A shard holds whole chunks (zarr's rule)."""
+    chunk, shard = settings.get("data", {}).get("chunk_rows"), settings.get("compute", {}).get("shard_rows")
+    if not (isinstance(chunk, int) and isinstance(shard, int) and chunk >= 1 and shard >= 1) or shard % chunk == 0:
+        return []
+    return [Problem("data", "chunk_rows", chunk, f"must divide [compute] shard_rows = {shard}")]
 
 
 def _shards_order(settings: dict[str, dict[str, Any]]) -> list[Problem]:

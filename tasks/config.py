@@ -44,6 +44,11 @@ class data(luigi.Config):  # noqa: N801
         description="write the store's rows in a seeded random order, not the source's (an image folder's "
                     "is class by class): needed for [train] order = shards, whose batches mix the images "
                     "of a few neighbouring shards; part of the store's fingerprint only when true")
+    chunk_rows = luigi.IntParameter(
+        description="images per chunk of the image store, the unit zarr reads, decodes and checks: 1 suits "
+                    "random reads from disk, 16 or more [train] order = shards (a shard read then decodes "
+                    "far fewer chunks); divides [compute] shard_rows; the pixels are the same either way, so "
+                    "not part of the store's fingerprint (a finished store keeps the chunks it has)")
 
 
 class compute(luigi.Config):  # noqa: N801

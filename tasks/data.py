@@ -54,7 +54,8 @@ class PrepareDataset(Step):
         with dask_scheduler() as scheduler:
             write_image_store(self.source, items, self.folder() / "store.zarr", d.store_size,
                               {"dataset": self.dataset, "fingerprint": self.fingerprint(), **self.settings()},
-                              d.on_bad_image, scheduler, c.workers, c.shard_rows, progress, jpeg_quality())
+                              d.on_bad_image, scheduler, c.workers, c.shard_rows, progress, jpeg_quality(),
+                              d.chunk_rows)
         progress.close()
 
     def store_path(self):

@@ -80,9 +80,9 @@ def test_store_bench_sizes_raw_and_jpeg(tmp_path):
 def test_loader_bench_measures_every_path_at_each_size(tmp_path):
     out = tmp_path / "loader.json"
     result = bench_loader.main(["--images", "300", "600", "--classes", "10", "--views", "2", "--samples", "64",
-                                "--steps", "1", "--reps", "1", "--threads", "1", "--out", str(tmp_path / "data"),
-                                "--json", str(out)])
-    paths = {f"{fmt}_disk_{order}" for fmt in ("raw", "jpeg") for order in ("random", "shards")}
+                                "--steps", "1", "--reps", "1", "--threads", "1", "--chunk-rows", "4",
+                                "--out", str(tmp_path / "data"), "--json", str(out)])
+    paths = {f"{fmt}_{way}" for fmt in ("raw", "jpeg") for way in ("disk_random", "disk_shards", "c4_disk_shards")}
     for r in result["results"].values():
         assert all(r[name] > 0 for name in {*paths, "raw_memory_random", "student_step"})
         assert len(r["peak_rss_shards"]) == 1 and r["bytes_on_disk"]["cache"] > 0

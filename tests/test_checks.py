@@ -69,6 +69,14 @@ def test_shards_order_is_refused_for_a_store_in_the_sources_order(luigi_config):
     assert config_problems() == []
 
 
+def test_chunks_must_divide_shards(luigi_config):
+    luigi_config("data", "chunk_rows", "5")  # the tiny experiment's shards hold 32 rows
+    assert [(p.section, p.key, p.value, p.fix) for p in config_problems()] == [
+        ("data", "chunk_rows", 5, "must divide [compute] shard_rows = 32")]
+    luigi_config("data", "chunk_rows", "8")
+    assert config_problems() == []
+
+
 def test_tiny_configuration_has_no_problems(luigi_config):
     assert config_problems() == []
     assert not luigi_config.work.exists()  # the check wrote in it and left no trace

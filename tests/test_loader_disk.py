@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import zarr
 from conftest import TINY_VIT
 from test_integrity import damage
 
@@ -29,14 +30,18 @@ MEMORY = 1 << 40
 WAYS = [(MEMORY, "random", 0), (MEMORY, "shards", 0), (0, "random", 0), (0, "shards", 0), (0, "shards", 2)]
 
 
+def tiny_store(path, **kwargs):
+    """tiny_data's store written again, with write_image_store's `kwargs`: the same rows, so
+    the same cache serves it."""
+    source = SyntheticSource(seed=1, train_per_class=6, test_per_class=2, size=32)
+    write_image_store(source, carve_validation(source.items(), 0.2, 0), path, 32, {}, scheduler="synchronous",
+                      shard_rows=16, **kwargs)
+    return path
+
+
 @pytest.fixture(scope="module")
 def jpeg_store(tiny_data, tmp_path_factory):
-    """tiny_data's store as JPEGs: the same rows, so the same cache serves it."""
-    source = SyntheticSource(seed=1, train_per_class=6, test_per_class=2, size=32)
-    path = tmp_path_factory.mktemp("jpeg") / "store.zarr"
-    write_image_store(source, carve_validation(source.items(), 0.2, 0), path, 32, {}, scheduler="synchronous",
-                      shard_rows=16, jpeg_quality=90)
-    return path
+    return tiny_store(tmp_path_factory.mktemp("jpeg") / "store.zarr", jpeg_quality=90)
 
 
 def loader(store_path, cache_path, budget: int, order: str, **kwargs) -> TrainLoader:
@@ -115,6 +120,23 @@ def test_a_damaged_shard_read_in_shards_order_is_named(tiny_data, tmp_path, outp
         for _ in loader(paths["store"], paths["cache"], 0, "shards", read_processes=processes).epoch(0):
             pass
     assert f"array {array}, shard file {file}" in str(err.value)
+
+
+@pytest.mark.parametrize("quality", [None, 90])
+def test_a_store_of_many_images_a_chunk_serves_what_one_image_a_chunk_does(tiny_data, jpeg_store, tmp_path, quality):
+    chunked = tiny_store(tmp_path / "store.zarr", jpeg_quality=quality, chunk_rows=4)
+    assert zarr.open_array(str(chunked / "images"), mode="r").chunks[0] == 4
+    one = jpeg_store if quality else tiny_data["store"]
+    for epoch in EPOCHS:
+        expected = served(loader(one, tiny_data["cache"], 0, "shards"), epoch)
+        assert_same(served(loader(chunked, tiny_data["cache"], 0, "shards"), epoch), expected)
+        assert_same(served(loader(chunked, tiny_data["cache"], 0, "random"), epoch), expected)
+    file = damage(chunked, "images", 1, "flip")
+    with pytest.raises(DamagedData, match=f"array images, shard file {file}"):
+        for _ in loader(chunked, None, 0, "shards").epoch(0):
+            pass
+    with pytest.raises(ValueError, match="chunk_rows = 3 must divide shard_rows = 16"):
+        tiny_store(tmp_path / "other.zarr", chunk_rows=3)
 
 
 def test_the_order_enters_the_fingerprint_only_when_it_is_not_random():

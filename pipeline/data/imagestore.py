@@ -2,8 +2,8 @@
 to RGB, resized (shorter side, then centre crop) to a square and kept as uint8 pixels
 ([data] image_format = raw) or as one JPEG each (jpeg):
 
-    images  uint8 (N, S, S, 3)   raw: one image per chunk, many per shard
-            bytes (N,)           jpeg: that square image as a JPEG, one per chunk; attrs
+    images  uint8 (N, S, S, 3)   raw: `chunk_rows` images per chunk (default 1), many per shard
+            bytes (N,)           jpeg: that square image as a JPEG, chunked alike; attrs
                                  image_format, jpeg_quality, size
     labels  int32 (N,)
     split   uint8 (N,)           index into SPLITS; SKIPPED for an unreadable image
@@ -89,16 +89,18 @@ def _write_shard(source: Source, items: tuple[Item, ...], path: str, size: int, 
 def write_image_store(source: Source, items: list[Item], path: str | Path, size: int,
                       attrs: dict, on_bad_image: str = "fail", scheduler: str = "threads",
                       workers: int = 1, shard_rows: int = 256, progress=None,
-                      jpeg_quality: int | None = None) -> dict:
+                      jpeg_quality: int | None = None, chunk_rows: int = 1) -> dict:
     """Write (or resume) the store at `path`; return its manifest. `on_bad_image` is
     "fail" (stop, naming the file) or "skip" (record the file and leave its row out).
-    With `jpeg_quality` every image is kept as a JPEG of that quality, else as raw pixels."""
+    With `jpeg_quality` every image is kept as a JPEG of that quality, else as raw pixels.
+    `chunk_rows` images make a chunk (it divides `shard_rows`): one suits random reads, many
+    suit reads of whole shards, which decode one chunk at a time."""
     if on_bad_image not in ("fail", "skip"):
         raise ValueError(f"on_bad_image = {on_bad_image!r}: use 'fail' or 'skip'")
     path, n = str(path), len(items)
     group = zarr.open_group(path, mode="a")
     if "images" not in group:
-        _create_images(group, n, size, shard_rows, jpeg_quality)
+        _create_images(group, n, size, shard_rows, jpeg_quality, chunk_rows)
     work = blocks.shard_blocks(n, shard_rows, "images")
     todo = blocks.pending(path, work)
     log.info("image store %s: %d of %d shards to write", path, len(todo), len(work))
@@ -122,14 +124,18 @@ def write_image_store(source: Source, items: list[Item], path: str | Path, size:
     return manifest
 
 
-def _create_images(group: zarr.Group, n: int, size: int, shard_rows: int, jpeg_quality: int | None) -> None:
+def _create_images(group: zarr.Group, n: int, size: int, shard_rows: int, jpeg_quality: int | None,
+                   chunk_rows: int) -> None:
+    if shard_rows % chunk_rows:
+        raise ValueError(f"chunk_rows = {chunk_rows} must divide shard_rows = {shard_rows}")
     if jpeg_quality is None:
         group.create_array("images", shape=(n, size, size, 3), dtype="uint8",
-                           chunks=(1, size, size, 3), shards=(shard_rows, size, size, 3), **CHECKSUMMED)
+                           chunks=(chunk_rows, size, size, 3), shards=(shard_rows, size, size, 3), **CHECKSUMMED)
         return
     with warnings.catch_warnings():  # zarr-python's own variable-length bytes, not yet in the Zarr v3 spec
         warnings.simplefilter("ignore", UnstableSpecificationWarning)
-        group.create_array("images", shape=(n,), dtype=VariableLengthBytes(), chunks=(1,), shards=(shard_rows,),
+        group.create_array("images", shape=(n,), dtype=VariableLengthBytes(), chunks=(chunk_rows,),
+                           shards=(shard_rows,),
                            attributes={"image_format": "jpeg", "jpeg_quality": jpeg_quality, "size": size},
                            **CHECKSUMMED)
 

@@ -1,6 +1,7 @@
 """The image store's formats: bytes per image on disk and read (decode) images/s of raw and
 jpeg stores of one data set at several store sizes, random rows a batch at a time, from
-disk (budget 0) and from memory.
+disk (budget 0) and from memory; with --device cuda also from memory onto the GPU, where
+jpeg rows are decoded by nvJPEG (imagestore.pixels).
 
     python -m pipeline.bench_store --source stanford40:../shared/datasets/stanford40 \\
         --options crop_person=true context=0.2 --sizes 64 128 256 --json store-bench.json
@@ -19,7 +20,7 @@ import torch
 
 from cache.files import atomic_write_json
 from pipeline.bench import calibration, say
-from pipeline.data.imagestore import ImageStore, write_image_store
+from pipeline.data.imagestore import Images, ImageStore, pixels, write_image_store
 from pipeline.data.readers import open_source
 from pipeline.spec import parse_spec
 
@@ -37,6 +38,22 @@ def read_speed(images, batch: int, seconds: float, seed: int = 1) -> float:
     return float(np.median(rates))
 
 
+class OnDevice:
+    """A store's images read as the loader puts them on `device` (decoded there if jpeg),
+    each read waited for; read like Rows for read_speed."""
+
+    def __init__(self, images: Images, device: torch.device):
+        self.images, self.device = images, device
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def take(self, rows: np.ndarray) -> torch.Tensor:
+        out = pixels(self.images, rows, self.device)
+        torch.cuda.synchronize(self.device)
+        return out
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(prog="python -m pipeline.bench_store", description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", required=True, help="a [datasets] source, e.g. stanford40:PATH")
@@ -46,6 +63,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=3.0, help="of reads per measurement")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cuda or cuda:N adds reads onto that GPU")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -67,16 +85,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                                              args.seconds),
                                 "img_per_s_memory": read_speed(ImageStore(path, budget=1 << 40).images, args.batch,
                                                                args.seconds)})
+                if args.device != "cpu":
+                    on_device = OnDevice(ImageStore(path, budget=1 << 40).images, torch.device(args.device))
+                    results[-1]["img_per_s_device"] = read_speed(on_device, args.batch, args.seconds)
                 say(json.dumps(results[-1]))
                 shutil.rmtree(path)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print("size  format    bytes/image  jpeg/raw  img/s disk  img/s memory  build s")
+    print("size  format    bytes/image  jpeg/raw  img/s disk  img/s memory  build s  img/s device")
     for r in results:
         raw = next(x for x in results if x["size"] == r["size"] and x["format"] == "raw")
         print(f"{r['size']:>4}  {r['format']:<8}  {r['bytes_per_image']:>11,.0f}  "
               f"{r['bytes_per_image'] / raw['bytes_per_image']:>8.3f}  {r['img_per_s_disk']:>10,.0f}  "
-              f"{r['img_per_s_memory']:>12,.0f}  {r['build_s']:>7.1f}")
+              f"{r['img_per_s_memory']:>12,.0f}  {r['build_s']:>7.1f}  {r.get('img_per_s_device', np.nan):>12,.0f}")
     print(f"calibration {figure:.0f} img/s before, {calibration():.0f} after")
     if args.json:
         atomic_write_json(args.json, {"calibration_img_per_s": figure, "results": results}, indent=1)

@@ -48,13 +48,20 @@ pytest_rc=$?
 bench_json=$(mktemp)
 timeout 300 "$PY" -m pipeline.bench "${BENCH[@]}" --json "$bench_json" > "$OUT/bench.log" 2>&1
 bench_rc=$?
+# Reads of a store onto the device: raw copied, jpeg decoded there by nvJPEG (toy size on the CPU).
+STORE_SIZE=$([ "$DEVICE" = cpu ] && echo 32 || echo 224)
+store_json=$(mktemp)
+timeout 120 "$PY" -m pipeline.bench_store --source synthetic --options train_per_class=16 test_per_class=0 \
+    --sizes "$STORE_SIZE" --seconds 2 --device "$DEVICE" --json "$store_json" > "$OUT/store.log" 2>&1
+store_rc=$?
 
-"$PY" - "$OUT" "$DEVICE" "$pip_rc" "$pytest_rc" "$bench_rc" "$bench_json" "$started" "${BENCH[@]}" <<'EOF'
+"$PY" - "$OUT" "$DEVICE" "$pip_rc" "$pytest_rc" "$bench_rc" "$bench_json" "$store_rc" "$store_json" "$started" \
+    "${BENCH[@]}" <<'EOF'
 import json, platform, subprocess, sys, time
 from pathlib import Path
 
-out, device, pip_rc, pytest_rc, bench_rc, bench_json, started, *bench_args = sys.argv[1:]
-out, bench_json = Path(out), Path(bench_json)
+out, device, pip_rc, pytest_rc, bench_rc, bench_json, store_rc, store_json, started, *bench_args = sys.argv[1:]
+out, bench_json, store_json = Path(out), Path(bench_json), Path(store_json)
 
 
 def tail(name: str, lines: int = 30) -> list[str]:
@@ -77,9 +84,11 @@ result = {
     "bench": {"rc": int(bench_rc), "timed_out": bench_rc in ("124", "137"), "args": bench_args,
               "result": json.loads(bench_json.read_text()) if bench_json.stat().st_size else None,
               "log_tail": tail("bench.log")},
+    "store": {"rc": int(store_rc), "result": json.loads(store_json.read_text()) if store_json.stat().st_size else None,
+              "log_tail": tail("store.log")},
     "wall_seconds": round(time.time() - int(started)),
 }
-result["ok"] = result["pip"]["rc"] == 0 and result["pytest_gpu"]["rc"] == 0 and result["bench"]["rc"] == 0
+result["ok"] = all(result[step]["rc"] == 0 for step in ("pip", "pytest_gpu", "bench", "store"))
 # The teacher pass's figure at a glance: warm passes over the bare forward; the first, untimed pass apart.
 bench = result["bench"]["result"] or {}
 result["teacher_pass"] = {"ratio": bench.get("metrics", {}).get("teacher_pass_ratio"),
@@ -88,9 +97,10 @@ result["teacher_pass"] = {"ratio": bench.get("metrics", {}).get("teacher_pass_ra
 ratio = (result["teacher_pass"]["ratio"] or {}).get("median")
 print(f"{out / 'gpu-check.json'}: ok={result['ok']} in {result['wall_seconds']} s; "
       f"pytest: {' '.join(result['pytest_gpu']['summary'])}; bench rc {bench_rc}; "
-      f"teacher_pass_ratio {ratio} (warm-up pass apart: {result['teacher_pass']['warmup_seconds']} s)")
+      f"teacher_pass_ratio {ratio} (warm-up pass apart: {result['teacher_pass']['warmup_seconds']} s); "
+      f"store reads img/s onto {device}: {[(r['format'], r.get('img_per_s_device')) for r in (result['store']['result'] or {}).get('results', [])]}")
 sys.exit(0 if result["ok"] else 1)
 EOF
 check_rc=$?
-rm -f "$bench_json"
+rm -f "$bench_json" "$store_json"
 exit $check_rc

@@ -12,6 +12,7 @@ both sides alike; the table gives the median ratio with its min and max.
 from __future__ import annotations
 
 import argparse
+import configparser
 import json
 import os
 import platform
@@ -55,6 +56,14 @@ GOALS = {"teacher_pass_ratio": (">=", 0.90), "cached_kd_overhead": ("<=", 1.05),
 # On a GPU the loader need only keep ahead of the step; on the CPU it shares the cores with it.
 DEVICE_GOALS = {**GOALS, "loader_headroom": (">=", 2.0)}
 _T0 = time.perf_counter()
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: luigi reads luigi.cfg from where it starts
+
+
+def shipped_config() -> configparser.ConfigParser:
+    """The checkout's luigi.cfg, values as written."""
+    shipped = configparser.ConfigParser(interpolation=None)
+    shipped.read(ROOT / "luigi.cfg")
+    return shipped
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,17 @@ from cache import blocks
 from cache.files import atomic_write_json
 from cache.reader import TeacherCache
 from cache.schema import create_cache, encode_outputs
-from pipeline.bench import Run, Settings, _status_mb, calibration, in_fresh_process, interleave, say, seconds
+from pipeline.bench import (
+    Run,
+    Settings,
+    _status_mb,
+    calibration,
+    in_fresh_process,
+    interleave,
+    say,
+    seconds,
+    shipped_config,
+)
 from pipeline.bench_cache import make_store
 from pipeline.data.imagestore import ImageStore, write_image_store
 from pipeline.data.readers import HDF5Source
@@ -34,7 +44,6 @@ from pipeline.training.loader import TrainLoader
 
 MEMORY = 1 << 40  # a memory budget every array fits
 SHARD_ROWS = 256  # of the store (write_image_store's default, as bench_cache writes it) and the cache
-STUDENT = "vit_tiny_patch16_224 img_size=32 patch_size=4 embed_dim=96 depth=4 num_heads=3"  # luigi.cfg's vit
 
 
 def make_stores(root: Path, args: argparse.Namespace, images: int) -> dict[str, Path]:
@@ -198,7 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="[data] chunk_rows of the stores read in shards order beside one image a chunk; 1 = none")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--samples", type=int, default=8192, help="served per timed repetition")
-    parser.add_argument("--student", default=STUDENT)
+    parser.add_argument("--student", default=shipped_config()["students"]["vit"], help="default: luigi.cfg's vit")
     parser.add_argument("--steps", type=int, default=5, help="student steps per timed repetition")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)

@@ -13,7 +13,6 @@ the report's mAP bootstrap over the test images, not the no-op it prepares.
 from __future__ import annotations
 
 import argparse
-import configparser
 import os
 import shutil
 import subprocess
@@ -28,14 +27,24 @@ import torch
 
 import models
 from cache.files import atomic_write_json
-from pipeline.bench import calibration, in_fresh_process, interleave, metric, peak_rss, say, seconds, table
+from pipeline.bench import (
+    ROOT,
+    calibration,
+    in_fresh_process,
+    interleave,
+    metric,
+    peak_rss,
+    say,
+    seconds,
+    shipped_config,
+    table,
+)
 from pipeline.checks import _dataset
 from pipeline.data.imagestore import ImageStore, write_image_store
 from pipeline.data.readers import ImageFolder
 from pipeline.spec import parse_spec
 from pipeline.teacher.teacher_pass import TeacherJob, cache_teacher
 
-ROOT = Path(__file__).resolve().parents[1]  # the checkout: luigi reads luigi.cfg from where it starts
 SHAPE = (40, 48)  # height, width of a generated image
 TEACHER = "convnext_atto"
 TINY_TEACHER = "convnext_atto depths=(1,1,1,1) dims=(8,16,32,64)"
@@ -96,9 +105,7 @@ def experiment(out: Path, folder: Path, classes: int, holdout: float | None = No
     weights = out / "runall-teacher.safetensors"
     if not weights.exists():  # new weights would be a new teacher: the rerun would redo its cache
         save_teacher(TINY_TEACHER, classes, weights)
-    shipped = configparser.ConfigParser(interpolation=None)
-    shipped.read(ROOT / "luigi.cfg")
-    off = "".join(f"{name} =\n" for name in shipped["students"])  # an empty spec switches a student off
+    off = "".join(f"{name} =\n" for name in shipped_config()["students"])  # an empty spec switches a student off
     config = out / "experiment.cfg"
     options = "" if holdout is None else f" holdout={holdout}"  # unset, it leaves earlier experiments' spec alone
     config.write_text(f"[paths]\nwork = {out / 'work'}\n[datasets]\ndemo =\nscale = imagefolder:{folder}{options}\n"

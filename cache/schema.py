@@ -4,7 +4,9 @@
     eval/features  float16 (N, D)      pooled pre-logit features of that view
     eval/stages/k  float16 (N, Ck, Hk, Wk)  feature maps of stage k of that view (optional)
     aug/rows       int64   (T,)        image-store row of each training image
-    aug/params     float32 (T, V, 5)   view boxes (y, x, h, w) in store pixels + flip
+    aug/params     float32 (T, V, R)   view records (pipeline/views.py): crop box (y, x, h, w)
+                                       in store pixels and flip (R = 5), and the recipe's
+                                       RandAugment operations and mixing partner
     aug/logits     float16 (T, V, C)
     aug/features   float16 (T, V, D)
     attrs          identity (what the outputs depend on), classes, versions
@@ -85,9 +87,10 @@ def _vectors(name: str, x: np.ndarray, vector_dims: int, dtype: str) -> dict[str
 
 def create_cache(path: str | Path, n: int, train_rows: np.ndarray, views: int, classes: int,
                  dim: int, shard_rows: int, attrs: dict, stage_shapes: dict | None = None,
-                 topk: int = 0, feature_dtype: str = "float16") -> zarr.Group:
+                 topk: int = 0, feature_dtype: str = "float16", record_width: int = 5) -> zarr.Group:
     """Create (or reopen, to resume) the cache's arrays; attrs are set once.
-    `stage_shapes` maps a stage index to the (C, H, W) of its feature maps."""
+    `stage_shapes` maps a stage index to the (C, H, W) of its feature maps; `record_width`
+    is the numbers of a view's record."""
     group = zarr.open_group(str(path), mode="a")
     t = len(train_rows)
     maps = {stage: np.zeros((0, *shape), np.float32) for stage, shape in (stage_shapes or {}).items()}
@@ -100,7 +103,7 @@ def create_cache(path: str | Path, n: int, train_rows: np.ndarray, views: int, c
     if views:
         # Rewritten on every open: a rebuild after damage (cache/integrity.py) may have deleted its chunk.
         group.create_array("aug/rows", data=np.asarray(train_rows, dtype="int64"), overwrite=True, **CHECKSUMMED)
-        _array(group, "aug/params", (t, views, 5), "float32", shard_rows, views)
+        _array(group, "aug/params", (t, views, record_width), "float32", shard_rows, views)
         for name, empty in encode_outputs(np.zeros((0, views, classes), np.float32),
                                           np.zeros((0, views, dim), np.float32), {}, topk, feature_dtype).items():
             _array(group, f"aug/{name}", (t, *empty.shape[1:]), empty.dtype, shard_rows, views,

@@ -37,7 +37,7 @@ from cache.reader import TeacherCache
 from pipeline.data.imagestore import ImageStore, write_image_store
 from pipeline.data.synthetic import CLASSES, SyntheticSource
 from pipeline.device import PRECISIONS, Precision, device_problem, resolve_device, resolve_precision
-from pipeline.spec import parse_spec
+from pipeline.spec import parse_randaugment, parse_spec
 from pipeline.teacher.teacher_pass import TeacherJob, cache_teacher
 from pipeline.training.distributed import launch, launch_command
 from pipeline.training.job import TrainJob
@@ -45,6 +45,7 @@ from pipeline.training.loader import Batch, TrainLoader
 from pipeline.training.losses import DistillationLoss
 from pipeline.training.prefetch import prefetch
 from pipeline.training.train import TrainSettings, lr_at, student_loss, train_epoch
+from pipeline.views import Recipe
 
 STUDENTS = ("vit_tiny_patch16_224 img_size=64 patch_size=8 embed_dim=96 depth=4 num_heads=3",
             "pvt_v2_b0 depths=(1,1,2,1)",
@@ -87,6 +88,13 @@ class Settings:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
+    randaugment: str = ""
+    mixup: float = 0.0
+    cutmix: float = 0.0
+
+    def recipe(self) -> Recipe:
+        """How random views are drawn, for the teacher pass and every student alike."""
+        return Recipe(parse_randaugment(self.randaugment), self.mixup, self.cutmix)
 
     def on(self) -> tuple[torch.device, Precision]:
         """The device and precision every model runs in."""
@@ -110,7 +118,9 @@ HELP = {"per_class": "training images per class (8 classes), plus a quarter as m
         "seed": "seed of data, views and initialisations",
         "device": "where every model runs: auto, cpu, cuda, cuda:N or mps (as [compute] device)",
         "precision": "auto, fp32, bf16 or fp16 (as [compute] precision); bf16_speedup compares "
-                     "fp32 and bf16 regardless"}
+                     "fp32 and bf16 regardless",
+        "randaugment": "N,M: the recipe's RandAugment (as [train] randaugment); empty = none",
+        "mixup": "the recipe's mixup alpha (as [train] mixup)", "cutmix": "the recipe's cutmix alpha"}
 
 
 def say(message: str) -> None:
@@ -172,7 +182,7 @@ class Bench:
         job = TeacherJob(store=str(self.store), out=str(self.cache), model=name, kwargs_json=json.dumps(kwargs),
                          weights=str(self.weights), classes=self.classes, image_size=s.image_size, views=s.views,
                          seed=s.seed, batch_size=s.teacher_batch_size, threads=s.threads, device=s.device,
-                         precision=s.on()[1].name)
+                         precision=s.on()[1].name, recipe=s.recipe())
         identity = {"teacher": s.teacher, "image_size": s.image_size, "views": s.views, "seed": s.seed}
         cache_teacher(job, store.rows("train"), len(store.labels), self.teacher_dim,
                       {"identity": identity, "classes": store.classes}, shard_rows=s.shard_rows)
@@ -214,8 +224,10 @@ class Run:
         net = models.create(name, len(store.classes), **kwargs).to(device)
         self.settings = TrainSettings(epochs=epochs, batch_size=s.batch_size, lr=s.lr, weight_decay=s.weight_decay,
                                       warmup_epochs=s.warmup_epochs, image_size=s.image_size, seed=s.seed,
-                                      augment=True, order="random", order_window=1)
-        self.loader = TrainLoader(store, s.image_size, s.batch_size, s.seed, cache, device=device)
+                                      augment=True, order="random", order_window=1, recipe=s.recipe(),
+                                      label_smoothing=0.0)
+        self.loader = TrainLoader(store, s.image_size, s.batch_size, s.seed, cache, device=device,
+                                  recipe=s.recipe())
         autocast = lambda: precision.autocast(device)  # noqa: E731
         if mode == "online":
             task = models.timm_distillation(net, teacher, s.alpha, s.temperature).to(device)  # buffers start on the CPU
@@ -466,7 +478,7 @@ def ddp_metrics(b: Bench) -> tuple[dict, dict]:
     name, kwargs = parse_spec(s.students[0])
     settings = TrainSettings(epochs=2, batch_size=s.batch_size, lr=s.lr, weight_decay=s.weight_decay,
                              warmup_epochs=s.warmup_epochs, image_size=s.image_size, seed=s.seed, augment=True,
-                             order="random", order_window=1)
+                             order="random", order_window=1, recipe=s.recipe(), label_smoothing=0.0)
 
     def epoch_seconds(processes: int) -> float:
         folder = Path(tempfile.mkdtemp(dir=b.cache.parent))

@@ -21,7 +21,7 @@ from cache.files import probe_writable
 from pipeline.data.readers import open_source
 from pipeline.data.source import Item, Source
 from pipeline.device import compile_problem, device_problem
-from pipeline.spec import parse_caches, parse_names, parse_spec, parse_stages
+from pipeline.spec import parse_caches, parse_names, parse_randaugment, parse_spec, parse_stages
 from pipeline.training.train import MODES
 
 SCHEDULERS = ("threads", "processes", "synchronous", "slurm")
@@ -66,6 +66,10 @@ RANGES = {
               "nodes": Range(1)},
     "kd": {"alpha": Range(0, 1), "temperature": Range(0, low_open=True), "beta": Range(0)},
 }
+RECIPE_RANGES = {"mixup": Range(0), "cutmix": Range(0), "mix_prob": Range(0, 1), "switch_prob": Range(0, 1),
+                 "label_smoothing": Range(0, 1, high_open=True)}  # [train]'s and [teacher]'s
+RANGES["train"].update(RECIPE_RANGES)
+RANGES["teacher"].update(RECIPE_RANGES)
 
 
 def check(settings: dict[str, dict[str, Any]]) -> list[Problem]:
@@ -104,7 +108,28 @@ def check(settings: dict[str, dict[str, Any]]) -> list[Problem]:
     problems += _modes(settings.get("train", {}).get("modes"))
     if "cache_study" in settings:
         problems += _cache_study(settings["cache_study"], settings.get("students", {}), classes)
-    return problems + _features_needed(settings) + _shards_order(settings) + _chunks(settings)
+    return (problems + _features_needed(settings) + _shards_order(settings) + _chunks(settings)
+            + _recipe(settings, "train") + _recipe(settings, "teacher"))
+
+
+def _recipe(settings: dict[str, dict[str, Any]], section: str) -> list[Problem]:
+    """A section's recipe keys: RandAugment readable; views to apply it to; mixing partners of
+    other classes (a partner is from the image's store shard)."""
+    keys = settings.get(section, {})
+    problems, randaugment = [], keys.get("randaugment", "")
+    try:
+        parse_randaugment(randaugment)
+    except ValueError as error:
+        problems.append(Problem(section, "randaugment", randaugment, str(error).split(": ", 1)[1]))
+    mixes = keys.get("mix_prob", 0) > 0 and (keys.get("mixup", 0) > 0 or keys.get("cutmix", 0) > 0)
+    if (mixes or randaugment.strip()) and not settings.get("train", {}).get("augment", True):
+        problems.append(Problem("train", "augment", False, f"[{section}]'s recipe draws random views: set "
+                                "augment = true, or switch the recipe off"))
+    if mixes and not settings.get("data", {}).get("shuffle_rows", True):
+        problems.append(Problem(section, "mixup/cutmix", f"{keys.get('mixup')}/{keys.get('cutmix')}",
+                                "a mixed image's partner is from its store shard, which in a store in the "
+                                "source's order holds a few classes: set [data] shuffle_rows = true"))
+    return problems
 
 
 def _chunks(settings: dict[str, dict[str, Any]]) -> list[Problem]:

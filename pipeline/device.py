@@ -124,7 +124,7 @@ Tensors = tuple[torch.Tensor, ...]
 
 
 def ahead(batches: Iterator[Tensors], device: torch.device, depth: int = 2) -> Iterator[Tensors]:
-    """`batches` (tuples of tensors on accelerator `device`), each made on a background
+    """`batches` (tuples of tensors on accelerator `device`, and host arrays), each made on a background
     thread while the caller works on the one before. On CUDA that thread queues its copies
     on a stream of its own, so they overlap the caller's kernels rather than wait behind
     them; a batch is handed over once the caller's stream has waited for it, and its memory
@@ -136,7 +136,8 @@ def ahead(batches: Iterator[Tensors], device: torch.device, depth: int = 2) -> I
         stream = torch.cuda.current_stream(device)
         stream.wait_event(ready)
         for t in batch:
-            t.record_stream(stream)
+            if isinstance(t, torch.Tensor):
+                t.record_stream(stream)
         yield batch
 
 

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from pipeline.data.imagestore import Images, pixels
-from pipeline.device import Precision, ahead, to_device
+from pipeline.data.imagestore import Images, image_rows, pixels
+from pipeline.device import Precision, ahead
 from pipeline.training.prefetch import behind
-from pipeline.views import render, whole_views
+from pipeline.views import CROP_AND_FLIP, Recipe, partner_rows, render, whole_views
 
 FP32 = Precision("fp32")
 
@@ -23,35 +23,35 @@ def overlapped(device: torch.device) -> bool:
 
 
 def view_batches(images: Images, rows: np.ndarray, params: np.ndarray, image_size: int, batch_size: int,
-                 device: torch.device = torch.device("cpu")) -> Iterator[torch.Tensor]:
-    """Rendered views (len(rows), V, 5) of image-store rows, in order, about batch_size
-    views at a time (whole images per batch); the images (imagestore.store_images) are
-    read a batch at a time and rendered on `device`. On an accelerator the next batch is
-    read, decoded and copied there on a thread meanwhile (device.ahead; see overlapped)."""
-    loads = _loads(images, rows, params, batch_size, device)
-    for batch, views, image_of in ahead(loads, device) if overlapped(device) else loads:
-        yield render(batch, views, image_size, image_of)
+                 device: torch.device = torch.device("cpu"), recipe: Recipe = CROP_AND_FLIP) -> Iterator[torch.Tensor]:
+    """Rendered views (len(rows), V, recipe.width) of image-store rows, in order, about
+    batch_size views at a time (whole images per batch); the images (imagestore.store_images),
+    with the partners of mixed views, are read a batch at a time and rendered on `device`. On
+    an accelerator the next batch is read, decoded and copied there on a thread meanwhile
+    (device.ahead; see overlapped)."""
+    loads = _loads(images, rows, params, batch_size, device, recipe)
+    for batch, records, image_of, partner_of in ahead(loads, device) if overlapped(device) else loads:
+        yield render(batch, records, image_size, image_of, recipe, partner_of)
 
 
-def _loads(images: Images, rows: np.ndarray, params: np.ndarray, batch_size: int,
-           device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    # Views and their image indices go to the device here too: a plain copy in render would
-    # wait for every kernel queued before it.
+def _loads(images: Images, rows: np.ndarray, params: np.ndarray, batch_size: int, device: torch.device,
+           recipe: Recipe) -> Iterator[tuple]:
     views = params.shape[1]
     per = max(1, batch_size // views)
     for start in range(0, len(rows), per):
-        batch = pixels(images, rows[start:start + per], device)
-        image_of = np.repeat(np.arange(len(batch)), views)
-        yield (batch, to_device(torch.from_numpy(params[start:start + per].reshape(-1, 5)), device),
-               to_device(torch.from_numpy(image_of), device))
+        records = params[start:start + per].reshape(-1, params.shape[2])
+        own = np.repeat(rows[start:start + per], views)
+        read, image_of, partner_of = image_rows(own, partner_rows(records, recipe))
+        yield pixels(images, read, device), records, image_of, partner_of
 
 
 @torch.inference_mode()
 def predict(net: torch.nn.Module, images: Images, rows: np.ndarray, params: np.ndarray, image_size: int,
-            batch_size: int = 256, stages: tuple[int, ...] = (), precision: Precision = FP32) -> list[np.ndarray]:
+            batch_size: int = 256, stages: tuple[int, ...] = (), precision: Precision = FP32,
+            recipe: Recipe = CROP_AND_FLIP) -> list[np.ndarray]:
     """[logits, features, *maps of `stages`] as float32, row-major over (rows, views), for
-    rows of a store's uint8 images (imagestore.store_images) under views (len(rows), V, 5),
-    on the net's device.
+    rows of a store's uint8 images (imagestore.store_images) under views (len(rows), V,
+    recipe.width), on the net's device.
     Where `overlapped`, three stages run side by side: a thread reads and decodes the next
     batch and copies it to the device, the device renders and runs this one, and another
     thread brings the previous batch's outputs back to the host, so this thread queues the
@@ -64,7 +64,8 @@ def predict(net: torch.nn.Module, images: Images, rows: np.ndarray, params: np.n
     def to_host(batch: list[torch.Tensor]) -> None:
         outputs.append([t.cpu().numpy() for t in batch])
 
-    forwards = _forwards(net, view_batches(images, rows, params, image_size, batch_size, device), stages, precision)
+    batches = view_batches(images, rows, params, image_size, batch_size, device, recipe)
+    forwards = _forwards(net, batches, stages, precision)
     if overlapped(device):
         behind(forwards, to_host)
     else:

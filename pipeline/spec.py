@@ -40,6 +40,19 @@ def parse_names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
+def parse_randaugment(text: str) -> tuple[int, int]:
+    """RandAugment's "N,M" -> (N, M): N operations, magnitude M of 10; "" -> (0, 0), none."""
+    if not text.strip():
+        return 0, 0
+    try:
+        count, magnitude = (int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"randaugment = {text!r}: give N,M, two whole numbers, e.g. 2,9") from None
+    if count < 0 or not 0 <= magnitude <= 10:
+        raise ValueError(f"randaugment = {text!r}: N must be >= 0 and M in [0, 10]")
+    return count, magnitude
+
+
 CACHE_KEYS = {"views": int, "topk": int, "feature_dtype": str}  # [teacher] keys a cache of a study may change
 
 

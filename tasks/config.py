@@ -18,9 +18,10 @@ from pipeline import cluster, gpus
 from pipeline.cluster import SlurmSettings
 from pipeline.data.imagestore import IMAGE_FORMATS
 from pipeline.device import PRECISIONS
-from pipeline.spec import parse_caches, parse_names
+from pipeline.spec import parse_caches, parse_names, parse_randaugment
 from pipeline.training.loader import ORDERS
 from pipeline.training.train import TrainSettings
+from pipeline.views import Recipe
 
 
 class paths(luigi.Config):  # noqa: N801 (Luigi names a config section after its class)
@@ -137,7 +138,28 @@ def default_gpu_resource() -> None:
         config.set("resources", "gpu", str(len(found)))
 
 
-class teacher(luigi.Config):  # noqa: N801
+class RecipeKeys:
+    """The training recipe's keys, which [train] (the students') and [teacher] (its fine-tuning)
+    each have; part of the fingerprints only where not off."""
+    randaugment = luigi.Parameter(
+        description="N,M: N RandAugment operations per random view, magnitude M of 10 (DeiT: 2,9); "
+                    "empty = none")
+    mixup = luigi.FloatParameter(description="mixup's Beta alpha (DeiT: 0.8); 0 = no mixup")
+    cutmix = luigi.FloatParameter(description="cutmix's Beta alpha (DeiT: 1.0); 0 = no cutmix")
+    mix_prob = luigi.FloatParameter(
+        description="probability that a random view is mixed with its partner, another training image of "
+                    "its store shard (needs [data] shuffle_rows = true)")
+    switch_prob = luigi.FloatParameter(description="with mixup and cutmix both on: probability of cutmix")
+    label_smoothing = luigi.FloatParameter(description="label smoothing of the label term")
+
+
+def recipe(keys: RecipeKeys) -> Recipe:
+    """The recipe a section's keys describe; the config check has vouched for them."""
+    return Recipe(parse_randaugment(keys.randaugment), keys.mixup, keys.cutmix, keys.mix_prob, keys.switch_prob)
+
+
+class teacher(RecipeKeys, luigi.Config):  # noqa: N801
+    """The teacher; its fine-tuning draws views by its own recipe keys, its cache by [train]'s."""
     model = luigi.Parameter(description="a timm ConvNeXt name and key=value kwargs")
     init = luigi.Parameter(
         description="fine-tuning starts from: scratch, pretrained (timm's weights) or a local weights file")
@@ -158,8 +180,9 @@ class teacher(luigi.Config):  # noqa: N801
     seed = luigi.IntParameter(description="seed of the teacher's initialisation, fine-tuning and views")
 
 
-class train(luigi.Config):  # noqa: N801
-    """The training loop of every student; the teacher's fine-tuning shares all but epochs, lr and seed."""
+class train(RecipeKeys, luigi.Config):  # noqa: N801
+    """The training loop of every student; the teacher's fine-tuning shares all but epochs, lr, seed and
+    the recipe keys. The students' recipe is also the one the teacher's cached views are drawn by."""
     epochs = luigi.IntParameter(description="training epochs of each student")
     batch_size = luigi.IntParameter(description="images per step (the teacher pass uses 4x)")
     lr = luigi.FloatParameter(description="peak learning rate (AdamW, linear warm-up, cosine decay)")
@@ -211,10 +234,12 @@ class cache_study(luigi.Config):  # noqa: N801
 SECTIONS = (paths, data, compute, slurm, teacher, train, kd, cache_study)  # every section of settings
 
 
-def train_settings(**overrides) -> TrainSettings:
-    """[train] as the training loop's settings; `overrides` replace fields (the teacher's
-    epochs, lr and seed)."""
-    values = {field.name: getattr(train(), field.name) for field in fields(TrainSettings)}
+def train_settings(section: RecipeKeys | None = None, **overrides) -> TrainSettings:
+    """[train] as the training loop's settings, with the recipe of `section` (default [train]);
+    `overrides` replace fields (the teacher's epochs, lr and seed)."""
+    section = section or train()
+    values = {field.name: getattr(train(), field.name) for field in fields(TrainSettings) if field.name != "recipe"}
+    values.update(recipe=recipe(section), label_smoothing=section.label_smoothing)
     return TrainSettings(**{**values, **overrides})
 
 

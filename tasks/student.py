@@ -2,6 +2,7 @@
 online) and evaluation."""
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import luigi
@@ -83,7 +84,7 @@ class TrainStudent(Training, StudentStep):
         name, kwargs = parse_spec(student_spec(self.student))
         settings = self.train_settings()
         job = TrainJob(model=name, kwargs=kwargs, store=str(self.requires()["store"].store_path()),
-                       settings=vars(settings), workdir=str(self.folder()), weights=self.output().path,
+                       settings=asdict(settings), workdir=str(self.folder()), weights=self.output().path,
                        memory_budget=memory_budget(), cache=cache and str(cache), distill=self.settings()["distill"],
                        teacher=online, device=str(self.device()), precision=self.precision().name,
                        compile=compute().compile, read_processes=compute().read_processes)

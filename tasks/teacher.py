@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import luigi
@@ -24,7 +25,7 @@ from pipeline.training.job import TrainJob
 from pipeline.training.train import TrainSettings, identity
 from tasks.base import Evaluation, Step, Training, memory_budget, read_json
 from tasks.check import Checked
-from tasks.config import compute, dask_scheduler, teacher, train, train_settings
+from tasks.config import compute, dask_scheduler, recipe, teacher, train, train_settings
 from tasks.data import PrepareDataset
 
 
@@ -61,7 +62,7 @@ class FineTuneTeacher(Training):
 
     def train_settings(self) -> TrainSettings:
         t = teacher()
-        return train_settings(epochs=t.epochs, lr=t.lr, seed=t.seed)
+        return train_settings(t, epochs=t.epochs, lr=t.lr, seed=t.seed)
 
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(self.folder() / "weights.safetensors")
@@ -72,7 +73,7 @@ class FineTuneTeacher(Training):
         t = teacher()
         name, kwargs = parse_spec(t.model)
         settings = self.train_settings()
-        job = TrainJob(model=name, kwargs=kwargs, store=str(self.requires().store_path()), settings=vars(settings),
+        job = TrainJob(model=name, kwargs=kwargs, store=str(self.requires().store_path()), settings=asdict(settings),
                        workdir=str(self.folder()), weights=self.output().path, memory_budget=memory_budget(),
                        init={"scratch": False, "pretrained": True}.get(t.init, t.init), device=str(self.device()),
                        precision=self.precision().name, compile=compute().compile,
@@ -118,7 +119,7 @@ class CacheTeacher(Step):
         """How the pass sees and records the images: the part of settings() that identity()
         repeats, written once."""
         return {"image_size": train().image_size, **self.cache_settings(), "seed": teacher().seed,
-                "stages": list(cached_stages()), "format_version": FORMAT_VERSION}
+                "stages": list(cached_stages()), "format_version": FORMAT_VERSION, **recipe(train()).identity()}
 
     def settings(self) -> dict:
         return {"model": teacher().model, **self.pass_settings(), "precision": self.precision().name}
@@ -146,7 +147,7 @@ class CacheTeacher(Step):
                          classes=len(store.classes), image_size=train().image_size, **self.cache_settings(),
                          seed=teacher().seed, batch_size=train().batch_size * 4, threads=c.threads,
                          stages=cached_stages(), device=c.device, precision=self.precision().name,
-                         compile=c.compile)
+                         compile=c.compile, recipe=recipe(train()))
         attrs = {"identity": self.identity(), "classes": store.classes,
                  "teacher_params": sum(p.numel() for p in net.parameters()),
                  "versions": {"torch": torch.__version__, **_versions()}}

@@ -37,6 +37,11 @@ MISTAKES = [
     ("teacher", "stages", "1,7", "stages 0 to 3"),
     ("teacher", "init", "{tmp}/missing.safetensors", "existing weights file"),
     ("teacher", "checkpoint", "{tmp}/missing.safetensors", "no such file"),
+    ("train", "randaugment", "2", "give N,M"),
+    ("teacher", "randaugment", "2,11", "M in [0, 10]"),
+    ("train", "mix_prob", "1.5", "in [0, 1]"),
+    ("teacher", "label_smoothing", "1", "in [0, 1)"),
+    ("train", "cutmix", "-1", ">= 0"),
     ("kd", "alpha", "1.5", "in [0, 1]"),
     ("kd", "temperature", "0", "> 0"),
     ("kd", "feature_loss", "l2", "not a valid choice"),
@@ -67,6 +72,18 @@ def test_shards_order_is_refused_for_a_store_in_the_sources_order(luigi_config):
     assert "[data] shuffle_rows = true" in config_problems()[0].fix
     luigi_config("data", "shuffle_rows", "true")
     assert config_problems() == []
+
+
+def test_mixing_needs_a_shuffled_store_and_a_recipe_needs_random_views(luigi_config):
+    luigi_config("train", "mixup", "0.8")
+    luigi_config("teacher", "cutmix", "1.0")
+    assert [(p.section, p.key) for p in config_problems()] == [("train", "mixup/cutmix"), ("teacher", "mixup/cutmix")]
+    assert "[data] shuffle_rows = true" in config_problems()[0].fix
+    luigi_config("data", "shuffle_rows", "true")
+    assert config_problems() == []
+    luigi_config("train", "augment", "false")
+    assert [(p.section, p.key, p.value) for p in config_problems()] == [("train", "augment", False)] * 2
+    assert "[train]'s recipe draws random views" in config_problems()[0].fix
 
 
 def test_chunks_must_divide_shards(luigi_config):

@@ -4,7 +4,7 @@ of every training image, into the Zarr cache (cache/schema.py)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -13,13 +13,13 @@ import zarr
 
 import models
 from cache import blocks
-from cache.integrity import checked
+from cache.integrity import checked, read_all
 from cache.schema import create_cache, encode_outputs
 from pipeline import gpus
 from pipeline.data.imagestore import store_images
 from pipeline.device import Precision, resolve_device
 from pipeline.inference import predict
-from pipeline.views import random_views, whole_views
+from pipeline.views import CROP_AND_FLIP, Partners, Recipe, random_views, whole_views
 
 
 @lru_cache(maxsize=2)
@@ -51,6 +51,7 @@ class TeacherJob:
     compile: bool = False  # torch.compile the teacher
     topk: int = 0  # keep the K largest logits per view; 0 = every class
     feature_dtype: str = "float16"  # or int8, one float16 scale per vector (cache/compact.py)
+    recipe: Recipe = CROP_AND_FLIP  # how the random views are drawn: the students' [train] recipe
 
     def __call__(self, block: tuple) -> None:
         tag, start, stop = block
@@ -60,19 +61,21 @@ class TeacherJob:
         # From disk, a batch at a time, decoded as the student loader decodes them (one reader).
         images = store_images(zarr.open_array(f"{self.store}/images", mode="r"), budget=0)
         size = images.shape[1]
+        recipe = CROP_AND_FLIP if tag == "eval" else self.recipe
         if tag == "eval":
             rows = np.arange(start, stop)
             params = whole_views(len(rows), size)[:, None]
         else:
             with checked(group["aug/rows"], slice(start, stop)):  # this block's rows, not all of them
                 rows = group["aug/rows"][start:stop]
-            params = random_views(self.seed, rows, self.views, size)
+            partners = Partners(read_all(group["aug/rows"]), images.shard_rows) if recipe.mixes else None
+            params = random_views(self.seed, rows, self.views, size, recipe, partners)
         v = params.shape[1]
         net = _teacher(self.model, self.kwargs_json, self.classes, self.weights,
                        resolve_device(gpus.held() or self.device), self.compile)
         stages = self.stages if tag == "eval" else ()
         logits, features, *maps = predict(net, images, rows, params, self.image_size,
-                                          self.batch_size, stages, Precision(self.precision))
+                                          self.batch_size, stages, Precision(self.precision), recipe)
         if tag == "aug":
             group["aug/params"][start:stop] = params
             logits, features = logits.reshape(len(rows), v, -1), features.reshape(len(rows), v, -1)
@@ -90,8 +93,10 @@ def cache_teacher(job: TeacherJob, train_rows: np.ndarray, count: int, feature_d
     number of store rows, `train_rows` the rows that get random views, `stage_shapes`
     the (C, H, W) of each of job.stages; `stopwatch` (made on job.out) times the pass over
     all its runs."""
+    # The recipe its views were drawn by, which a loader replaying them checks.
+    attrs = {**attrs, "recipe": asdict(job.recipe)}
     create_cache(job.out, count, train_rows, job.views, job.classes, feature_dim, shard_rows, attrs,
-                 stage_shapes, job.topk, job.feature_dtype)
+                 stage_shapes, job.topk, job.feature_dtype, job.recipe.width)
     work = blocks.shard_blocks(count, shard_rows, "eval")
     if job.views:
         work += blocks.shard_blocks(len(train_rows), shard_rows, "aug")

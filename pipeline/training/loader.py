@@ -13,15 +13,24 @@ import numpy as np
 import torch
 
 from cache.reader import HeldRows, QuantizedVectors, Rows, Span, TeacherCache, TopKLogits
-from pipeline.data.imagestore import Images, ImageStore, pixels
+from pipeline.data.imagestore import Images, ImageStore, image_rows, pixels
 from pipeline.device import to_device
 from pipeline.training.distributed import Ranks
-from pipeline.views import random_views, render, whole_views
+from pipeline.views import (
+    CROP_AND_FLIP,
+    Partners,
+    Recipe,
+    partner_rows,
+    partner_weight,
+    random_views,
+    render,
+    whole_views,
+)
 
 
 class Batch(NamedTuple):
     images: torch.Tensor                    # float (B, 3, H, W) in [0, 1]
-    labels: torch.Tensor                    # int64 (B,)
+    labels: torch.Tensor                    # int64 (B,), or float (B, C) label distributions of mixed images
     teacher_logits: torch.Tensor | None     # float16 (B, C) as cached, float32 rebuilt from top-k
     teacher_features: torch.Tensor | None   # float16 (B, D) as cached, float32 from int8; None without
     weight: float = 1.0                     # of its mean loss: a rank's share of the global batch (Ranks.share)
@@ -70,6 +79,9 @@ class TrainLoader:
     - without a cache (baseline): a fresh random view per (image, epoch) when `augment`,
       else the whole image.
 
+    Random views are drawn by `recipe` (views.Recipe), which a replayed cache must have drawn
+    its views by; a batch of mixed views carries mixed labels.
+
     `order` random: each epoch a permutation of all training rows, each batch read where
     it lies, in memory or on disk. `order` shards: each epoch the store's shards in a
     shuffled order, taken `window` at a time, the training rows of a window shuffled; a
@@ -85,14 +97,15 @@ class TrainLoader:
     def __init__(self, store: ImageStore, image_size: int, batch_size: int, seed: int,
                  cache: TeacherCache | None = None, augment: bool = True,
                  device: torch.device = torch.device("cpu"), ranks: Ranks = Ranks(),
-                 order: str = "random", window: int = 1, read_processes: int = 0):
+                 order: str = "random", window: int = 1, read_processes: int = 0, recipe: Recipe = CROP_AND_FLIP):
         if order not in ORDERS or window < 1:
             raise ValueError(f"[train] order = {order!r}, order_window = {window}: use an order of "
                              f"{', '.join(ORDERS)} and a window of at least 1 shard")
         self.store, self.image_size, self.batch_size = store, image_size, batch_size
         self.seed, self.cache, self.augment, self.device, self.ranks = seed, cache, augment, device, ranks
-        self.order, self.window, self.read_processes = order, window, read_processes
+        self.order, self.window, self.read_processes, self.recipe = order, window, read_processes, recipe
         self.rows = store.rows("train")
+        self._partners = Partners(self.rows, store.images.shard_rows)
         self.arrays = self._whole()  # what batches read in random order
         shard_of = self.rows // store.images.shard_rows  # non-decreasing: rows are in store order
         self._shards = np.unique(shard_of)
@@ -101,6 +114,9 @@ class TrainLoader:
         if cache is not None and cache.views and not np.array_equal(cache.aug_rows, self.rows):
             raise ValueError(f"teacher cache {cache.path} covers other training rows than "
                              f"image store {store.path}: rebuild the cache")
+        if self._replay and (drawn := Recipe(**cache.attrs.get("recipe", {}))) != recipe:
+            raise ValueError(f"teacher cache {cache.path} holds views drawn by {drawn}, not by this run's "
+                             f"{recipe}: use a cache made for this recipe ([train]'s)")
         if 0 < min(batch_size, len(self.rows) % batch_size or batch_size) < ranks.world:
             raise ValueError(f"{ranks.world} processes need every batch of [train] batch_size = {batch_size} "
                              f"to hold at least {ranks.world} of the {len(self.rows)} training images "
@@ -188,23 +204,37 @@ class TrainLoader:
 
     def _batch(self, pos: np.ndarray, view: np.ndarray | None, epoch: int, arrays: Arrays) -> Batch:
         rows, size = self.rows[pos], self.store.size
-        teacher = None
+        teacher, recipe = None, self.recipe
         if self._replay:
             params = arrays.params.take(pos, view)
             teacher = [None if t is None else t.take(pos, view) for t in (arrays.logits, arrays.features)]
         elif self.cache is not None:
-            params = whole_views(len(rows), size)
+            params, recipe = whole_views(len(rows), size), CROP_AND_FLIP
             teacher = [None if t is None else t.take(rows) for t in (arrays.logits, arrays.features)]
         elif self.augment:
             keys = np.stack([rows, np.full_like(rows, epoch)], axis=1)
-            params = random_views(self.seed, keys, 1, size)[:, 0]
+            params = random_views(self.seed, keys, 1, size, recipe, self._partners)[:, 0]
         else:
-            params = whole_views(len(rows), size)
-        images = render(pixels(arrays.images, rows, self.device), params, self.image_size)
-        labels = self._on_device(self.store.labels[rows])
+            params, recipe = whole_views(len(rows), size), CROP_AND_FLIP
+        read, image_of, partner_of = image_rows(rows, partner_rows(params, recipe))
+        images = render(pixels(arrays.images, read, self.device), params, self.image_size, image_of, recipe, partner_of)
+        labels = self._on_device(self.labels(rows, params, recipe))
         if teacher is None:
             return Batch(images, labels, None, None)
         return Batch(images, labels, *map(self._on_device, teacher))
+
+    def labels(self, rows: np.ndarray, params: np.ndarray, recipe: Recipe) -> np.ndarray:
+        """The labels of views `params` of store rows `rows`: class indices, or for a recipe
+        that mixes, (B, C) float32 distributions, each image's class and its partner's
+        weighed by their shares of the image (views.partner_weight)."""
+        labels = self.store.labels[rows]
+        if not recipe.mixes:
+            return labels
+        weight = partner_weight(params, recipe, self.image_size)
+        mixed = np.zeros((len(rows), len(self.store.classes)), np.float32)
+        np.add.at(mixed, (np.arange(len(rows)), labels), 1 - weight)
+        np.add.at(mixed, (np.arange(len(rows)), self.store.labels[partner_rows(params, recipe)]), weight)
+        return mixed
 
     def _on_device(self, array: np.ndarray | None) -> torch.Tensor | None:
         return None if array is None else to_device(torch.as_tensor(array), self.device)

@@ -9,7 +9,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from pipeline.training.distributed import Ranks
 from pipeline.training.loader import Batch, TrainLoader
 from pipeline.training.losses import DistillationLoss
 from pipeline.training.prefetch import prefetch
+from pipeline.views import Recipe
 
 log = logging.getLogger(__name__)
 MODES = ("baseline", "kd", "online")  # labels only, from the teacher cache, from the teacher run online
@@ -45,15 +46,25 @@ class TrainSettings:
     augment: bool
     order: str          # TrainLoader's: random or shards
     order_window: int   # shards read at a time in shards order
+    recipe: Recipe      # how random views are drawn: RandAugment, mixup, cutmix
+    label_smoothing: float  # of the label term
+
+    def __post_init__(self) -> None:
+        if isinstance(self.recipe, dict):  # read back from a job's JSON
+            object.__setattr__(self, "recipe", Recipe(**self.recipe))
 
 
 def identity(settings: TrainSettings) -> dict:
-    """The settings as a run's fingerprint holds them: all but the order while it is random,
-    the one order there was before it could be chosen, so that such runs keep theirs."""
-    values = dict(vars(settings))
+    """The settings as a run's fingerprint holds them: all but the order while it is random
+    and the recipe and label smoothing while they are off, as before they could be chosen,
+    so that such runs keep their fingerprints."""
+    values = asdict(settings)
     if settings.order == "random":
         del values["order"], values["order_window"]
-    return values
+    del values["recipe"]
+    if not settings.label_smoothing:
+        del values["label_smoothing"]
+    return {**values, **settings.recipe.identity()}
 
 
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
@@ -137,7 +148,8 @@ def fit(model: str, model_kwargs: dict, store: ImageStore, settings: TrainSettin
                          "was made without them (feature_dtype = none): set [kd] beta = 0 or cache features")
     teacher_dim = (cache.eval_features.shape[1] if cache is not None and cache.eval_features is not None
                    else teacher.num_features if teacher is not None else None)
-    loss_fn = DistillationLoss(**(distill or {}), student_dim=net.num_features, teacher_dim=teacher_dim)
+    loss_fn = DistillationLoss(**(distill or {}), label_smoothing=settings.label_smoothing,
+                               student_dim=net.num_features, teacher_dim=teacher_dim)
     net.to(device)
     loss_fn.to(device)
     if teacher is not None:
@@ -146,7 +158,8 @@ def fit(model: str, model_kwargs: dict, store: ImageStore, settings: TrainSettin
     opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     scaler = precision.scaler(device)
     loader = TrainLoader(store, settings.image_size, settings.batch_size, settings.seed, cache,
-                         settings.augment, device, ranks, settings.order, settings.order_window, read_processes)
+                         settings.augment, device, ranks, settings.order, settings.order_window, read_processes,
+                         settings.recipe)
     start, history = _resume(workdir / "train_state.pt", net, loss_fn, opt, scaler)
     total, warmup = settings.epochs * len(loader), round(settings.warmup_epochs * len(loader))
     val_rows = store.rows("val")

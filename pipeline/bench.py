@@ -442,7 +442,9 @@ def machine(s: Settings) -> dict:
             "numpy": np.__version__, "load_average_at_start": os.getloadavg()}
 
 
-def benchmark(s: Settings, workdir: Path) -> dict:
+def benchmark(s: Settings, workdir: Path, measures: tuple[str, ...] | None = None) -> dict:
+    """The `measures` (names of MEASURES; default all, in its order) on a data set made in `workdir`."""
+    measures = measures or tuple(MEASURES)
     tic = time.perf_counter()
     say(f"making the data set and teacher in {workdir}")
     b = prepare(s, workdir)
@@ -450,10 +452,11 @@ def benchmark(s: Settings, workdir: Path) -> dict:
     settings = {**asdict(s), "images": images, "train_images": train,
                 "teacher_forwards_per_pass": images + train * s.views}
     result = {"machine": machine(s), "settings": settings, "metrics": {}, "timings": {}}
-    for name, measure in (("teacher pass", teacher_pass_metrics), ("cache size", cache_size_metrics),
-                          ("training", training_metrics), ("precision", precision_metrics),
-                          ("students", students_metrics), ("data-parallel", ddp_metrics),
-                          ("memory", memory_metrics)):
+    if "teacher_pass" not in measures:
+        b.teacher_pass()  # the cache the others read
+    for name, measure in MEASURES.items():
+        if name not in measures:
+            continue
         say(f"measuring: {name}")
         metrics, timings = measure(b)
         result["metrics"].update(metrics)
@@ -507,6 +510,11 @@ def table(metrics: dict) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 
+MEASURES = {"teacher_pass": teacher_pass_metrics, "cache_size": cache_size_metrics, "training": training_metrics,
+            "precision": precision_metrics, "students": students_metrics, "ddp": ddp_metrics,
+            "memory": memory_metrics}
+
+
 def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     parser = argparse.ArgumentParser(prog="python -m pipeline.bench",
                                      description=__doc__.split("\n\n")[0])
@@ -517,6 +525,8 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
         else:
             parser.add_argument(flag, type=type(default), default=default, help=HELP[field.name])
     parser.add_argument("--json", type=Path, help="write every result, setting and timing here")
+    parser.add_argument("--measure", nargs="+", choices=list(MEASURES), default=list(MEASURES),
+                        help="only these measurements (default: all)")
     parser.add_argument("--workdir", type=Path, help="keep the data here (default: a temporary folder, removed)")
     parser.add_argument("--calibrate", action="store_true",
                         help="only print the machine's calibration figure "
@@ -541,7 +551,7 @@ def main(argv: list[str] | None = None) -> dict:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kd-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        result = benchmark(s, workdir)
+        result = benchmark(s, workdir, tuple(args.measure))
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -162,17 +162,17 @@ def render(images: np.ndarray | torch.Tensor, params: np.ndarray, out: int, imag
     x = torch.as_tensor(images).permute(0, 3, 1, 2).float().div_(255)
     params = np.asarray(params, dtype=np.float32)
     index = np.arange(len(params)) if image_of is None else np.asarray(image_of)
-    rendered = _view(x, params[:, :recipe.own], index, out)
-    if recipe.mixes:
-        partner = _view(x, params[:, recipe.own:2 * recipe.own], np.asarray(partner_of), out)
-        blend, box = _mix(params, recipe, out)
-        blend, box = (to_device(torch.from_numpy(a), x.device) for a in (blend, box))
-        side = torch.arange(out, device=x.device)
-        rows = (side >= box[:, 0:1]) & (side < box[:, 2:3])
-        cols = (side >= box[:, 1:2]) & (side < box[:, 3:4])
-        weight = (rows[:, :, None] & cols[:, None, :]).unsqueeze(1) * blend[:, None, None, None]
-        rendered = torch.lerp(rendered, partner, weight)
-    return rendered.contiguous(memory_format=torch.channels_last)
+    if not recipe.mixes:
+        return _view(x, params, index, out).contiguous(memory_format=torch.channels_last)
+    # The views and their partners' in one pass: half the calls of two.
+    both = np.concatenate([params[:, :recipe.own], params[:, recipe.own:2 * recipe.own]])
+    rendered, partner = _view(x, both, np.concatenate([index, partner_of]), out).chunk(2)
+    blend, box = (to_device(torch.from_numpy(a), x.device) for a in _mix(params, recipe, out))
+    side = torch.arange(out, device=x.device)
+    rows = (side >= box[:, 0:1]) & (side < box[:, 2:3])
+    cols = (side >= box[:, 1:2]) & (side < box[:, 3:4])
+    weight = (rows[:, :, None] & cols[:, None, :]).unsqueeze(1) * blend[:, None, None, None]
+    return torch.lerp(rendered, partner, weight).contiguous(memory_format=torch.channels_last)
 
 
 def _view(x: torch.Tensor, params: np.ndarray, image_of: np.ndarray, out: int) -> torch.Tensor:

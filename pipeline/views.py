@@ -59,8 +59,9 @@ class Recipe:
 
     def identity(self) -> dict:
         """The recipe as a fingerprint holds it: nothing for crop and flip alone, so that
-        what was made before recipes existed keeps its fingerprint."""
-        return {} if self == Recipe() else {"recipe": asdict(self)}
+        what was made before recipes existed keeps its fingerprint. As JSON reads it back:
+        a cache's identity is compared with it."""
+        return {} if self == Recipe() else {"recipe": {**asdict(self), "randaugment": list(self.randaugment)}}
 
 
 CROP_AND_FLIP = Recipe()

@@ -116,3 +116,17 @@ def test_online_distillation_on_cuda_follows_the_cpu(tiny_data, tmp_path, no_tf3
     cpu, cuda = online_loss(tiny_data, tmp_path / "cpu", CPU), online_loss(tiny_data, tmp_path / "cuda", CUDA)
     assert cuda == pytest.approx(cpu, rel=1e-2)
     assert np.isfinite(online_loss(tiny_data, tmp_path / "bf16", CUDA, "bf16"))
+
+
+def test_a_recipe_record_renders_on_cuda_as_on_the_cpu(tiny_data):
+    """RandAugment, mixup and cutmix on the device: the same records give the CPU's pixels,
+    to float rounding (resampling and convolution kernels differ)."""
+    from pipeline.data.imagestore import pixels
+    from pipeline.views import Partners, Recipe, image_rows, partner_rows, random_views, render
+    store, recipe = ImageStore(tiny_data["store"]), Recipe((2, 9), 0.8, 1.0)
+    rows = store.rows("train")
+    records = random_views(0, rows, 1, 32, recipe, Partners(rows, store.images.shard_rows))[:, 0]
+    read, image_of, partner_of = image_rows(rows, partner_rows(records, recipe))
+    on = {device: render(pixels(store.images, read, device), records, 32, image_of, recipe, partner_of).cpu()
+          for device in (CPU, CUDA)}
+    assert torch.allclose(on[CUDA], on[CPU], atol=1e-3)

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from pipeline.data.imagestore import Images, image_rows, pixels
+from pipeline.data.imagestore import Images, pixels
 from pipeline.device import Precision, ahead
 from pipeline.training.prefetch import behind
-from pipeline.views import CROP_AND_FLIP, Recipe, partner_rows, render, whole_views
+from pipeline.views import CROP_AND_FLIP, Recipe, image_rows, partner_rows, render, whole_views
 
 FP32 = Precision("fp32")
 

@@ -138,6 +138,17 @@ def partner_rows(records: np.ndarray, recipe: Recipe) -> np.ndarray | None:
     return records[:, 2 * recipe.own].astype(np.int64) if recipe.mixes else None
 
 
+def image_rows(rows: np.ndarray, partners: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The store rows to read for views of `rows` mixed with `partners` (None: unmixed), each
+    once, and where in them each view's image and partner lie (views.render's image_of and
+    partner_of)."""
+    if partners is None:
+        read, image_of = np.unique(rows, return_inverse=True)
+        return read, image_of.reshape(-1), None
+    read, where = np.unique(np.concatenate([rows, partners]), return_inverse=True)
+    return read, where[:len(rows)], where[len(rows):]
+
+
 def partner_weight(records: np.ndarray, recipe: Recipe, out: int) -> np.ndarray:
     """(N,) float32: the share of the partner's label in each record's mixed label (0 unmixed)."""
     if not recipe.mixes:

@@ -196,17 +196,6 @@ def store_images(array: zarr.Array, budget: int = DEFAULT_BUDGET) -> Images:
     return JpegRows(array, budget) if array.attrs.get("image_format") == "jpeg" else Rows(array, budget)
 
 
-def image_rows(rows: np.ndarray, partners: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """The store rows to read for views of `rows` mixed with `partners` (None: unmixed), each
-    once, and where in them each view's image and partner lie (views.render's image_of and
-    partner_of)."""
-    if partners is None:
-        read, image_of = np.unique(rows, return_inverse=True)
-        return read, image_of.reshape(-1), None
-    read, where = np.unique(np.concatenate([rows, partners]), return_inverse=True)
-    return read, where[:len(rows)], where[len(rows):]
-
-
 def pixels(images: Images, index: np.ndarray, device: torch.device) -> torch.Tensor:
     """Rows `index` of `store_images` as a uint8 (B, S, S, 3) tensor on `device`; JPEG rows
     bound for a CUDA device are decoded there."""

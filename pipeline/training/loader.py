@@ -13,13 +13,14 @@ import numpy as np
 import torch
 
 from cache.reader import HeldRows, QuantizedVectors, Rows, Span, TeacherCache, TopKLogits
-from pipeline.data.imagestore import Images, ImageStore, image_rows, pixels
+from pipeline.data.imagestore import Images, ImageStore, pixels
 from pipeline.device import to_device
 from pipeline.training.distributed import Ranks
 from pipeline.views import (
     CROP_AND_FLIP,
     Partners,
     Recipe,
+    image_rows,
     partner_rows,
     partner_weight,
     random_views,

@@ -56,6 +56,8 @@ GOALS = {"teacher_pass_ratio": (">=", 0.90), "cached_kd_overhead": ("<=", 1.05),
          "peak_rss_growth_cached_epoch": ("<=", 1.10)}
 # On a GPU the loader need only keep ahead of the step; on the CPU it shares the cores with it.
 DEVICE_GOALS = {**GOALS, "loader_headroom": (">=", 2.0)}
+# The recipe's views cost the CPU loader more (RandAugment, a partner's view to render and mix).
+RECIPE_GOALS = {**GOALS, "loader_headroom": (">=", 3.0)}
 _T0 = time.perf_counter()
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: luigi reads luigi.cfg from where it starts
 
@@ -297,7 +299,7 @@ def cache_size_metrics(b: Bench) -> tuple[dict, dict]:
     images, train = b.counts()
     on_disk = sum(f.stat().st_size for f in b.cache.rglob("*") if f.is_file())
     per_view = b.classes + b.teacher_dim  # logits and features
-    raw = 2 * (images * per_view + train * b.s.views * (per_view + 5)) / images  # +5: view params
+    raw = 2 * (images * per_view + train * b.s.views * (per_view + b.s.recipe().width)) / images  # + view records
     return {"cache_bytes_per_image": metric("cache_bytes_per_image", on_disk / images),
             "cache_bytes_raw_fp16": metric("cache_bytes_raw_fp16", raw),
             "cache_bytes_over_raw_fp16": metric("cache_bytes_over_raw_fp16", on_disk / images / raw)
@@ -320,7 +322,7 @@ def training_metrics(b: Bench) -> tuple[dict, dict]:
     online = t["online"] / t["kd"]
     theory = 1 + t["teacher_forward"] / t["student_step"]
     headroom = (len(kd.loader.rows) / t["loader"]) / (len(batch.labels) / t["student_step"])
-    goals = GOALS if s.on()[0].type == "cpu" else DEVICE_GOALS
+    goals = DEVICE_GOALS if s.on()[0].type != "cpu" else GOALS if s.recipe() == Recipe() else RECIPE_GOALS
     return {"cached_kd_overhead": metric("cached_kd_overhead", t["kd"] / t["baseline"]),
             "online_over_cached": metric("online_over_cached", online),
             "online_over_cached_theory": metric("online_over_cached_theory", theory),

@@ -35,6 +35,17 @@ def test_bench_reports_every_ratio(tmp_path):
     assert (saved["machine"]["device"], saved["machine"]["precision"]) == ("cpu", "bf16")
 
 
+def test_bench_measures_what_it_is_asked_with_the_recipe(tmp_path):
+    result = bench.main(["--per-class", "4", "--image-size", "32", "--batch-size", "8", "--teacher-batch-size", "16",
+                         "--views", "2", "--reps", "1", "--shard-rows", "16", "--threads", "1", "--device", "cpu",
+                         "--students", "vit_tiny_patch16_224 img_size=32 patch_size=8 embed_dim=32 depth=1 num_heads=2",
+                         "--measure", "training", "--randaugment", "2,5", "--mixup", "0.8", "--cutmix", "1.0"])
+    assert set(result["metrics"]) == {"cached_kd_overhead", "online_over_cached", "online_over_cached_theory",
+                                      "online_fraction_of_theory", "loader_headroom"}
+    assert result["metrics"]["loader_headroom"]["goal"] == ">= 3"
+    assert result["settings"]["randaugment"] == "2,5" and result["settings"]["mixup"] == 0.8
+
+
 @pytest.mark.skipif(torch.cuda.device_count() > 0, reason="this machine has a CUDA GPU")
 def test_bench_refuses_an_absent_device_before_any_work(capsys):
     with pytest.raises(SystemExit):

@@ -27,6 +27,7 @@ SCALE = (0.35, 1.0)      # crop area as a fraction of the image
 RATIO = (3 / 4, 4 / 3)   # crop aspect ratio w / h
 VIEW = 5                 # y, x, h, w, flip
 MIX = 6                  # partner row, blend, y0, x0, y1, x1
+FLOAT32_EXACT = 1 << 24  # integers float32 holds exactly: the partner rows a record can name
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,11 @@ class Partners:
     that a loader reading whole shards (the shards order) holds it already."""
     rows: np.ndarray  # every training row of the store, ascending
     shard_rows: int   # the image store's
+
+    def __post_init__(self) -> None:
+        if len(self.rows) and self.rows[-1] >= FLOAT32_EXACT:
+            raise ValueError(f"store row {self.rows[-1]}: a record (float32) holds partner rows below "
+                             f"{FLOAT32_EXACT:,}; mixing in a larger store needs another record format")
 
     def draw(self, rng: np.random.Generator, row: int) -> int:
         shard = row // self.shard_rows * self.shard_rows

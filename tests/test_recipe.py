@@ -122,6 +122,8 @@ def test_records_are_drawn_alike_in_any_order_subset_and_process(tiny_data):
     mates = partner_rows(records.reshape(-1, RECIPE.width), RECIPE).reshape(len(keys), 4)
     assert np.isin(mates, keys).all() and (mates != keys[:, None]).all()
     assert (mates // 16 == keys[:, None] // 16).all()
+    with pytest.raises(ValueError, match="partner rows below 16,777,216"):
+        Partners(np.array([0, 1 << 24]), 16)
 
 
 def test_an_image_renders_alike_in_any_batch(tiny_data):

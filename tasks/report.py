@@ -58,12 +58,13 @@ class Report(Step):
         print(f"report written to {path}")
 
     def teacher_results(self) -> dict:
-        """The teacher's metrics and its one-off cost: fine-tuning (none for a given
-        checkpoint) and the cache pass."""
-        metrics = read_json(Path(self.input()["teacher"]["metrics"].path), {})
+        """The teacher's metrics, test logits and its one-off cost: fine-tuning (none for a
+        given checkpoint) and the cache pass."""
+        results = evaluation(self.input()["teacher"])
+        metrics = results["metrics"]
         history = read_json(Path(self.input()["weights"].path).parent / "history.json", [])
         cost = self.requires()["cache"].cost()
-        return {"name": "teacher", "model": metrics["model"], "params": metrics["params"], "metrics": metrics,
+        return {"name": "teacher", "model": metrics["model"], "params": metrics["params"], **results,
                 "fit_seconds": training_seconds(history), "pass_seconds": cost.get("seconds"),
                 "forwards": cost.get("forwards"), "history": history}
 

@@ -76,6 +76,18 @@ def test_online_columns_and_intervals(tmp_path):
     assert rows[0]["acc KD-online low"] == ""  # the teacher has no gains
 
 
+def test_the_teachers_lead_over_each_baseline_when_its_logits_are_given(tmp_path):
+    teacher, students = _inputs()
+    assert "teacher lead" not in _write(tmp_path / "without")[0]  # no logits: no lead
+    teacher |= _run(99, 1.5)
+    md = write_report(tmp_path, "demo", [], teacher, LABELS, students, resamples=200).read_text()
+    with open(tmp_path / "report.csv") as f:
+        rows = list(csv.DictReader(f))
+    lead = paired_interval(LABELS, teacher["logits"], students[1]["runs"]["baseline"]["logits"], "top1", 200, 0)
+    assert [float(rows[2][f"acc teacher lead{s}"]) for s in ("", " low", " high")] == [round(100 * v, 1) for v in lead]
+    assert " mAP teacher lead |" in md.splitlines()[2]
+
+
 @pytest.mark.slow
 def test_cache_table(tmp_path):
     other = _run(99, 0.1)

@@ -14,9 +14,10 @@ from pipeline.evaluation.bootstrap import bootstrap_values, interval, paired_int
 from pipeline.evaluation.charts import curves_figure, save_png, summary_figure
 from pipeline.training.train import MODES
 
-PAIRS = (("kd", "baseline"), ("online", "baseline"), ("kd", "online"))
+PAIRS = (("kd", "baseline"), ("online", "baseline"), ("kd", "online"), ("teacher", "baseline"))
 SUFFIX = {"baseline": "", "kd": " KD", "online": " online"}  # plain acc/mAP: no distillation
-GAIN = {("kd", "baseline"): " KD gain", ("online", "baseline"): " online gain", ("kd", "online"): " KD-online"}
+GAIN = {("kd", "baseline"): " KD gain", ("online", "baseline"): " online gain", ("kd", "online"): " KD-online",
+        ("teacher", "baseline"): " teacher lead"}
 SHORT = {"top1": "acc", "mAP": "mAP"}
 
 
@@ -27,7 +28,8 @@ def write_report(out_dir: Path, title: str, notes: list[str], teacher: dict, lab
     into out_dir; return the Markdown's path. Metrics are fractions in, percent out.
 
     teacher: {"name", "model", "params", "metrics": {"top1", "mAP"}, "fit_seconds",
-      "pass_seconds", "forwards" (each may be None), "history": [{"epoch", "val_top1"}, ...]}.
+      "pass_seconds", "forwards" (each may be None), "history": [{"epoch", "val_top1"}, ...]},
+      and "logits" (N, C) for its lead over each student's baseline, if given.
     labels: (N,) test labels, the rows of every run's logits.
     students: [{"name", "model", "params", "runs": {mode: {"metrics": {"top1", "mAP"},
       "logits": (N, C), "seconds": training wall time, "history": [...]}}}], modes a subset
@@ -38,8 +40,11 @@ def write_report(out_dir: Path, title: str, notes: list[str], teacher: dict, lab
       "main": True), or None."""
     out_dir.mkdir(parents=True, exist_ok=True)
     modes = [m for m in MODES if m == "baseline" or any(m in s["runs"] for s in students)]
-    pairs = [p for p in PAIRS if any(set(p) <= set(s["runs"]) for s in students)]
-    gains = {s["name"]: student_gains(labels, s["runs"], resamples, seed) for s in students}
+    # The teacher is compared with each student as one more run of it.
+    runs = {s["name"]: {**s["runs"], **({"teacher": teacher} if teacher.get("logits") is not None else {})}
+            for s in students}
+    pairs = [p for p in PAIRS if any(set(p) <= set(r) for r in runs.values())]
+    gains = {name: student_gains(labels, r, resamples, seed) for name, r in runs.items()}
     columns = table_columns(modes, pairs)
     rows = [teacher_row(teacher)] + [student_row(s, gains[s["name"]]) for s in students]
     atomic_write_text(out_dir / "report.csv", _csv(columns, rows))

@@ -23,6 +23,7 @@ NAMES = ("identity", "autocontrast", "equalize", "posterize", "solarize",
          "color", "contrast", "brightness", "sharpness",
          "rotate", "shear_x", "shear_y", "translate_x", "translate_y")
 GEOMETRIC = frozenset(NAMES[9:])  # one resampling of the images, each by its own matrix; last, so sorted together
+_GROUP = np.array(["geometric" if name in GEOMETRIC else name for name in NAMES])  # what runs as one call
 
 
 def draw(rng: np.random.Generator, count: int, magnitude: int) -> list[float]:
@@ -37,13 +38,12 @@ def apply(images: torch.Tensor, ops: np.ndarray) -> torch.Tensor:
     """`images` (B, 3, H, W) float in [0, 1], each through its operations `ops` (B, 2N) as
     `draw` writes them, in order. For each of the N, the images are sorted by operation, so
     that each operation (the geometric ones together) runs once on a slice of them."""
-    group = np.array(["geometric" if name in GEOMETRIC else name for name in NAMES])
     for slot in range(ops.shape[1] // 2):
         order = np.argsort(ops[:, 2 * slot], kind="stable")
         kinds, m = ops[order, 2 * slot].astype(np.int64), ops[order, 2 * slot + 1]
         x = images[to_device(torch.from_numpy(order), images.device)]
         strength = to_device(torch.from_numpy(m.astype(np.float32)), images.device)[:, None, None, None]
-        names = group[kinds]
+        names = _GROUP[kinds]
         starts = np.flatnonzero(np.r_[True, names[1:] != names[:-1]])
         for a, b in zip(starts.tolist(), [*starts[1:].tolist(), len(names)]):
             if names[a] == "geometric":

@@ -219,12 +219,12 @@ class TrainLoader:
             params, recipe = whole_views(len(rows), size), CROP_AND_FLIP
         read, image_of, partner_of = image_rows(rows, partner_rows(params, recipe))
         images = render(pixels(arrays.images, read, self.device), params, self.image_size, image_of, recipe, partner_of)
-        labels = self._on_device(self.labels(rows, params, recipe))
+        labels = self._on_device(self._labels(rows, params, recipe))
         if teacher is None:
             return Batch(images, labels, None, None)
         return Batch(images, labels, *map(self._on_device, teacher))
 
-    def labels(self, rows: np.ndarray, params: np.ndarray, recipe: Recipe) -> np.ndarray:
+    def _labels(self, rows: np.ndarray, params: np.ndarray, recipe: Recipe) -> np.ndarray:
         """The labels of views `params` of store rows `rows`: class indices, or for a recipe
         that mixes, (B, C) float32 distributions, each image's class and its partner's
         weighed by their shares of the image (views.partner_weight)."""

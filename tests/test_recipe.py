@@ -65,6 +65,14 @@ def test_the_cache_holds_recipe_records_that_mix_and_augment(recipe_cache):
     assert len(np.unique(ops)) > 5
 
 
+def test_the_pass_draws_each_record_as_from_every_training_row(tiny_data, recipe_cache):
+    """A block of the pass reads only the training rows near its own to draw partners."""
+    store, cache = ImageStore(tiny_data["store"]), TeacherCache(recipe_cache)
+    rows = store.rows("train")
+    expected = random_views(0, rows, cache.views, 32, RECIPE, Partners(rows, store.images.shard_rows))
+    assert np.array_equal(cache.aug_params[np.arange(len(rows))], expected)
+
+
 @pytest.mark.parametrize("batch_size", [16, 6])  # the pass's own batches, and others
 def test_the_loader_replays_the_very_image_the_teacher_saw(tiny_data, recipe_cache, batch_size):
     store, cache = ImageStore(tiny_data["store"]), TeacherCache(recipe_cache)

@@ -13,7 +13,7 @@ import zarr
 
 import models
 from cache import blocks
-from cache.integrity import checked, read_all
+from cache.integrity import checked
 from cache.schema import create_cache, encode_outputs
 from pipeline import gpus
 from pipeline.data.imagestore import store_images
@@ -66,9 +66,14 @@ class TeacherJob:
             rows = np.arange(start, stop)
             params = whole_views(len(rows), size)[:, None]
         else:
-            with checked(group["aug/rows"], slice(start, stop)):  # this block's rows, not all of them
-                rows = group["aug/rows"][start:stop]
-            partners = Partners(read_all(group["aug/rows"]), images.shard_rows) if recipe.mixes else None
+            # This block's rows, not all of them, and for partners those of their store shards, which lie
+            # within a shard's rows on either side.
+            reach = images.shard_rows if recipe.mixes else 0
+            lo, hi = max(0, start - reach), stop + reach
+            with checked(group["aug/rows"], slice(lo, hi)):
+                near = group["aug/rows"][lo:hi]
+            rows = near[start - lo:stop - lo]
+            partners = Partners(near, images.shard_rows) if recipe.mixes else None
             params = random_views(self.seed, rows, self.views, size, recipe, partners)
         v = params.shape[1]
         net = _teacher(self.model, self.kwargs_json, self.classes, self.weights,

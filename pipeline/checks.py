@@ -23,6 +23,7 @@ from pipeline.data.source import Item, Source
 from pipeline.device import compile_problem, device_problem
 from pipeline.spec import parse_caches, parse_names, parse_randaugment, parse_spec, parse_stages
 from pipeline.training.train import MODES
+from pipeline.views import Recipe
 
 SCHEDULERS = ("threads", "processes", "synchronous", "slurm")
 
@@ -121,7 +122,7 @@ def _recipe(settings: dict[str, dict[str, Any]], section: str) -> list[Problem]:
         parse_randaugment(randaugment)
     except ValueError as error:
         problems.append(Problem(section, "randaugment", randaugment, str(error).split(": ", 1)[1]))
-    mixes = keys.get("mix_prob", 0) > 0 and (keys.get("mixup", 0) > 0 or keys.get("cutmix", 0) > 0)
+    mixes = Recipe(mixup=keys.get("mixup", 0), cutmix=keys.get("cutmix", 0), mix_prob=keys.get("mix_prob", 0)).mixes
     if (mixes or randaugment.strip()) and not settings.get("train", {}).get("augment", True):
         problems.append(Problem("train", "augment", False, f"[{section}]'s recipe draws random views: set "
                                 "augment = true, or switch the recipe off"))

@@ -14,9 +14,9 @@ import h5py
 import numpy as np
 import zarr
 
-from cache.blocks import nodes, read_manifest
-from cache.files import atomic_path
-from cache.integrity import checked
+from cache.storage.blocks import nodes, read_manifest
+from cache.storage.files import atomic_path
+from cache.storage.integrity import checked
 
 JSON_ATTRS = "json_attrs"
 _NATIVE = (str, int, float)  # bool is an int

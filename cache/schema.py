@@ -4,7 +4,7 @@
     eval/features  float16 (N, D)      pooled pre-logit features of that view
     eval/stages/k  float16 (N, Ck, Hk, Wk)  feature maps of stage k of that view (optional)
     aug/rows       int64   (T,)        image-store row of each training image
-    aug/params     float32 (T, V, R)   view records (pipeline/views.py): crop box (y, x, h, w)
+    aug/params     float32 (T, V, R)   view records (pipeline/views/records.py): crop box (y, x, h, w)
                                        in store pixels and flip (R = 5), and the recipe's
                                        RandAugment operations and mixing partner
     aug/logits     float16 (T, V, C)
@@ -22,7 +22,7 @@ encodings; `encode_outputs` is the one place that names the arrays.
 A shard holds `shard_rows` images in every array: one shard is one writer's unit of
 work. Chunks inside a shard hold about CHUNK_ROWS outputs (fewer images when each has
 V views): one chunk is one small read. Every chunk carries a crc32c checksum
-(cache/integrity.py).
+(cache/storage/integrity.py).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ import numpy as np
 import zarr
 
 from cache.compact import quantize, topk_encode
-from cache.integrity import CHECKSUMMED
+from cache.storage.integrity import CHECKSUMMED
 
 FORMAT_VERSION = 3  # 2: crc32c on every chunk; 3: top-k logits and int8 features as options
 CHUNK_ROWS = 64
@@ -101,7 +101,7 @@ def create_cache(path: str | Path, n: int, train_rows: np.ndarray, views: int, c
         _array(group, f"eval/{name}", (n, *empty.shape[1:]), empty.dtype, shard_rows,
                attributes=_attributes(name, classes, packed))
     if views:
-        # Rewritten on every open: a rebuild after damage (cache/integrity.py) may have deleted its chunk.
+        # Rewritten on every open: a rebuild after damage (cache/storage/integrity.py) may have deleted its chunk.
         group.create_array("aug/rows", data=np.asarray(train_rows, dtype="int64"), overwrite=True, **CHECKSUMMED)
         _array(group, "aug/params", (t, views, record_width), "float32", shard_rows, views)
         for name, empty in encode_outputs(np.zeros((0, views, classes), np.float32),

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from cache.files import atomic_path
+from cache.storage.files import atomic_path
 from models.factory import create
 
 

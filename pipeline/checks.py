@@ -17,13 +17,12 @@ from dask.utils import parse_bytes
 
 import models
 from cache.compact import FEATURE_DTYPES
-from cache.files import probe_writable
+from cache.storage.files import probe_writable
 from pipeline.data.readers import open_source
 from pipeline.data.source import Item, Source
-from pipeline.device import compile_problem, device_problem
-from pipeline.spec import parse_caches, parse_names, parse_randaugment, parse_spec, parse_stages
-from pipeline.training.train import MODES
-from pipeline.views import Recipe
+from pipeline.runtime.device import compile_problem, device_problem
+from pipeline.spec import MODES, parse_caches, parse_names, parse_randaugment, parse_spec, parse_stages
+from pipeline.views.records import Recipe
 
 SCHEDULERS = ("threads", "processes", "synchronous", "slurm")
 

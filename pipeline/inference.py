@@ -7,9 +7,9 @@ import numpy as np
 import torch
 
 from pipeline.data.imagestore import Images, pixels
-from pipeline.device import Precision, ahead
-from pipeline.training.prefetch import behind
-from pipeline.views import CROP_AND_FLIP, Recipe, image_rows, partner_rows, render, whole_views
+from pipeline.runtime.device import Precision, ahead
+from pipeline.runtime.prefetch import behind
+from pipeline.views.records import CROP_AND_FLIP, Recipe, image_rows, partner_rows, render, whole_views
 
 FP32 = Precision("fp32")
 

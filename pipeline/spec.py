@@ -4,6 +4,8 @@ from __future__ import annotations
 import ast
 import shlex
 
+MODES = ("baseline", "kd", "online")  # labels only, from the teacher cache, from the teacher run online
+
 
 def parse_spec(text: str) -> tuple[str, dict]:
     """'vit_tiny_patch16_224 img_size=64 depths=(1,1,2,1)' -> (name, kwargs); values are

@@ -13,12 +13,12 @@ import luigi
 import numpy as np
 import torch
 
-from cache.files import atomic_path, atomic_write_json
-from cache.fingerprint import digest
-from pipeline.device import Precision, resolve_device, resolve_precision
-from pipeline.gpus import hold_device
-from pipeline.lock import folder_lock
-from pipeline.progress import Progress
+from cache.storage.files import atomic_path, atomic_write_json
+from cache.storage.fingerprint import digest
+from pipeline.runtime.device import Precision, resolve_device, resolve_precision
+from pipeline.runtime.gpus import hold_device
+from pipeline.runtime.lock import folder_lock
+from pipeline.runtime.progress import Progress
 from pipeline.training.distributed import launch, launch_command
 from pipeline.training.job import TrainJob
 from tasks import interrupt

@@ -14,14 +14,14 @@ import luigi
 from luigi.configuration import get_config
 
 from cache.compact import FEATURE_DTYPES
-from pipeline import cluster, gpus
-from pipeline.cluster import SlurmSettings
 from pipeline.data.imagestore import IMAGE_FORMATS
-from pipeline.device import PRECISIONS
+from pipeline.runtime import cluster, gpus
+from pipeline.runtime.cluster import SlurmSettings
+from pipeline.runtime.device import PRECISIONS
 from pipeline.spec import parse_caches, parse_names, parse_randaugment
 from pipeline.training.loader import ORDERS
 from pipeline.training.train import TrainSettings
-from pipeline.views import Recipe
+from pipeline.views.records import Recipe
 
 
 class paths(luigi.Config):  # noqa: N801 (Luigi names a config section after its class)
@@ -107,7 +107,7 @@ class slurm(luigi.Config):  # noqa: N801
 
 
 def dask_scheduler(devices: Sequence[str] = ()) -> AbstractContextManager[str]:
-    """[compute] scheduler for cache.blocks.run_blocks, as a context: with `slurm`, SLURM jobs
+    """[compute] scheduler for cache.storage.blocks.run_blocks, as a context: with `slurm`, SLURM jobs
     from [slurm] serve as dask workers meanwhile; with `gpus`, one local worker process for
     each of `devices`."""
     scheduler = compute().scheduler

@@ -12,9 +12,9 @@ from cache.reader import TeacherCache
 from pipeline.data.imagestore import ImageStore
 from pipeline.evaluation.metrics import classification_metrics
 from pipeline.inference import predict_rows
-from pipeline.spec import parse_spec
+from pipeline.spec import MODES, parse_spec
 from pipeline.training.job import TrainJob
-from pipeline.training.train import MODES, TrainSettings, identity
+from pipeline.training.train import TrainSettings, identity
 from tasks.base import Evaluation, Step, Training, memory_budget
 from tasks.config import compute, kd, students, teacher, train, train_settings
 from tasks.data import PrepareDataset

@@ -12,11 +12,11 @@ import luigi
 import torch
 
 import models
-from cache.blocks import Stopwatch
-from cache.files import atomic_write_json
-from cache.fingerprint import digest, file_sha256
 from cache.reader import TeacherCache
 from cache.schema import FORMAT_VERSION
+from cache.storage.blocks import Stopwatch
+from cache.storage.files import atomic_write_json
+from cache.storage.fingerprint import digest, file_sha256
 from pipeline.data.imagestore import ImageStore
 from pipeline.evaluation.metrics import classification_metrics
 from pipeline.spec import cache_text, parse_cache, parse_spec, parse_stages

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import luigi
 
-from cache.integrity import verify_outputs
+from cache.storage.integrity import verify_outputs
 from tasks.config import paths
 
 

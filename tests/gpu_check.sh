@@ -51,7 +51,7 @@ bench_rc=$?
 # Reads of a store onto the device: raw copied, jpeg decoded there by nvJPEG (toy size on the CPU).
 STORE_SIZE=$([ "$DEVICE" = cpu ] && echo 32 || echo 224)
 store_json=$(mktemp)
-timeout 120 "$PY" -m pipeline.bench_store --source synthetic --options train_per_class=16 test_per_class=0 \
+timeout 120 "$PY" -m pipeline.bench.store --source synthetic --options train_per_class=16 test_per_class=0 \
     --sizes "$STORE_SIZE" --seconds 2 --device "$DEVICE" --json "$store_json" > "$OUT/store.log" 2>&1
 store_rc=$?
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 import models
-from cache import blocks
+from cache.storage import blocks
 from pipeline.data.imagestore import ImageStore, write_image_store
 from pipeline.data.synthetic import CLASSES, SyntheticSource
 from pipeline.teacher.teacher_pass import TeacherJob, cache_teacher

@@ -7,7 +7,10 @@ import pytest
 import torch
 
 from cache.reader import TeacherCache
-from pipeline import bench, bench_cache, bench_loader, bench_store
+from pipeline.bench import cache_vs_online as bench
+from pipeline.bench import encodings as bench_cache
+from pipeline.bench import loader as bench_loader
+from pipeline.bench import store as bench_store
 
 KEYS = {"teacher_pass_ratio", "cached_kd_overhead", "online_over_cached", "online_over_cached_theory",
         "online_fraction_of_theory", "loader_headroom", "cache_bytes_per_image", "cache_bytes_raw_fp16",

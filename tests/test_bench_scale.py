@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import simplejpeg
 
-from pipeline import bench_scale
+from pipeline.bench import scale as bench_scale
 from pipeline.data.readers import ImageFolder
 
 

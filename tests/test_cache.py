@@ -11,7 +11,7 @@ from conftest import TEACHER
 import models
 from cache.reader import CacheMismatch, TeacherCache
 from pipeline.data.imagestore import ImageStore
-from pipeline.device import Precision
+from pipeline.runtime.device import Precision
 from pipeline.teacher.teacher_pass import cache_teacher
 from pipeline.training.loader import TrainLoader
 from pipeline.training.losses import DistillationLoss
@@ -116,7 +116,7 @@ def test_stage_maps_of_the_eval_view_are_cached_when_asked(tiny_data, tmp_path):
     import zarr
 
     from pipeline.teacher.teacher_pass import cache_teacher
-    from pipeline.views import render, whole_views
+    from pipeline.views.records import render, whole_views
     store = ImageStore(tiny_data["store"])
     teacher = online_teacher(tiny_data, len(store.classes))
     shapes = teacher.stage_shapes((1, 2), 32)

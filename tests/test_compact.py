@@ -11,8 +11,8 @@ from conftest import TEACHER
 
 import models
 from cache.compact import dequantize, index_dtype, quantize, topk_decode, topk_encode
-from cache.integrity import DamagedData, verify
 from cache.reader import CacheMismatch, TeacherCache
+from cache.storage.integrity import DamagedData, verify
 from pipeline.data.imagestore import ImageStore
 from pipeline.teacher.teacher_pass import cache_teacher
 from pipeline.training.loader import TrainLoader

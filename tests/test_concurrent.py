@@ -13,7 +13,7 @@ import pytest
 from conftest import build, tiny_settings
 from test_store import assert_same_files
 
-from pipeline.lock import folder_lock
+from pipeline.runtime.lock import folder_lock
 from tasks import CacheTeacher, PrepareDataset
 
 pytestmark = pytest.mark.slow  # runs whole graphs in separate processes

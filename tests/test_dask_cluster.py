@@ -14,7 +14,7 @@ from conftest import build
 from distributed import Client, LocalCluster
 from slow_runs import DyingTeacherJob, assert_same_files, save_teacher, teacher_job, write_cache, write_store
 
-from cache import blocks
+from cache.storage import blocks
 from pipeline.data.source import BadImage
 from pipeline.teacher import teacher_pass
 from tasks import CacheTeacher, PrepareDataset

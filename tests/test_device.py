@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.device import Precision, resolve_device, resolve_precision
+from pipeline.runtime.device import Precision, resolve_device, resolve_precision
 from tasks import TrainStudent
 from tasks.teacher import CacheTeacher, FineTuneTeacher
 

@@ -12,11 +12,11 @@ from conftest import build
 
 import cache.export
 import models
-from cache.blocks import nodes
 from cache.export import export_hdf5, read_attrs
 from cache.reader import TeacherCache
+from cache.storage.blocks import nodes
 from pipeline.data.synthetic import CLASSES
-from pipeline.lock import LOCK
+from pipeline.runtime.lock import LOCK
 from tasks import ExportCacheHDF5
 
 EVAL = ["eval/features", "eval/logits"]

@@ -15,7 +15,7 @@ import models
 from cache.reader import TeacherCache
 from pipeline import inference
 from pipeline.data.imagestore import ImageStore
-from pipeline.device import Precision
+from pipeline.runtime.device import Precision
 from pipeline.spec import parse_spec
 from pipeline.teacher.teacher_pass import cache_teacher
 from pipeline.training.loader import TrainLoader
@@ -122,7 +122,7 @@ def test_a_recipe_record_renders_on_cuda_as_on_the_cpu(tiny_data):
     """RandAugment, mixup and cutmix on the device: the same records give the CPU's pixels,
     to float rounding (resampling and convolution kernels differ)."""
     from pipeline.data.imagestore import pixels
-    from pipeline.views import Partners, Recipe, image_rows, partner_rows, random_views, render
+    from pipeline.views.records import Partners, Recipe, image_rows, partner_rows, random_views, render
     store, recipe = ImageStore(tiny_data["store"]), Recipe((2, 9), 0.8, 1.0)
     rows = store.rows("train")
     records = random_views(0, rows, 1, 32, recipe, Partners(rows, store.images.shard_rows))[:, 0]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import timm
 
-from pipeline import bench
+from pipeline.bench import cache_vs_online as bench
 from pipeline.spec import parse_spec
 
 SCRIPT = Path(__file__).resolve().parent / "gpu_check.sh"

@@ -18,9 +18,9 @@ import pytest
 from conftest import tiny_settings
 from distributed import Client
 
-from cache.blocks import run_blocks
-from pipeline import gpus
-from pipeline.cluster import gpu_cluster
+from cache.storage.blocks import run_blocks
+from pipeline.runtime import gpus
+from pipeline.runtime.cluster import gpu_cluster
 from tasks import CacheTeacher, TrainStudent
 
 FAKE = ["fake:0", "fake:1"]

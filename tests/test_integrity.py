@@ -14,9 +14,9 @@ from conftest import build
 from slow_runs import SHARD_ROWS, save_teacher, teacher_job, write_cache, write_store
 from test_store import assert_same_files
 
-from cache.blocks import MANIFEST
-from cache.integrity import RERUN, DamagedData, verify, verify_outputs
 from cache.reader import TeacherCache
+from cache.storage.blocks import MANIFEST
+from cache.storage.integrity import RERUN, DamagedData, verify, verify_outputs
 from pipeline import inference
 from pipeline.data.imagestore import ImageStore
 from pipeline.teacher.teacher_pass import cache_teacher

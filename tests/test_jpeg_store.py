@@ -13,8 +13,8 @@ from slow_runs import SIZE, assert_same_files, save_teacher, teacher_job, write_
 from test_integrity import damage
 from test_store import Blocks, kill_after_first_block
 
-from cache import blocks
-from cache.integrity import DamagedData
+from cache.storage import blocks
+from cache.storage.integrity import DamagedData
 from pipeline import inference
 from pipeline.data.imagestore import ImageStore, JpegRows, pixels
 from pipeline.training import loader

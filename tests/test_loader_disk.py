@@ -13,8 +13,8 @@ import zarr
 from conftest import TINY_VIT
 from test_integrity import damage
 
-from cache.integrity import DamagedData
 from cache.reader import TeacherCache
+from cache.storage.integrity import DamagedData
 from pipeline.data.imagestore import ImageStore, write_image_store
 from pipeline.data.readers import carve_validation
 from pipeline.data.synthetic import SyntheticSource
@@ -22,7 +22,7 @@ from pipeline.spec import parse_spec
 from pipeline.training.distributed import Ranks
 from pipeline.training.loader import TrainLoader
 from pipeline.training.train import TrainSettings, fit, identity
-from pipeline.views import Recipe
+from pipeline.views.records import Recipe
 from tasks.config import train_settings
 
 BATCH, WINDOW, EPOCHS = 5, 2, (0, 1)  # 5 does not divide a window: batches straddle windows

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from pipeline.training.prefetch import behind, prefetch
+from pipeline.runtime.prefetch import behind, prefetch
 
 
 def broken(after: int, message: str):

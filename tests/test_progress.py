@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import tiny_settings
 
-from pipeline.progress import Progress, duration
+from pipeline.runtime.progress import Progress, duration
 
 pytestmark = pytest.mark.slow  # a luigi command in a subprocess
 

@@ -17,14 +17,23 @@ from test_loader_disk import assert_same, loader, served
 
 import models
 from cache.reader import TeacherCache
-from pipeline import randaugment
 from pipeline.data.imagestore import ImageStore, pixels
 from pipeline.inference import view_batches
 from pipeline.teacher.teacher_pass import cache_teacher
 from pipeline.training.loader import TrainLoader
 from pipeline.training.losses import DistillationLoss
 from pipeline.training.train import identity
-from pipeline.views import MIX, Partners, Recipe, image_rows, partner_rows, partner_weight, random_views, render
+from pipeline.views.records import (
+    MIX,
+    Partners,
+    Recipe,
+    image_rows,
+    partner_rows,
+    partner_weight,
+    randaugment,
+    random_views,
+    render,
+)
 from tasks import CacheTeacher, FineTuneTeacher, RunAll, TrainStudent
 from tasks.config import train_settings
 

@@ -9,7 +9,7 @@ from conftest import SHIPPED
 from luigi.configuration import get_config
 
 from pipeline.training.train import TrainSettings
-from pipeline.views import Recipe
+from pipeline.views.records import Recipe
 from tasks.check import ConfigError, check_config
 from tasks.config import SECTIONS, train
 from tasks.settings_doc import DOC, with_listing

@@ -23,8 +23,8 @@ from distributed import Client, LocalCluster
 from slow_runs import assert_same_files, save_teacher, teacher_job, write_cache, write_store
 
 import tasks.check
-from pipeline import cluster
-from pipeline.cluster import SlurmSettings, dask_scheduler, slurm_cluster
+from pipeline.runtime import cluster
+from pipeline.runtime.cluster import SlurmSettings, dask_scheduler, slurm_cluster
 from pipeline.training.distributed import launch_command
 from tasks import PrepareDataset
 from tasks.check import config_problems

@@ -16,8 +16,8 @@ import slow_runs
 from conftest import build
 from slow_runs import SHARD_ROWS, SIZE, SOURCE, assert_same_files, save_teacher, teacher_job, write_cache, write_store
 
-from cache import blocks
 from cache.reader import TeacherCache
+from cache.storage import blocks
 from pipeline import inference
 from pipeline.data.imagestore import ImageStore, square
 from pipeline.data.source import SPLITS

@@ -6,7 +6,7 @@ from conftest import TEACHER, TINY_VIT
 
 from cache.reader import TeacherCache
 from pipeline.data.imagestore import ImageStore
-from pipeline.device import Precision
+from pipeline.runtime.device import Precision
 from pipeline.spec import parse_spec
 from pipeline.training.train import TrainSettings, fit
 from tasks.config import train_settings

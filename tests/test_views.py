@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from pipeline.views import random_views, render, whole_views
+from pipeline.views.records import random_views, render, whole_views
 
 
 def test_views_reproducible_in_any_order_and_subset():

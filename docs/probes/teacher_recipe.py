@@ -18,7 +18,7 @@ import torch
 
 from pipeline.data.imagestore import ImageStore
 from pipeline.training.train import TrainSettings, fit
-from pipeline.views import Recipe
+from pipeline.views.records import Recipe
 
 # name -> (recipe, label smoothing)
 RECIPES = {"off": (Recipe(), 0.0), "ra9": (Recipe((2, 9)), 0.0), "ra5": (Recipe((2, 5)), 0.0),

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from cache.integrity import CHECKSUMMED
+from cache.storage.integrity import CHECKSUMMED
 
 ROWS, SHARD = 40, 16  # the array ends inside its last shard, as a store's usually does
 PIPELINES = {"zarr": {}, "zarrs": {"codec_pipeline.path": "zarrs.ZarrsCodecPipeline",

@@ -10,7 +10,7 @@ to RGB, resized (shorter side, then centre crop) to a square and kept as uint8 p
     ids     str   (N,)
     attrs   classes, size, source spec and fingerprint, skipped files
 
-Every chunk carries a crc32c checksum (cache/integrity.py).
+Every chunk carries a crc32c checksum (cache/storage/integrity.py).
 
 Decoding runs in parallel on dask, one shard per task, resumable after a kill. Readers
 (`store_images`: the student loader, evaluation, the teacher pass) get uint8 (B, S, S, 3)
@@ -35,11 +35,11 @@ from PIL import Image, ImageOps
 from zarr.core.dtype import VariableLengthBytes
 from zarr.errors import UnstableSpecificationWarning
 
-from cache import blocks
-from cache.integrity import CHECKSUMMED, bad_row, read_all
-from cache.reader import DEFAULT_BUDGET, HeldRows, Rows, Span
+from cache.storage import blocks
+from cache.storage.integrity import CHECKSUMMED, bad_row, read_all
+from cache.storage.rows import DEFAULT_BUDGET, HeldRows, Rows, Span
 from pipeline.data.source import SPLITS, BadImage, Item, Source
-from pipeline.device import to_device
+from pipeline.runtime.device import to_device
 
 STORE_VERSION = 2  # 2: crc32c on every chunk
 SKIPPED = 255
@@ -141,7 +141,7 @@ def _create_images(group: zarr.Group, n: int, size: int, shard_rows: int, jpeg_q
 
 
 class JpegRows:
-    """The images of a jpeg store, read like cache.reader.Rows: rows by integer index as
+    """The images of a jpeg store, read like cache.storage.rows.Rows: rows by integer index as
     uint8 (B, S, S, 3), decoded on read. The encoded bytes are held in memory when they fit
     the budget: the point of the format is a store far larger than memory, so decoded
     pixels are never kept."""

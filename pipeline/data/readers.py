@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 from PIL import Image, ImageOps
 
-from cache.fingerprint import digest_lines
+from cache.storage.fingerprint import digest_lines
 from pipeline.data.source import SPLITS, BadImage, BadSource, Item, Source
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw
 
-from cache.fingerprint import digest
+from cache.storage.fingerprint import digest
 from pipeline.data.source import Item
 
 GENERATOR_VERSION = 2

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from cache.files import atomic_path  # noqa: E402
+from cache.storage.files import atomic_path  # noqa: E402
 
 METRICS = (("top1", "top-1 accuracy"), ("mAP", "mAP"))
 COLORS = {"baseline": "C0", "kd": "C1", "online": "C2"}  # a mode keeps its colour everywhere

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cache.files import atomic_write_text
+from cache.storage.files import atomic_write_text
 from pipeline.evaluation.bootstrap import bootstrap_values, interval, paired_interval
 from pipeline.evaluation.charts import curves_figure, save_png, summary_figure
-from pipeline.training.train import MODES
+from pipeline.spec import MODES
 
 PAIRS = (("kd", "baseline"), ("online", "baseline"), ("kd", "online"), ("teacher", "baseline"))
 SUFFIX = {"baseline": "", "kd": " KD", "online": " online"}  # plain acc/mAP: no distillation

@@ -12,14 +12,14 @@ import torch
 import zarr
 
 import models
-from cache import blocks
-from cache.integrity import checked
 from cache.schema import create_cache, encode_outputs
-from pipeline import gpus
+from cache.storage import blocks
+from cache.storage.integrity import checked
 from pipeline.data.imagestore import store_images
-from pipeline.device import Precision, resolve_device
 from pipeline.inference import predict
-from pipeline.views import CROP_AND_FLIP, Partners, Recipe, random_views, whole_views
+from pipeline.runtime import gpus
+from pipeline.runtime.device import Precision, resolve_device
+from pipeline.views.records import CROP_AND_FLIP, Partners, Recipe, random_views, whole_views
 
 
 @lru_cache(maxsize=2)

@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 
 import models
-from cache.files import atomic_write_json
 from cache.reader import TeacherCache
+from cache.storage.files import atomic_write_json
 from pipeline.data.imagestore import ImageStore
-from pipeline.device import Precision, resolve_device
+from pipeline.runtime.device import Precision, resolve_device
 from pipeline.training import distributed
 from pipeline.training.train import TrainSettings, fit
 

@@ -12,11 +12,12 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from cache.reader import HeldRows, QuantizedVectors, Rows, Span, TeacherCache, TopKLogits
+from cache.reader import QuantizedVectors, TeacherCache, TopKLogits
+from cache.storage.rows import HeldRows, Rows, Span
 from pipeline.data.imagestore import Images, ImageStore, pixels
-from pipeline.device import to_device
+from pipeline.runtime.device import to_device
 from pipeline.training.distributed import Ranks
-from pipeline.views import (
+from pipeline.views.records import (
     CROP_AND_FLIP,
     Partners,
     Recipe,

@@ -18,19 +18,18 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 import models
-from cache.files import atomic_path
 from cache.reader import TeacherCache
+from cache.storage.files import atomic_path
 from pipeline.data.imagestore import ImageStore
-from pipeline.device import Precision
 from pipeline.inference import predict_rows
+from pipeline.runtime.device import Precision
+from pipeline.runtime.prefetch import prefetch
 from pipeline.training.distributed import Ranks
 from pipeline.training.loader import Batch, TrainLoader
 from pipeline.training.losses import DistillationLoss
-from pipeline.training.prefetch import prefetch
-from pipeline.views import Recipe
+from pipeline.views.records import Recipe
 
 log = logging.getLogger(__name__)
-MODES = ("baseline", "kd", "online")  # labels only, from the teacher cache, from the teacher run online
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ random order (today's path) and in shards order ([train] order), against the sam
 in memory and a student's training step, at one or more data set sizes; peak memory of
 the shards order at each size.
 
-    python -m pipeline.bench_loader --images 20000 200000 --classes 1000 --size 32 --out /tmp/bl
+    python -m pipeline.bench.loader --images 20000 200000 --classes 1000 --size 32 --out /tmp/bl
 
 The store (noise images; raw and jpeg) and a cache of random outputs in the teacher
 cache's layout are built under --out once per size and reused. Every ratio compares two
@@ -22,11 +22,11 @@ import numpy as np
 import torch
 import zarr
 
-from cache import blocks
-from cache.files import atomic_write_json
 from cache.reader import TeacherCache
 from cache.schema import create_cache, encode_outputs
-from pipeline.bench import (
+from cache.storage import blocks
+from cache.storage.files import atomic_write_json
+from pipeline.bench.cache_vs_online import (
     Run,
     Settings,
     _status_mb,
@@ -37,7 +37,7 @@ from pipeline.bench import (
     seconds,
     shipped_config,
 )
-from pipeline.bench_cache import make_store
+from pipeline.bench.encodings import make_store
 from pipeline.data.imagestore import ImageStore, write_image_store
 from pipeline.data.readers import HDF5Source
 from pipeline.training.loader import TrainLoader
@@ -138,7 +138,7 @@ def peak_rss(paths: dict[str, Path], cache: Path, args: argparse.Namespace) -> d
 
 
 def student_samples_per_s(paths: dict[str, Path], cache: Path, args: argparse.Namespace) -> float:
-    """A kd student's training samples/s on one in-memory batch (pipeline.bench's Run.steps)."""
+    """A kd student's training samples/s on one in-memory batch (pipeline.bench.cache_vs_online's Run.steps)."""
     s = Settings(image_size=args.size, batch_size=args.batch_size, threads=args.threads, seed=args.seed,
                  device="cpu", precision="fp32")
     store, teacher = ImageStore(paths["raw"], MEMORY), TeacherCache(cache, MEMORY)
@@ -191,7 +191,7 @@ def report(results: dict[int, dict], args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.bench_loader", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.bench.loader", description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, nargs="+", default=[20000], help="data set sizes")
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--size", type=int, default=32, help="stored and input image side")

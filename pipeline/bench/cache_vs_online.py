@@ -32,20 +32,20 @@ import torch
 import zarr
 
 import models
-from cache.files import atomic_write_json
 from cache.reader import TeacherCache
+from cache.storage.files import atomic_write_json
 from pipeline.data.imagestore import ImageStore, write_image_store
 from pipeline.data.synthetic import CLASSES, SyntheticSource
-from pipeline.device import PRECISIONS, Precision, device_problem, resolve_device, resolve_precision
+from pipeline.runtime.device import PRECISIONS, Precision, device_problem, resolve_device, resolve_precision
+from pipeline.runtime.prefetch import prefetch
 from pipeline.spec import parse_randaugment, parse_spec
 from pipeline.teacher.teacher_pass import TeacherJob, cache_teacher
 from pipeline.training.distributed import launch, launch_command
 from pipeline.training.job import TrainJob
 from pipeline.training.loader import Batch, TrainLoader
 from pipeline.training.losses import DistillationLoss
-from pipeline.training.prefetch import prefetch
 from pipeline.training.train import TrainSettings, lr_at, student_loss, train_epoch
-from pipeline.views import Recipe
+from pipeline.views.records import Recipe
 
 STUDENTS = ("vit_tiny_patch16_224 img_size=64 patch_size=8 embed_dim=96 depth=4 num_heads=3",
             "pvt_v2_b0 depths=(1,1,2,1)",
@@ -59,7 +59,7 @@ DEVICE_GOALS = {**GOALS, "loader_headroom": (">=", 2.0)}
 # The recipe's views cost the CPU loader more (RandAugment, a partner's view to render and mix).
 RECIPE_GOALS = {**GOALS, "loader_headroom": (">=", 3.0)}
 _T0 = time.perf_counter()
-ROOT = Path(__file__).resolve().parents[1]  # the checkout: luigi reads luigi.cfg from where it starts
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: luigi reads luigi.cfg from where it starts
 
 
 def shipped_config() -> configparser.ConfigParser:
@@ -494,7 +494,7 @@ def ddp_metrics(b: Bench) -> tuple[dict, dict]:
             job.run()
         else:
             entry = ["pipeline.training.job", str(job.save(folder / "job.json"))]
-            env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}
             launch(launch_command(entry, processes), folder / "ranks.log", env)
         seconds = np.median([epoch["seconds"] for epoch in json.loads((folder / "history.json").read_text())])
         shutil.rmtree(folder)

@@ -5,7 +5,7 @@ Luigi's workers are processes forked from the scheduling one, and a process fork
 CUDA was initialised cannot use CUDA. So the scheduling side only counts GPUs (with NVML,
 as torch.cuda.device_count() does before CUDA starts, but never falling back to the CUDA
 runtime), and a task picks its GPU in its own process, when it starts running: the first
-GPU whose lock is free. The lock is flock(2) (pipeline/lock.py), so a task that dies,
+GPU whose lock is free. The lock is flock(2) (pipeline/runtime/lock.py), so a task that dies,
 even by SIGKILL, releases its GPU.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.lock import holder, holding, try_lock
+from pipeline.runtime.lock import holder, holding, try_lock
 
 log = logging.getLogger(__name__)
 _held: str | None = None  # the device this process holds, if it holds one for its lifetime

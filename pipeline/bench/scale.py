@@ -4,7 +4,7 @@ finished `RunAll` on it, building raw and jpeg image stores, the teacher pass, a
 peak memory of the last two, each in a fresh process. Run it at N and 10N: the times
 should grow with N, the memory should not.
 
-    python -m pipeline.bench_scale --images 200000 --classes 1000 --out /tmp/scale/n200k
+    python -m pipeline.bench.scale --images 200000 --classes 1000 --out /tmp/scale/n200k
 
 Reruns reuse the folder, the finished experiment and the teacher's weights under --out.
 The first run finishes the experiment once; at a thousand classes most of its time is
@@ -26,8 +26,8 @@ import simplejpeg
 import torch
 
 import models
-from cache.files import atomic_write_json
-from pipeline.bench import (
+from cache.storage.files import atomic_write_json
+from pipeline.bench.cache_vs_online import (
     ROOT,
     calibration,
     in_fresh_process,
@@ -236,7 +236,7 @@ def stores_and_pass(out: Path, folder: Path, images: int, args: argparse.Namespa
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.bench_scale", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.bench.scale", description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, required=True, help="N, images in the generated folder")
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--out", type=Path, required=True, help="folder for the images, stores and experiment")

@@ -23,7 +23,7 @@ from typing import NoReturn
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from cache.blocks import MANIFEST, nodes
+from cache.storage.blocks import MANIFEST, nodes
 
 # create_array keywords for every array of the store and the cache: zarr's default zstd,
 # then crc32c over the stored bytes; empty chunks are written too, so that a missing shard

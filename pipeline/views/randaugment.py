@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from pipeline.device import to_device
+from pipeline.runtime.device import to_device
 
 FILL = 0.5  # what geometric operations uncover: mid grey
 

@@ -3,7 +3,7 @@ jpeg stores of one data set at several store sizes, random rows a batch at a tim
 disk (budget 0) and from memory; with --device cuda also from memory onto the GPU, where
 jpeg rows are decoded by nvJPEG (imagestore.pixels).
 
-    python -m pipeline.bench_store --source stanford40:../shared/datasets/stanford40 \\
+    python -m pipeline.bench.store --source stanford40:../shared/datasets/stanford40 \\
         --options crop_person=true context=0.2 --sizes 64 128 256 --json store-bench.json
 """
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cache.files import atomic_write_json
-from pipeline.bench import calibration, say
+from cache.storage.files import atomic_write_json
+from pipeline.bench.cache_vs_online import calibration, say
 from pipeline.data.imagestore import Images, ImageStore, pixels, write_image_store
 from pipeline.data.readers import open_source
 from pipeline.spec import parse_spec
@@ -55,7 +55,7 @@ class OnDevice:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.bench_store", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.bench.store", description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", required=True, help="a [datasets] source, e.g. stanford40:PATH")
     parser.add_argument("--options", nargs="*", default=[], help="its key=value options")
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])

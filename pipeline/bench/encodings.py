@@ -4,8 +4,8 @@ of C classes generated on the spot (noise images) with a random-init teacher. Ac
 not the point here, sizes and speeds are; what top-k costs in accuracy is measured on
 Stanford 40 (configs/stanford40-cache.cfg).
 
-    python -m pipeline.bench_cache --classes 1000 --views 8 32 --json cache-bench.json
-    python -m pipeline.bench_cache --gap work/stanford40/cache-*/cache.zarr --topk 1 5 10
+    python -m pipeline.bench.encodings --classes 1000 --views 8 32 --json cache-bench.json
+    python -m pipeline.bench.encodings --gap work/stanford40/cache-*/cache.zarr --topk 1 5 10
 
 Every ratio compares two measurements of this one run: each encoding against today's
 format (every logit, float16 features) at the same views; loader epochs interleaved.
@@ -27,9 +27,9 @@ import torch
 
 import models
 from cache.compact import FEATURE_DTYPES, topk_decode, topk_encode
-from cache.files import atomic_write_json
 from cache.reader import TeacherCache
-from pipeline.bench import calibration, interleave, metric, say, seconds, table
+from cache.storage.files import atomic_write_json
+from pipeline.bench.cache_vs_online import calibration, interleave, metric, say, seconds, table
 from pipeline.data.imagestore import ImageStore, write_image_store
 from pipeline.data.readers import HDF5Source
 from pipeline.teacher.teacher_pass import TeacherJob, cache_teacher
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.bench_cache", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.bench.encodings", description=__doc__.split("\n\n")[0])
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--per-class", type=int, default=2, help="training images per class (plus one test image)")
     parser.add_argument("--views", type=int, nargs="+", default=[8, 32])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from pipeline import gpus
+from pipeline.runtime import gpus
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def slurm_cluster(settings: SlurmSettings):
 
 
 class HoldGpu(WorkerPlugin):
-    """Makes a dask worker process hold a GPU of its own from start to end (pipeline.gpus.held())."""
+    """Makes a dask worker process hold a GPU of its own from start to end (pipeline.runtime.gpus.held())."""
 
     def __init__(self, devices: list[str], lock_dir: Path):
         self.devices, self.lock_dir = devices, lock_dir
@@ -68,7 +68,7 @@ def gpu_cluster(devices: list[str], lock_dir: Path, threads: int = 1) -> Iterato
 @contextmanager
 def dask_scheduler(scheduler: str, slurm: SlurmSettings | None = None, devices: Sequence[str] = (),
                    lock_dir: Path | None = None) -> Iterator[str]:
-    """The scheduler for cache.blocks.run_blocks: "threads", "processes", "synchronous" and
+    """The scheduler for cache.storage.blocks.run_blocks: "threads", "processes", "synchronous" and
     addresses ("tcp://host:8786") as they are; "slurm" submits `slurm.jobs` jobs of a
     SLURMCluster, yields its address, and cancels the jobs when the work is done; "gpus" is
     gpu_cluster over `devices` and their locks in `lock_dir`, or "processes" for work given

@@ -1,7 +1,7 @@
 """Where models run and in what precision: `[compute] device` and `[compute] precision`.
 
 Nothing here creates a CUDA context: GPUs are counted with NVML only
-(pipeline.gpus.visible_gpus; torch.cuda.is_available() calls cudaGetDeviceCount, and
+(pipeline.runtime.gpus.visible_gpus; torch.cuda.is_available() calls cudaGetDeviceCount, and
 torch.cuda.device_count() falls back to it when NVML fails, either of which poisons
 fork), so Luigi's scheduling process may call any of it and still fork workers that use
 the GPU.
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from pipeline.gpus import visible_gpus
-from pipeline.training.prefetch import prefetch
+from pipeline.runtime.gpus import visible_gpus
+from pipeline.runtime.prefetch import prefetch
 
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

@@ -3,7 +3,7 @@ they are replayed (teacher pass, student loader, tests).
 
 A view is a record of float32 numbers. Crop and flip alone (the default Recipe): 5 numbers
 in store pixels, (y, x, h, w, flip). A Recipe adds, in this order:
-    2N  RandAugment's N operations (pipeline/randaugment.py), applied after crop and flip
+    2N  RandAugment's N operations (pipeline/views/randaugment.py), applied after crop and flip
     and, when the recipe mixes (mixup or cutmix):
     5 + 2N  the partner's own view: another training image of the same store shard
     6   partner store row, blend, box (y0, x0, y1, x1) as fractions of the rendered side:
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torchvision.ops import roi_align
 
-from pipeline import randaugment
-from pipeline.device import to_device
+from pipeline.runtime.device import to_device
+from pipeline.views import randaugment
 
 SCALE = (0.35, 1.0)      # crop area as a fraction of the image
 RATIO = (3 / 4, 4 / 3)   # crop aspect ratio w / h

@@ -21,7 +21,7 @@ import zarr
 from dask.callbacks import Callback
 from zarr.errors import ZarrUserWarning
 
-from cache.files import atomic_write_text
+from cache.storage.files import atomic_write_text
 
 MANIFEST = "manifest.json"
 _MARKERS = ".done"

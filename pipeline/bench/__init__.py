@@ -1,0 +1,8 @@
+"""The project's benchmarks, one module per question, each a command:
+
+    python -m pipeline.bench            the teacher cache against online distillation
+    python -m pipeline.bench.loader     the training loader, from memory and from disk
+    python -m pipeline.bench.store      reading the image store
+    python -m pipeline.bench.encodings  the cache's compact encodings: bytes and what they lose
+    python -m pipeline.bench.scale      the whole graph on generated data at growing N
+"""

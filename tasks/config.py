@@ -20,7 +20,7 @@ from pipeline.runtime.cluster import SlurmSettings
 from pipeline.runtime.device import PRECISIONS
 from pipeline.spec import parse_caches, parse_names, parse_randaugment
 from pipeline.training.loader import ORDERS
-from pipeline.training.train import TrainSettings
+from pipeline.training.settings import TrainSettings
 from pipeline.views.records import Recipe
 
 

@@ -14,7 +14,7 @@ from pipeline.evaluation.metrics import classification_metrics
 from pipeline.inference import predict_rows
 from pipeline.spec import MODES, parse_spec
 from pipeline.training.job import TrainJob
-from pipeline.training.train import TrainSettings, identity
+from pipeline.training.settings import TrainSettings, identity
 from tasks.base import Evaluation, Step, Training, memory_budget
 from tasks.config import compute, kd, students, teacher, train, train_settings
 from tasks.data import PrepareDataset

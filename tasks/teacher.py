@@ -22,7 +22,7 @@ from pipeline.evaluation.metrics import classification_metrics
 from pipeline.spec import cache_text, parse_cache, parse_spec, parse_stages
 from pipeline.teacher.teacher_pass import TeacherJob, cache_teacher
 from pipeline.training.job import TrainJob
-from pipeline.training.train import TrainSettings, identity
+from pipeline.training.settings import TrainSettings, identity
 from tasks.base import Evaluation, Step, Training, memory_budget, read_json
 from tasks.check import Checked
 from tasks.config import compute, dask_scheduler, recipe, teacher, train, train_settings

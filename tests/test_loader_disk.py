@@ -21,7 +21,8 @@ from pipeline.data.synthetic import SyntheticSource
 from pipeline.spec import parse_spec
 from pipeline.training.distributed import Ranks
 from pipeline.training.loader import TrainLoader
-from pipeline.training.train import TrainSettings, fit, identity
+from pipeline.training.settings import TrainSettings, identity
+from pipeline.training.train import fit
 from pipeline.views.records import Recipe
 from tasks.config import train_settings
 

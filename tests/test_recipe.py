@@ -22,7 +22,7 @@ from pipeline.inference import view_batches
 from pipeline.teacher.teacher_pass import cache_teacher
 from pipeline.training.loader import TrainLoader
 from pipeline.training.losses import DistillationLoss
-from pipeline.training.train import identity
+from pipeline.training.settings import identity
 from pipeline.views.records import (
     MIX,
     Partners,

@@ -8,7 +8,7 @@ import pytest
 from conftest import SHIPPED
 from luigi.configuration import get_config
 
-from pipeline.training.train import TrainSettings
+from pipeline.training.settings import TrainSettings
 from pipeline.views.records import Recipe
 from tasks.check import ConfigError, check_config
 from tasks.config import SECTIONS, train

@@ -8,7 +8,8 @@ from cache.reader import TeacherCache
 from pipeline.data.imagestore import ImageStore
 from pipeline.runtime.device import Precision
 from pipeline.spec import parse_spec
-from pipeline.training.train import TrainSettings, fit
+from pipeline.training.settings import TrainSettings
+from pipeline.training.train import fit
 from tasks.config import train_settings
 
 SETTINGS = train_settings(epochs=2, batch_size=16, image_size=32, seed=0)

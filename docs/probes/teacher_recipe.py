@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from pipeline.data.imagestore import ImageStore
-from pipeline.training.train import TrainSettings, fit
+from pipeline.training.settings import TrainSettings
+from pipeline.training.train import fit
 from pipeline.views.records import Recipe
 
 # name -> (recipe, label smoothing)

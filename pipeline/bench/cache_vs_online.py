@@ -44,7 +44,8 @@ from pipeline.training.distributed import launch, launch_command
 from pipeline.training.job import TrainJob
 from pipeline.training.loader import Batch, TrainLoader
 from pipeline.training.losses import DistillationLoss
-from pipeline.training.train import TrainSettings, lr_at, student_loss, train_epoch
+from pipeline.training.settings import TrainSettings
+from pipeline.training.train import lr_at, student_loss, train_epoch
 from pipeline.views.records import Recipe
 
 STUDENTS = ("vit_tiny_patch16_224 img_size=64 patch_size=8 embed_dim=96 depth=4 num_heads=3",

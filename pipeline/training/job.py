@@ -17,7 +17,8 @@ from cache.storage.files import atomic_write_json
 from pipeline.data.imagestore import ImageStore
 from pipeline.runtime.device import Precision, resolve_device
 from pipeline.training import distributed
-from pipeline.training.train import TrainSettings, fit
+from pipeline.training.settings import TrainSettings
+from pipeline.training.train import fit
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,7 @@ def check(settings: dict[str, dict[str, Any]]) -> list[Problem]:
     size = size if isinstance(size, int) and size >= 1 else None
     classes: dict[str, int] = {}  # data set -> class count, of those that open
     for name, spec in settings.get("datasets", {}).items():
-        found, count = _dataset(name, spec)
+        found, count = check_dataset(name, spec)
         problems += found
         if count is not None:
             classes[name] = count
@@ -315,7 +315,7 @@ def _work(folder: str) -> list[Problem]:
     return []
 
 
-def _dataset(name: str, spec: str) -> tuple[list[Problem], int | None]:
+def check_dataset(name: str, spec: str) -> tuple[list[Problem], int | None]:
     """The problems of one [datasets] line, and its class count if it opens."""
     opened, problems = _attempt("datasets", name, spec, _open_dataset, spec)
     if problems:

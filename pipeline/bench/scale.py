@@ -39,7 +39,7 @@ from pipeline.bench.cache_vs_online import (
     shipped_config,
     table,
 )
-from pipeline.checks import _dataset
+from pipeline.checks import check_dataset
 from pipeline.data.imagestore import ImageStore, write_image_store
 from pipeline.data.readers import ImageFolder
 from pipeline.spec import parse_spec
@@ -92,7 +92,7 @@ def listing_metrics(folder: Path, reps: int) -> dict:
     coverage), and the fingerprint PrepareDataset computes (a stat of every file)."""
     spec = f"imagefolder:{folder}"
     t = interleave(reps, listing=lambda: seconds(lambda: ImageFolder(folder).items()),
-                   config_check=lambda: seconds(lambda: _dataset("scale", spec)),
+                   config_check=lambda: seconds(lambda: check_dataset("scale", spec)),
                    fingerprint=lambda: seconds(lambda: ImageFolder(folder).fingerprint()))
     return {f"{name}_s": metric(f"{name}_s", values) for name, values in t.items()}
 

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from pipeline.data.imagestore import ImageStore, square, write_image_store
-from pipeline.data.readers import Stanford40, carve_validation, open_source
+from pipeline.data.readers import carve_validation, open_source
+from pipeline.data.stanford40 import Stanford40
 
 ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "stanford40"
 pytestmark = pytest.mark.skipif(not ROOT.is_dir(), reason=f"the real Stanford 40 is not at {ROOT}")

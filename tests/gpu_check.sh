@@ -92,7 +92,7 @@ result["ok"] = all(result[step]["rc"] == 0 for step in ("pip", "pytest_gpu", "be
 # The teacher pass's figure at a glance: warm passes over the bare forward; the first, untimed pass apart.
 bench = result["bench"]["result"] or {}
 result["teacher_pass"] = {"ratio": bench.get("metrics", {}).get("teacher_pass_ratio"),
-                          "warmup_seconds": bench.get("timings", {}).get("teacher pass", {}).get("teacher_pass_warmup")}
+                          "warmup_seconds": bench.get("timings", {}).get("teacher_pass", {}).get("teacher_pass_warmup")}
 (out / "gpu-check.json").write_text(json.dumps(result, indent=1))
 ratio = (result["teacher_pass"]["ratio"] or {}).get("median")
 print(f"{out / 'gpu-check.json'}: ok={result['ok']} in {result['wall_seconds']} s; "

@@ -15,7 +15,7 @@ from cache.storage.rows import DEFAULT_BUDGET, Rows, Span
 
 class TopKLogits:
     """Full float32 logits (..., C) of a top-k split, rebuilt on read (cache/compact.py);
-    read like Rows."""
+    read like Rows (a RowReader, cache/storage/rows.py)."""
 
     def __init__(self, values: Rows, indices: Rows, tail: Rows, classes: int):
         self.values, self.indices, self.tail, self.classes = values, indices, tail, classes
@@ -38,7 +38,8 @@ class TopKLogits:
 
 class QuantizedVectors:
     """float32 vectors of int8 or packed int4 codes and their scales, dequantized on read
-    (`length`: the unpacked last axis of int4 codes); read like Rows."""
+    (`length`: the unpacked last axis of int4 codes); read like Rows (a RowReader,
+    cache/storage/rows.py)."""
 
     def __init__(self, codes: Rows, scales: Rows, length: int | None = None):
         self.codes, self.scales, self.length = codes, scales, length

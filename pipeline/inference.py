@@ -7,8 +7,8 @@ import numpy as np
 import torch
 
 from pipeline.data.imagestore import Images, pixels
-from pipeline.runtime.device import Precision, ahead
-from pipeline.runtime.prefetch import behind
+from pipeline.runtime.device import Precision, prefetch_on_device
+from pipeline.runtime.prefetch import consume_in_background
 from pipeline.views.records import CROP_AND_FLIP, Recipe, image_rows, partner_rows, render, whole_views
 
 FP32 = Precision("fp32")
@@ -28,9 +28,9 @@ def view_batches(images: Images, rows: np.ndarray, params: np.ndarray, image_siz
     batch_size views at a time (whole images per batch); the images (imagestore.store_images),
     with the partners of mixed views, are read a batch at a time and rendered on `device`. On
     an accelerator the next batch is read, decoded and copied there on a thread meanwhile
-    (device.ahead; see overlapped)."""
+    (device.prefetch_on_device; see overlapped)."""
     loads = _loads(images, rows, params, batch_size, device, recipe)
-    for batch, records, image_of, partner_of in ahead(loads, device) if overlapped(device) else loads:
+    for batch, records, image_of, partner_of in prefetch_on_device(loads, device) if overlapped(device) else loads:
         yield render(batch, records, image_size, image_of, recipe, partner_of)
 
 
@@ -67,7 +67,7 @@ def predict(net: torch.nn.Module, images: Images, rows: np.ndarray, params: np.n
     batches = view_batches(images, rows, params, image_size, batch_size, device, recipe)
     forwards = _forwards(net, batches, stages, precision)
     if overlapped(device):
-        behind(forwards, to_host)
+        consume_in_background(forwards, to_host)
     else:
         for batch in forwards:
             to_host(batch)

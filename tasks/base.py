@@ -22,13 +22,13 @@ from pipeline.runtime.progress import Progress
 from pipeline.training.distributed import launch, launch_command
 from pipeline.training.job import TrainJob
 from tasks import interrupt
-from tasks.check import Checked
+from tasks.check import ConfigCheckedTask
 from tasks.config import compute, device_gpus, gpu_lock_dir, paths, train
 
 ROOT = Path(__file__).resolve().parents[1]  # this checkout, which a data-parallel job's ranks import
 
 
-class Step(Checked, luigi.Task):
+class FingerprintedTask(ConfigCheckedTask, luigi.Task):
     """A task whose outputs live in work/<dataset>/<kind>-<fingerprint>/.
 
     Scheduling it checks the whole configuration first (tasks/check.py). The
@@ -140,7 +140,7 @@ class Step(Checked, luigi.Task):
                           indent=1, sort_keys=True, default=str)
 
 
-class Training(Step):
+class Training(FingerprintedTask):
     """A task that trains a model: in its own process, or data-parallel as [train] processes
     ranks on each of [train] nodes, started by torchrun (pipeline/training/distributed.py),
     one GPU each on GPUs."""
@@ -176,8 +176,8 @@ class Training(Step):
 
 
 def _outputs_exist(task: luigi.Task) -> bool:
-    """The task's outputs and its requirements', all the way up: Step.complete() without
-    checking the configuration again at every task above (the caller has checked it)."""
+    """The task's outputs and its requirements', all the way up: FingerprintedTask.complete()
+    without checking the configuration again at every task above (the caller has checked it)."""
     return luigi.Task.complete(task) and all(_outputs_exist(t) for t in luigi.task.flatten(task.requires()))
 
 
@@ -191,7 +191,7 @@ def memory_budget() -> int:
     return int(compute().memory_budget_gb * (1 << 30))
 
 
-class Evaluation(Step):
+class Evaluation(FingerprintedTask):
     """A model's test metrics (metrics.json) and its test logits (test_logits.npy, float32,
     the store's test rows in order), which the report's paired bootstrap resamples."""
 

@@ -12,8 +12,8 @@ import luigi
 from luigi.configuration import get_config
 from luigi.parameter import MissingParameterException
 
-from pipeline.checks import Problem, check, unknown_keys
-from tasks.config import SECTIONS, datasets, students, written
+from pipeline.checks import Problem, Range, check, unknown_keys
+from tasks.config import SECTIONS, RecipeKeys, datasets, keys_given, students
 
 log = logging.getLogger("luigi-interface")
 MISSING = "(missing)"
@@ -30,7 +30,7 @@ def config_problems() -> list[Problem]:
     problems: list[Problem] = []
     for section in SECTIONS:
         name = section.__name__
-        problems += unknown_keys(name, written(name, raw=True), (key for key, _ in section.get_params()))
+        problems += unknown_keys(name, keys_given(name, raw=True), (key for key, _ in section.get_params()))
         values = settings[name] = {}
         for key, param in section.get_params():
             try:
@@ -52,8 +52,18 @@ def config_problems() -> list[Problem]:
             problems.append(Problem(name, "(section)", "missing", str(error)))
     key = json.dumps(settings, sort_keys=True, default=str)
     if key not in _checked:
-        _checked[key] = check(settings)
+        _checked[key] = check(settings, declared_ranges())
     return problems + _checked[key]
+
+
+def declared_ranges() -> dict[str, dict[str, Range]]:
+    """section -> key -> Range, as the Config classes declare them (tasks.config.ranged); a
+    section's own keys first, then the recipe keys it shares, the order its problems are listed in."""
+    ranges = {}
+    for section in SECTIONS:
+        params = sorted(section.get_params(), key=lambda item: item[0] in vars(RecipeKeys))  # stable
+        ranges[section.__name__] = {key: param.range for key, param in params if hasattr(param, "range")}
+    return ranges
 
 
 def check_config() -> None:
@@ -67,8 +77,9 @@ def check_config() -> None:
         raise ConfigError(message)
 
 
-class Checked:
-    """Mixin for tasks: complete() checks the configuration first."""
+class ConfigCheckedTask:
+    """Mixin for Luigi tasks (before luigi.Task among the bases): complete() checks the whole
+    configuration first, so a mistake stops the command before any task runs."""
 
     def complete(self) -> bool:
         check_config()

@@ -9,11 +9,13 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import fields
 from pathlib import Path
+from typing import TypeVar
 
 import luigi
 from luigi.configuration import get_config
 
 from cache.compact import FEATURE_DTYPES
+from pipeline.checks import Range
 from pipeline.data.imagestore import IMAGE_FORMATS
 from pipeline.runtime import cluster, gpus
 from pipeline.runtime.cluster import SlurmSettings
@@ -23,15 +25,24 @@ from pipeline.training.loader import ORDERS
 from pipeline.training.settings import TrainSettings
 from pipeline.views.records import Recipe
 
+Param = TypeVar("Param", bound=luigi.Parameter)
+
+
+def ranged(valid: Range, param: Param) -> Param:
+    """`param`, declaring the Range its values must lie in: the configuration check
+    (tasks/check.py) collects these and names each value outside its range."""
+    param.range = valid
+    return param
+
 
 class paths(luigi.Config):  # noqa: N801 (Luigi names a config section after its class)
     work = luigi.Parameter(description="folder for every output")
 
 
 class data(luigi.Config):  # noqa: N801
-    store_size = luigi.IntParameter(description="side of the stored square images, in pixels")
-    val_fraction = luigi.FloatParameter(
-        description="fraction of train held out for validation when a source has no val split")
+    store_size = ranged(Range(1), luigi.IntParameter(description="side of the stored square images, in pixels"))
+    val_fraction = ranged(Range(0, 1, high_open=True), luigi.FloatParameter(
+        description="fraction of train held out for validation when a source has no val split"))
     seed = luigi.IntParameter(description="seed of that validation split")
     on_bad_image = luigi.ChoiceParameter(
         choices=["fail", "skip"],
@@ -40,16 +51,17 @@ class data(luigi.Config):  # noqa: N801
         choices=IMAGE_FORMATS,
         description="the image store keeps each square image as uint8 pixels (raw) or as one JPEG (jpeg: "
                     "about a sixth of the bytes at 128 px, decoded on every read)")
-    jpeg_quality = luigi.IntParameter(description="JPEG quality, 1 to 100, of a jpeg image store")
+    jpeg_quality = ranged(Range(1, 100),
+                          luigi.IntParameter(description="JPEG quality, 1 to 100, of a jpeg image store"))
     shuffle_rows = luigi.BoolParameter(
         description="write the store's rows in a seeded random order, not the source's (an image folder's "
                     "is class by class): needed for [train] order = shards, whose batches mix the images "
                     "of a few neighbouring shards; part of the store's fingerprint only when true")
-    chunk_rows = luigi.IntParameter(
+    chunk_rows = ranged(Range(1), luigi.IntParameter(
         description="images per chunk of the image store, the unit zarr reads, decodes and checks: 1 suits "
                     "random reads from disk, 16 or more [train] order = shards (a shard read then decodes "
                     "far fewer chunks); divides [compute] shard_rows; the pixels are the same either way, so "
-                    "not part of the store's fingerprint (a finished store keeps the chunks it has)")
+                    "not part of the store's fingerprint (a finished store keeps the chunks it has)"))
 
 
 class compute(luigi.Config):  # noqa: N801
@@ -57,11 +69,11 @@ class compute(luigi.Config):  # noqa: N801
         description="where the image store and the teacher pass run: dask's threads, processes or "
                     "synchronous; a dask cluster's address tcp://host:port; slurm (dask workers in SLURM "
                     "jobs, see [slurm]); or gpus (the teacher pass on one local worker process per GPU)")
-    workers = luigi.IntParameter(description="dask workers for decoding and the teacher pass")
-    threads = luigi.IntParameter(description="torch threads per worker; 0 = torch's default")
-    shard_rows = luigi.IntParameter(description="image rows per shard, the unit of parallel work")
-    memory_budget_gb = luigi.FloatParameter(
-        description="arrays up to this size are read into memory for training; larger ones are read from disk")
+    workers = ranged(Range(1), luigi.IntParameter(description="dask workers for decoding and the teacher pass"))
+    threads = ranged(Range(0), luigi.IntParameter(description="torch threads per worker; 0 = torch's default"))
+    shard_rows = ranged(Range(1), luigi.IntParameter(description="image rows per shard, the unit of parallel work"))
+    memory_budget_gb = ranged(Range(0), luigi.FloatParameter(
+        description="arrays up to this size are read into memory for training; larger ones are read from disk"))
     read_processes = luigi.IntParameter(
         description="with [train] order = shards, processes that read the shards of the image store and the "
                     "cache from disk (zarr decodes one read's chunks on one thread); 0 = the loader's own "
@@ -144,13 +156,15 @@ class RecipeKeys:
     randaugment = luigi.Parameter(
         description="N,M: N RandAugment operations per random view, magnitude M of 10 (DeiT: 2,9); "
                     "empty = none")
-    mixup = luigi.FloatParameter(description="mixup's Beta alpha (DeiT: 0.8); 0 = no mixup")
-    cutmix = luigi.FloatParameter(description="cutmix's Beta alpha (DeiT: 1.0); 0 = no cutmix")
-    mix_prob = luigi.FloatParameter(
+    mixup = ranged(Range(0), luigi.FloatParameter(description="mixup's Beta alpha (DeiT: 0.8); 0 = no mixup"))
+    cutmix = ranged(Range(0), luigi.FloatParameter(description="cutmix's Beta alpha (DeiT: 1.0); 0 = no cutmix"))
+    mix_prob = ranged(Range(0, 1), luigi.FloatParameter(
         description="probability that a random view is mixed with its partner, another training image of "
-                    "its store shard (needs [data] shuffle_rows = true)")
-    switch_prob = luigi.FloatParameter(description="with mixup and cutmix both on: probability of cutmix")
-    label_smoothing = luigi.FloatParameter(description="label smoothing of the label term")
+                    "its store shard (needs [data] shuffle_rows = true)"))
+    switch_prob = ranged(Range(0, 1), luigi.FloatParameter(
+        description="with mixup and cutmix both on: probability of cutmix"))
+    label_smoothing = ranged(Range(0, 1, high_open=True),
+                             luigi.FloatParameter(description="label smoothing of the label term"))
 
 
 def recipe(keys: RecipeKeys) -> Recipe:
@@ -164,12 +178,13 @@ class teacher(RecipeKeys, luigi.Config):  # noqa: N801
     init = luigi.Parameter(
         description="fine-tuning starts from: scratch, pretrained (timm's weights) or a local weights file")
     checkpoint = luigi.Parameter(description="a finished teacher for this data set; skips fine-tuning")
-    epochs = luigi.IntParameter(description="fine-tuning epochs")
-    lr = luigi.FloatParameter(description="fine-tuning learning rate")
-    views = luigi.IntParameter(description="random views cached per training image; 0 = the eval view only")
-    topk = luigi.IntParameter(
+    epochs = ranged(Range(0), luigi.IntParameter(description="fine-tuning epochs"))
+    lr = ranged(Range(0, low_open=True), luigi.FloatParameter(description="fine-tuning learning rate"))
+    views = ranged(Range(0), luigi.IntParameter(
+        description="random views cached per training image; 0 = the eval view only"))
+    topk = ranged(Range(0), luigi.IntParameter(
         description="cache only the K largest logits of each view, with the logsumexp of the rest; "
-                    "0 = every class")
+                    "0 = every class"))
     feature_dtype = luigi.ChoiceParameter(
         choices=FEATURE_DTYPES,
         description="cached features and stage maps as float16, int8 or int4 (with one float16 scale per "
@@ -183,12 +198,13 @@ class teacher(RecipeKeys, luigi.Config):  # noqa: N801
 class train(RecipeKeys, luigi.Config):  # noqa: N801
     """The training loop of every student; the teacher's fine-tuning shares all but epochs, lr, seed and
     the recipe keys. The students' recipe is also the one the teacher's cached views are drawn by."""
-    epochs = luigi.IntParameter(description="training epochs of each student")
-    batch_size = luigi.IntParameter(description="images per step (the teacher pass uses 4x)")
-    lr = luigi.FloatParameter(description="peak learning rate (AdamW, linear warm-up, cosine decay)")
-    weight_decay = luigi.FloatParameter(description="AdamW weight decay")
-    warmup_epochs = luigi.FloatParameter(description="epochs of linear learning-rate warm-up")
-    image_size = luigi.IntParameter(description="input side for the teacher and the students")
+    epochs = ranged(Range(1), luigi.IntParameter(description="training epochs of each student"))
+    batch_size = ranged(Range(1), luigi.IntParameter(description="images per step (the teacher pass uses 4x)"))
+    lr = ranged(Range(0, low_open=True),
+                luigi.FloatParameter(description="peak learning rate (AdamW, linear warm-up, cosine decay)"))
+    weight_decay = ranged(Range(0), luigi.FloatParameter(description="AdamW weight decay"))
+    warmup_epochs = ranged(Range(0), luigi.FloatParameter(description="epochs of linear learning-rate warm-up"))
+    image_size = ranged(Range(1), luigi.IntParameter(description="input side for the teacher and the students"))
     seed = luigi.IntParameter(description="seed of the students' initialisation and image order")
     augment = luigi.BoolParameter(description="random crops and flips for baseline and online training")
     order = luigi.ChoiceParameter(
@@ -204,19 +220,22 @@ class train(RecipeKeys, luigi.Config):  # noqa: N801
     modes = luigi.Parameter(
         description="the modes every student trains in: baseline (labels only), kd (from the teacher "
                     "cache), online (the teacher run on every batch)")
-    processes = luigi.IntParameter(
+    processes = ranged(Range(1), luigi.IntParameter(
         description="data-parallel processes (ranks) per node that train one student or the teacher, "
-                    "through torchrun, one GPU each on GPUs; 1 = one process; not part of any fingerprint")
-    nodes = luigi.IntParameter(description="nodes of such a job, started by srun inside a SLURM allocation")
+                    "through torchrun, one GPU each on GPUs; 1 = one process; not part of any fingerprint"))
+    nodes = ranged(Range(1),
+                   luigi.IntParameter(description="nodes of such a job, started by srun inside a SLURM allocation"))
     rdzv_endpoint = luigi.Parameter(
         description="host:port where the ranks of several nodes meet (the first node); unused on one node")
 
 
 class kd(luigi.Config):  # noqa: N801
     """What mode kd (and online) means; part of those students' identity."""
-    alpha = luigi.FloatParameter(description="weight of the distillation term; 1 - alpha weighs the labels")
-    temperature = luigi.FloatParameter(description="softmax temperature T of both distributions")
-    beta = luigi.FloatParameter(description="weight of the feature-distillation term; 0 = none")
+    alpha = ranged(Range(0, 1), luigi.FloatParameter(
+        description="weight of the distillation term; 1 - alpha weighs the labels"))
+    temperature = ranged(Range(0, low_open=True),
+                         luigi.FloatParameter(description="softmax temperature T of both distributions"))
+    beta = ranged(Range(0), luigi.FloatParameter(description="weight of the feature-distillation term; 0 = none"))
     feature_loss = luigi.ChoiceParameter(
         choices=["mse", "cosine"], description="the feature term, through a learned projector")
     hard = luigi.BoolParameter(description="DeiT-style hard distillation: CE on the teacher's argmax")
@@ -258,11 +277,11 @@ def section(name: str) -> dict[str, str]:
     luigi.cfg declares (`demo =`)."""
     if not get_config().has_section(name):
         raise ValueError(f"luigi.cfg has no [{name}] section")
-    specs = {key: spec.strip() for key, spec in written(name).items()}
+    specs = {key: spec.strip() for key, spec in keys_given(name).items()}
     return {key: spec for key, spec in specs.items() if spec}
 
 
-def written(name: str, raw: bool = False) -> dict[str, str]:
+def keys_given(name: str, raw: bool = False) -> dict[str, str]:
     """The keys the configuration files give section `name` ({} if none), with their values,
     interpolated unless `raw`. [DEFAULT]'s keys, which configparser lends every section, are
     left out: they serve all sections (e.g. for interpolation) and are no setting of one."""

@@ -5,11 +5,16 @@ from functools import cached_property
 
 import luigi
 
+from cache.storage.fingerprint import changed_settings
 from pipeline.data.imagestore import STORE_VERSION, write_image_store
 from pipeline.data.readers import carve_validation, open_source, shuffle_items
 from pipeline.spec import parse_spec
-from tasks.base import Step
+from tasks.base import FingerprintedTask
 from tasks.config import compute, dask_scheduler, data, datasets
+
+# A store's settings as they were before they could be chosen: a raw store in the source's
+# order. Its arrays are unchanged, so its fingerprint, and the teacher trained on it, stay valid.
+BEFORE_ADDED = {"image_format": "raw", "jpeg_quality": None, "shuffle_rows": False}
 
 
 def jpeg_quality() -> int | None:
@@ -17,7 +22,7 @@ def jpeg_quality() -> int | None:
     return data().jpeg_quality if data().image_format == "jpeg" else None
 
 
-class PrepareDataset(Step):
+class PrepareDataset(FingerprintedTask):
     """Decode, convert and resize every image of the data set once, in parallel."""
 
     kind = "store"
@@ -32,30 +37,29 @@ class PrepareDataset(Step):
         return open_source(spec, **options)
 
     def settings(self) -> dict:
-        d = data()
-        # A raw store's settings are those from before jpeg stores: its arrays are unchanged, so
-        # its fingerprint, and the teacher trained on it, stay valid.
-        encoding = {"image_format": "jpeg", "jpeg_quality": jpeg_quality()} if d.image_format == "jpeg" else {}
-        shuffled = {"shuffle_rows": True} if d.shuffle_rows else {}  # likewise for stores in the source's order
+        data_cfg = data()
+        added = {"image_format": data_cfg.image_format, "jpeg_quality": jpeg_quality(),
+                 "shuffle_rows": data_cfg.shuffle_rows}
         return {"source": datasets().get(self.dataset), "content": self.source.fingerprint(),
-                "size": d.store_size, "val_fraction": d.val_fraction, "seed": d.seed,
-                "on_bad_image": d.on_bad_image, **encoding, **shuffled, "version": STORE_VERSION}
+                "size": data_cfg.store_size, "val_fraction": data_cfg.val_fraction, "seed": data_cfg.seed,
+                "on_bad_image": data_cfg.on_bad_image, **changed_settings(added, BEFORE_ADDED),
+                "version": STORE_VERSION}
 
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(self.folder() / "store.zarr" / "manifest.json")
 
     def work(self) -> None:
-        d, c = data(), compute()
-        items = carve_validation(self.source.items(), d.val_fraction, d.seed)
-        if d.shuffle_rows:
-            items = shuffle_items(items, d.seed)
-        progress = self.progress(-(-len(items) // c.shard_rows), "image store, shards")
+        data_cfg, compute_cfg = data(), compute()
+        items = carve_validation(self.source.items(), data_cfg.val_fraction, data_cfg.seed)
+        if data_cfg.shuffle_rows:
+            items = shuffle_items(items, data_cfg.seed)
+        progress = self.progress(-(-len(items) // compute_cfg.shard_rows), "image store, shards")
         self.write_settings()
         with dask_scheduler() as scheduler:
-            write_image_store(self.source, items, self.folder() / "store.zarr", d.store_size,
+            write_image_store(self.source, items, self.folder() / "store.zarr", data_cfg.store_size,
                               {"dataset": self.dataset, "fingerprint": self.fingerprint(), **self.settings()},
-                              d.on_bad_image, scheduler, c.workers, c.shard_rows, progress, jpeg_quality(),
-                              d.chunk_rows)
+                              data_cfg.on_bad_image, scheduler, compute_cfg.workers, compute_cfg.shard_rows,
+                              progress, jpeg_quality(), data_cfg.chunk_rows)
         progress.close()
 
     def store_path(self):

@@ -4,11 +4,11 @@ from __future__ import annotations
 import luigi
 
 from cache.export import export_hdf5
-from tasks.base import Step
+from tasks.base import FingerprintedTask
 from tasks.teacher import CacheTeacher
 
 
-class ExportCacheHDF5(Step):
+class ExportCacheHDF5(FingerprintedTask):
     """Every array and attribute of the teacher cache in a single, compressed cache.h5."""
 
     kind = "export"

@@ -2,10 +2,10 @@
 
 Importing `tasks` installs the handler, so it covers Luigi's scheduling process, where tasks
 run with --workers 1, and the worker processes it forks for --workers N; a task installs it
-again when it starts running (`Step.run`). On SIGTERM a process logs one line where Luigi
-logs: the task it was running and where it stopped (its last progress report,
-`Step.reached`); then it passes the signal on to its child processes, waits for them,
-flushes the logs and exits INTERRUPTED. Nothing else needs saving: every output is written
+again when it starts running (`FingerprintedTask.run`). On SIGTERM a process logs one line
+where Luigi logs: the task it was running and where it stopped (its last progress report,
+`FingerprintedTask.reached`); then it passes the signal on to its child processes, waits for
+them, flushes the logs and exits INTERRUPTED. Nothing else needs saving: every output is written
 whole or resumably (training state after each epoch, stores and caches after each block),
 so a stop loses the epoch or shard in progress, and rerunning the same command resumes.
 """
@@ -22,11 +22,11 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tasks.base import Step
+    from tasks.base import FingerprintedTask
 
 INTERRUPTED = 128 + signal.SIGTERM  # 143, what a shell reports for a command SIGTERM ended
 log = logging.getLogger("luigi-interface")
-_running: list[Step] = []  # the task this process runs now, if any
+_running: list[FingerprintedTask] = []  # the task this process runs now, if any
 
 
 def install() -> None:
@@ -36,7 +36,7 @@ def install() -> None:
 
 
 @contextmanager
-def running(task: Step) -> Iterator[None]:
+def running(task: FingerprintedTask) -> Iterator[None]:
     """Name `task` in the line a SIGTERM logs while the block runs."""
     install()  # again: a library imported since `tasks` (dask's, say) may have put its own handler in
     _running.append(task)

@@ -10,14 +10,14 @@ import numpy as np
 from pipeline.data.imagestore import ImageStore
 from pipeline.evaluation.report import write_report
 from pipeline.spec import parse_names
-from tasks.base import Step, read_json
-from tasks.check import Checked
+from tasks.base import FingerprintedTask, read_json
+from tasks.check import ConfigCheckedTask
 from tasks.config import cache_study, datasets, kd, modes, students, study_caches, train
 from tasks.student import EvaluateStudent
 from tasks.teacher import CacheTeacher, EvaluateTeacher, cache_settings, cache_variant, teacher_weights
 
 
-class Report(Step):
+class Report(FingerprintedTask):
     """Markdown + CSV + PNGs: the teacher and its one-off cost, then each student in every
     mode with the gains and their 95% intervals, and the cache study when configured."""
 
@@ -107,7 +107,7 @@ def training_seconds(history: list[dict]) -> float | None:
     return round(sum(epoch["seconds"] for epoch in history), 1) if history else None
 
 
-class RunAll(Checked, luigi.WrapperTask):
+class RunAll(ConfigCheckedTask, luigi.WrapperTask):
     """Every data set x every student x [train] modes, the cache study, and a report per data set."""
 
     def requires(self):

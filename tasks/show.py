@@ -33,9 +33,15 @@ def settings_table() -> str:
 
 def _config_files() -> list[ConfigFile]:
     """Each config file Luigi read, in its order of reading."""
-    # Luigi keeps the files it reads (its defaults, LUIGI_CONFIG_PATH, add_config_path's)
-    # in a private class attribute and no public list; it skips those that do not exist.
-    return [(_label(path), read_cfg(path)) for path in LuigiConfigParser._config_paths if Path(path).is_file()]
+    return [(_label(path), read_cfg(path)) for path in _luigi_config_paths() if Path(path).is_file()]
+
+
+def _luigi_config_paths() -> list[str]:
+    """The config files Luigi reads, in order (its defaults, LUIGI_CONFIG_PATH, add_config_path's),
+    some of which may not exist. Luigi has no public list of them (get_config().reload() returns
+    the files it read, but reads them again over the values set in the process), so this reads
+    the private list of LuigiConfigParser, as in Luigi 3.8.1."""
+    return list(LuigiConfigParser._config_paths)
 
 
 def _label(path: str) -> str:
@@ -63,14 +69,21 @@ def _row(section: str, key: str, files: list[ConfigFile]) -> Row:
 def _cmdline_value(section: str, key: str) -> str | None:
     """The value given on the command line as --<section>-<key>; None when not given (or
     when not run by `luigi`)."""
-    # Luigi has no public API for this: read its command-line parser (luigi.cmdline_parser,
-    # "internal to luigi") under the name Parameter._parser_global_dest gives the key, and
-    # take an empty value (or a bool flag left off) as not given, as Parameter._value_iterator does.
-    parser = CmdlineParser.get_instance()
-    given = getattr(parser.known_args, luigi.Parameter._parser_global_dest(key, section), None) if parser else None
+    # An empty value (or a bool flag left off) counts as not given, as Luigi reads a parameter's value.
+    given = _luigi_cmdline_arg(section, key)
     if given is True:  # a bool flag (--kd-hard), shown as luigi.cfg writes it
         return "true"
     return str(given) if given else None
+
+
+def _luigi_cmdline_arg(section: str, key: str) -> str | bool | None:
+    """What Luigi's command-line parser holds for --<section>-<key> (None where there is no
+    parser or no such option). Luigi has no public API that tells a value given on the
+    command line from one in a file, so this reads its internals, as in Luigi 3.8.1: the
+    parser of luigi.cmdline_parser ("internal to luigi") and the private naming rule of its
+    arguments, Parameter._parser_global_dest."""
+    parser = CmdlineParser.get_instance()
+    return getattr(parser.known_args, luigi.Parameter._parser_global_dest(key, section), None) if parser else None
 
 
 def _origin(section: str, key: str, files: list[ConfigFile]) -> str:

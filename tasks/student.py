@@ -13,9 +13,10 @@ from pipeline.data.imagestore import ImageStore
 from pipeline.evaluation.metrics import classification_metrics
 from pipeline.inference import predict_rows
 from pipeline.spec import MODES, parse_spec
-from pipeline.training.job import TrainJob
-from pipeline.training.settings import TrainSettings, identity
-from tasks.base import Evaluation, Step, Training, memory_budget
+from pipeline.training.build import Distill, TrainSetup
+from pipeline.training.job import OnlineTeacher, TrainJob
+from pipeline.training.settings import TrainSettings, fingerprint_fields
+from tasks.base import Evaluation, FingerprintedTask, Training, memory_budget
 from tasks.config import compute, kd, students, teacher, train, train_settings
 from tasks.data import PrepareDataset
 from tasks.teacher import CacheTeacher, teacher_weights
@@ -29,7 +30,7 @@ def student_spec(student: str) -> str:
     return specs[student]
 
 
-class StudentStep(Step):
+class StudentStep(FingerprintedTask):
     student = luigi.Parameter(description="a name from luigi.cfg's [students] section")
     mode = luigi.ChoiceParameter(choices=MODES)
     variant = luigi.Parameter(default="", description="mode kd: the cache's settings where they differ from "
@@ -55,12 +56,17 @@ class TrainStudent(Training, StudentStep):
             reqs["teacher"] = teacher_weights(self.dataset)
         return reqs
 
+    def distill(self) -> Distill | None:
+        """[kd] as the loss's terms; None for a baseline."""
+        if self.mode == "baseline":
+            return None
+        kd_cfg = kd()
+        return Distill(kd_cfg.alpha, kd_cfg.temperature, kd_cfg.beta, kd_cfg.feature_loss, kd_cfg.hard)
+
     def settings(self) -> dict:
-        k = kd()
-        distill = {"alpha": k.alpha, "temperature": k.temperature, "beta": k.beta,
-                   "feature_loss": k.feature_loss, "hard": k.hard}
-        settings = {"student": student_spec(self.student), "train": identity(self.train_settings()),
-                    "distill": None if self.mode == "baseline" else distill, "precision": self.precision().name}
+        distill = self.distill()
+        settings = {"student": student_spec(self.student), "train": fingerprint_fields(self.train_settings()),
+                    "distill": None if distill is None else asdict(distill), "precision": self.precision().name}
         if self.mode == "online":
             settings["teacher"] = teacher().model
         return settings
@@ -80,14 +86,15 @@ class TrainStudent(Training, StudentStep):
             TeacherCache(cache, budget=0).check(self.requires()["cache"].identity())  # before any rank starts
         if self.mode == "online":
             name, kwargs = parse_spec(teacher().model)
-            online = {"model": name, "kwargs": kwargs, "weights": self.input()["teacher"].path}
+            online = OnlineTeacher(name, kwargs, self.input()["teacher"].path)
         name, kwargs = parse_spec(student_spec(self.student))
         settings = self.train_settings()
-        job = TrainJob(model=name, kwargs=kwargs, store=str(self.requires()["store"].store_path()),
-                       settings=asdict(settings), workdir=str(self.folder()), weights=self.output().path,
-                       memory_budget=memory_budget(), cache=cache and str(cache), distill=self.settings()["distill"],
-                       teacher=online, device=str(self.device()), precision=self.precision().name,
-                       compile=compute().compile, read_processes=compute().read_processes)
+        setup = TrainSetup(model=name, kwargs=kwargs, settings=settings, distill=self.distill(),
+                           precision=self.precision().name, compile=compute().compile,
+                           read_processes=compute().read_processes)
+        job = TrainJob(setup, store=str(self.requires()["store"].store_path()), workdir=str(self.folder()),
+                       weights=self.output().path, memory_budget=memory_budget(), cache=cache and str(cache),
+                       teacher=online, device=str(self.device()))
         self.run_training(job, "epochs", settings.epochs)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 
 import luigi
@@ -16,20 +15,21 @@ from cache.reader import TeacherCache
 from cache.schema import FORMAT_VERSION
 from cache.storage.blocks import Stopwatch
 from cache.storage.files import atomic_write_json
-from cache.storage.fingerprint import digest, file_sha256
+from cache.storage.fingerprint import changed_settings, digest, file_sha256
 from pipeline.data.imagestore import ImageStore
 from pipeline.evaluation.metrics import classification_metrics
 from pipeline.spec import cache_text, parse_cache, parse_spec, parse_stages
 from pipeline.teacher.teacher_pass import TeacherJob, cache_teacher
+from pipeline.training.build import INITS, TrainSetup
 from pipeline.training.job import TrainJob
-from pipeline.training.settings import TrainSettings, identity
-from tasks.base import Evaluation, Step, Training, memory_budget, read_json
-from tasks.check import Checked
+from pipeline.training.settings import TrainSettings, fingerprint_fields
+from tasks.base import Evaluation, FingerprintedTask, Training, memory_budget, read_json
+from tasks.check import ConfigCheckedTask
 from tasks.config import compute, dask_scheduler, recipe, teacher, train, train_settings
 from tasks.data import PrepareDataset
 
 
-class TeacherCheckpoint(Checked, luigi.ExternalTask):
+class TeacherCheckpoint(ConfigCheckedTask, luigi.ExternalTask):
     """A finished teacher named by luigi.cfg's [teacher] checkpoint; identified by its content."""
 
     dataset = luigi.Parameter()
@@ -55,14 +55,14 @@ class FineTuneTeacher(Training):
         return PrepareDataset(self.dataset)
 
     def settings(self) -> dict:
-        t = teacher()
-        init = t.init if t.init in ("scratch", "pretrained") else file_sha256(t.init)
-        return {"model": t.model, "init": init, "settings": identity(self.train_settings()),
+        teacher_cfg = teacher()
+        init = teacher_cfg.init if teacher_cfg.init in INITS else file_sha256(teacher_cfg.init)
+        return {"model": teacher_cfg.model, "init": init, "settings": fingerprint_fields(self.train_settings()),
                 "precision": self.precision().name}
 
     def train_settings(self) -> TrainSettings:
-        t = teacher()
-        return train_settings(t, epochs=t.epochs, lr=t.lr, seed=t.seed)
+        teacher_cfg = teacher()
+        return train_settings(teacher_cfg, epochs=teacher_cfg.epochs, lr=teacher_cfg.lr, seed=teacher_cfg.seed)
 
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(self.folder() / "weights.safetensors")
@@ -73,11 +73,10 @@ class FineTuneTeacher(Training):
         t = teacher()
         name, kwargs = parse_spec(t.model)
         settings = self.train_settings()
-        job = TrainJob(model=name, kwargs=kwargs, store=str(self.requires().store_path()), settings=asdict(settings),
-                       workdir=str(self.folder()), weights=self.output().path, memory_budget=memory_budget(),
-                       init={"scratch": False, "pretrained": True}.get(t.init, t.init), device=str(self.device()),
-                       precision=self.precision().name, compile=compute().compile,
-                       read_processes=compute().read_processes)
+        setup = TrainSetup(model=name, kwargs=kwargs, settings=settings, init=t.init, precision=self.precision().name,
+                           compile=compute().compile, read_processes=compute().read_processes)
+        job = TrainJob(setup, store=str(self.requires().store_path()), workdir=str(self.folder()),
+                       weights=self.output().path, memory_budget=memory_budget(), device=str(self.device()))
         self.run_training(job, "teacher fine-tuning, epochs", settings.epochs)
 
 
@@ -85,7 +84,7 @@ def teacher_weights(dataset: str) -> luigi.Task:
     return TeacherCheckpoint(dataset) if teacher().checkpoint else FineTuneTeacher(dataset)
 
 
-class CacheTeacher(Step):
+class CacheTeacher(FingerprintedTask):
     """Run the teacher once over the data set: eval view of every image and [teacher]
     views random views of every training image, logits and features, into Zarr; encoded
     as [teacher] topk and feature_dtype say, or as `variant` says where it differs."""
@@ -119,14 +118,16 @@ class CacheTeacher(Step):
         """How the pass sees and records the images: the part of settings() that identity()
         repeats, written once."""
         return {"image_size": train().image_size, **self.cache_settings(), "seed": teacher().seed,
-                "stages": list(cached_stages()), "format_version": FORMAT_VERSION, **recipe(train()).identity()}
+                "stages": list(cached_stages()), "format_version": FORMAT_VERSION,
+                **recipe(train()).fingerprint_fields()}
 
     def settings(self) -> dict:
         return {"model": teacher().model, **self.pass_settings(), "precision": self.precision().name}
 
     def identity(self) -> dict:
-        """What a student checks the cache against before it trusts it: the pass's settings
-        with the actual store and teacher weights in place of their names."""
+        """What the cache records as its `identity` and a student checks it against before it
+        trusts it: the pass's settings with the actual store and teacher weights in place of
+        their names."""
         name, kwargs = parse_spec(teacher().model)
         weights = self.input()["teacher"].path
         return {"store": self.requires()["store"].fingerprint(), "teacher": name,
@@ -173,15 +174,15 @@ class CacheTeacher(Step):
 
 def cache_settings(variant: str = "") -> dict:
     """views, topk and feature_dtype of [teacher], with those `variant` gives in their place."""
-    t = teacher()
-    return {"views": t.views, "topk": t.topk, "feature_dtype": t.feature_dtype, **parse_cache(variant)}
+    teacher_cfg = teacher()
+    return {"views": teacher_cfg.views, "topk": teacher_cfg.topk, "feature_dtype": teacher_cfg.feature_dtype,
+            **parse_cache(variant)}
 
 
 def cache_variant(settings: dict) -> str:
     """The variant parameter naming a cache of these settings: only where they differ from
     [teacher]'s, so that a study's cache equal to the main one is the main one."""
-    main = cache_settings()
-    return cache_text({key: value for key, value in settings.items() if main[key] != value})
+    return cache_text(changed_settings(settings, cache_settings()))
 
 
 def cached_stages() -> tuple[int, ...]:

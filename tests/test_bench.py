@@ -1,7 +1,9 @@
 """The benchmark's plumbing on a tiny size: every metric present, positive and finite, and
 the JSON written. Speeds are measured by running the benchmark, never asserted here."""
+import ast
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,10 +14,19 @@ from pipeline.bench import encodings as bench_cache
 from pipeline.bench import loader as bench_loader
 from pipeline.bench import store as bench_store
 
+BENCHMARKS = ("cache_vs_online", "loader", "store", "encodings", "scale")
 KEYS = {"teacher_pass_ratio", "cached_kd_overhead", "online_over_cached", "online_over_cached_theory",
         "online_fraction_of_theory", "loader_headroom", "cache_bytes_per_image", "cache_bytes_raw_fp16",
         "cache_bytes_over_raw_fp16", "students_from_one_pass", "peak_rss_growth_teacher_pass",
         "peak_rss_growth_cached_epoch", "bf16_speedup", "ddp_epoch_ratio"}
+
+
+def test_no_benchmark_imports_another():
+    """Each benchmark is a command of its own: what they share lives in harness, fixtures and runs."""
+    for name in BENCHMARKS:
+        tree = ast.parse(Path(bench.__file__).with_name(f"{name}.py").read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert not imported & {f"pipeline.bench.{other}" for other in BENCHMARKS}, name
 
 
 @pytest.mark.slow

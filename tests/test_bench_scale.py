@@ -8,7 +8,7 @@ import pytest
 import simplejpeg
 
 from pipeline.bench import scale as bench_scale
-from pipeline.data.readers import ImageFolder
+from pipeline.data.imagefolder import ImageFolder
 
 
 def test_generated_folder_is_an_image_folder_and_a_rerun_writes_nothing(tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import timm
 import torch
-from conftest import TEACHER
+from support.config import TEACHER
 
 import models
 from cache.reader import CacheMismatch, TeacherCache

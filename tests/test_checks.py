@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_VIT, build
 from luigi.configuration import get_config
+from support.build import build
+from support.config import TINY_VIT
 
 from tasks import CheckConfig, RunAll
 from tasks.check import config_problems

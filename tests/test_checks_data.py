@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TEACHER, TINY_VIT, build, write_h5
 from PIL import Image
+from support.build import build
+from support.config import TEACHER, TINY_VIT
+from support.hdf5 import write_h5
 
 import models
 from tasks import RunAll

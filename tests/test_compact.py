@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TEACHER
+from support.config import TEACHER
 
 import models
 from cache.compact import dequantize, index_dtype, quantize, topk_decode, topk_encode
@@ -15,9 +15,9 @@ from cache.reader import CacheMismatch, TeacherCache
 from cache.storage.integrity import DamagedData, verify
 from pipeline.data.imagestore import ImageStore
 from pipeline.teacher.teacher_pass import cache_teacher
+from pipeline.training.build import Distill, TrainSetup, build_run
 from pipeline.training.loader import TrainLoader
 from pipeline.training.losses import DistillationLoss
-from pipeline.training.train import fit
 from tasks.config import train_settings
 
 
@@ -187,8 +187,10 @@ def test_a_cache_without_features_serves_logits_only(tiny_data, tmp_path):
     batch = next(TrainLoader(store, 32, 8, seed=0, cache=cache).epoch(0))
     assert batch.teacher_features is None and batch.teacher_logits.shape == (8, len(store.classes))
     settings = train_settings(epochs=1, batch_size=8, image_size=32)
+    setup = TrainSetup(model="resnet10t", kwargs={}, settings=settings,
+                       distill=Distill(alpha=0.5, temperature=4.0, beta=0.5, feature_loss="mse", hard=False))
     with pytest.raises(ValueError, match="needs the teacher's features.*feature_dtype = none"):
-        fit("resnet10t", {}, store, settings, tmp_path / "run", cache=cache, distill={"beta": 0.5})
+        build_run(setup, store, cache)
 
 
 def test_int4_features_read_back_within_half_a_step(tiny_data, tmp_path):

@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import build, tiny_settings
-from test_store import assert_same_files
+from support.build import build
+from support.config import tiny_settings
+from support.slow_runs import assert_same_files
 
 from pipeline.runtime.lock import folder_lock
 from tasks import CacheTeacher, PrepareDataset

@@ -10,9 +10,9 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from conftest import build
 from distributed import Client, LocalCluster
-from slow_runs import DyingTeacherJob, assert_same_files, save_teacher, teacher_job, write_cache, write_store
+from support.build import build
+from support.slow_runs import DyingTeacherJob, assert_same_files, save_teacher, teacher_job, write_cache, write_store
 
 from cache.storage import blocks
 from pipeline.data.source import BadImage

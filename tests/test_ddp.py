@@ -14,28 +14,29 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
-from conftest import TEACHER, TINY_VIT
 from safetensors.torch import load_file
+from support.config import TEACHER, TINY_VIT
 
 from pipeline.spec import parse_spec
+from pipeline.training.build import Distill, TrainSetup
 from pipeline.training.distributed import RankFailed, launch, launch_command
-from pipeline.training.job import TrainJob
+from pipeline.training.job import OnlineTeacher, TrainJob
 from tasks.config import train_settings
 
 pytestmark = pytest.mark.slow  # each test starts torchrun and its ranks
 REPO = Path(__file__).resolve().parents[1]
-DISTILL = {"alpha": 0.7, "temperature": 4.0, "beta": 0.5, "feature_loss": "mse", "hard": False}
+DISTILL = Distill(alpha=0.7, temperature=4.0, beta=0.5, feature_loss="mse", hard=False)
 TOLERANCE = 2e-5  # float sums in another order over 2 epochs of AdamW; measured 4e-6 to 6e-6
 
 
 def job(data: dict, folder: Path, mode: str, epochs: int = 2, device: str = "cpu") -> TrainJob:
     name, kwargs = parse_spec(TINY_VIT)
-    online = {"model": TEACHER, "kwargs": {}, "weights": str(data["weights"])}
-    return TrainJob(model=name, kwargs=kwargs, store=str(data["store"]), workdir=str(folder),
-                    settings=vars(train_settings(epochs=epochs, batch_size=16, image_size=32, seed=0)),
-                    weights=str(folder / "weights.safetensors"), memory_budget=1 << 30,
-                    cache=str(data["cache"]) if mode == "kd" else None, distill=DISTILL,
-                    teacher=online if mode == "online" else None, device=device)
+    settings = train_settings(epochs=epochs, batch_size=16, image_size=32, seed=0)
+    online = OnlineTeacher(TEACHER, {}, str(data["weights"]))
+    return TrainJob(TrainSetup(model=name, kwargs=kwargs, settings=settings, distill=DISTILL), store=str(data["store"]),
+                    workdir=str(folder), weights=str(folder / "weights.safetensors"), memory_budget=1 << 30,
+                    cache=str(data["cache"]) if mode == "kd" else None, teacher=online if mode == "online" else None,
+                    device=device)
 
 
 def ranks(train: TrainJob, processes: int = 2) -> None:
@@ -130,7 +131,7 @@ def _rank_pid(rank: int, train: TrainJob) -> int:
 def test_train_student_runs_data_parallel_through_luigi(luigi_config):
     """[train] processes = 2: the task's own folder (processes is no part of any fingerprint),
     its weights from rank 0, and both ranks' lines in ranks.log."""
-    from conftest import build
+    from support.build import build
 
     from tasks import TrainStudent
     single = TrainStudent("demo", "vit", "kd").folder()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from conftest import build
+from support.build import build
 
 import cache.export
 import models

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from conftest import TEACHER, TINY_VIT
-from slow_runs import assert_same_files
+from support.config import TEACHER, TINY_VIT
+from support.slow_runs import assert_same_files
 
 import models
 from cache.reader import TeacherCache
 from pipeline import inference
 from pipeline.data.imagestore import ImageStore
-from pipeline.runtime.device import Precision
 from pipeline.spec import parse_spec
 from pipeline.teacher.teacher_pass import cache_teacher
+from pipeline.training.build import Distill, TrainSetup, build_run
 from pipeline.training.loader import TrainLoader
 from pipeline.training.losses import DistillationLoss
 from pipeline.training.train import fit, student_loss, train_epoch
@@ -93,8 +93,8 @@ def test_mixed_precision_training_on_cuda_learns(tiny_data, tmp_path, precision)
     """bf16 autocast, and fp16 with its GradScaler: finite float32 losses that fall."""
     name, kwargs = parse_spec(TINY_VIT)
     settings = train_settings(epochs=3, batch_size=8, image_size=32)
-    _, history = fit(name, kwargs, ImageStore(tiny_data["store"]), settings, tmp_path, device=CUDA,
-                     precision=Precision(precision))
+    setup = TrainSetup(model=name, kwargs=kwargs, settings=settings, precision=precision)
+    history = fit(build_run(setup, ImageStore(tiny_data["store"]), device=CUDA), tmp_path)
     losses = [h["loss"] for h in history]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
 
@@ -105,9 +105,10 @@ def online_loss(tiny_data, folder, device: torch.device, precision: str = "fp32"
     store = ImageStore(tiny_data["store"])
     name, kwargs = parse_spec(TINY_VIT)
     teacher = models.load_weights(models.create(TEACHER, len(store.classes)), tiny_data["weights"])
-    _, history = fit(name, kwargs, store, train_settings(epochs=1, batch_size=8, image_size=32), folder,
-                     distill={"alpha": 0.7, "temperature": 4.0}, teacher=teacher, device=device,
-                     precision=Precision(precision))
+    setup = TrainSetup(model=name, kwargs=kwargs, settings=train_settings(epochs=1, batch_size=8, image_size=32),
+                       distill=Distill(alpha=0.7, temperature=4.0, beta=0.0, feature_loss="mse", hard=False),
+                       precision=precision)
+    history = fit(build_run(setup, store, teacher=teacher, device=device), folder)
     return history[0]["loss"]
 
 

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import tiny_settings
 from distributed import Client
+from support.config import tiny_settings
 
 from cache.storage.blocks import run_blocks
 from pipeline.runtime import gpus
@@ -157,7 +157,7 @@ def test_luigi_workers_never_share_a_gpu(tmp_path):
         config.write(f)
     env = {**os.environ, "LUIGI_CONFIG_PATH": str(tmp_path / "luigi.cfg"),
            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
-    run = subprocess.run([sys.executable, "-m", "luigi", "--module", "gpu_holders", "GpuHolders",
+    run = subprocess.run([sys.executable, "-m", "luigi", "--module", "support.gpu_holders", "GpuHolders",
                           "--dataset", "demo", "--count", "4", "--workers", "3"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from conftest import build
-from slow_runs import SHARD_ROWS, save_teacher, teacher_job, write_cache, write_store
-from test_store import assert_same_files
+from support.build import build
+from support.slow_runs import SHARD_ROWS, assert_same_files, save_teacher, teacher_job, write_cache, write_store
 
 from cache.reader import TeacherCache
 from cache.storage.blocks import MANIFEST

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-import slow_runs
-from conftest import build, tiny_settings
+from support import slow_runs
+from support.build import build
+from support.config import tiny_settings
 
 import tasks.teacher
 from tasks import CacheTeacher

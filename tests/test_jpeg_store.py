@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from slow_runs import SIZE, assert_same_files, save_teacher, teacher_job, write_cache, write_store
+from support.slow_runs import SIZE, assert_same_files, save_teacher, teacher_job, write_cache, write_store
 from test_integrity import damage
 from test_store import Blocks, kill_after_first_block
 

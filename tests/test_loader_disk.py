@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from conftest import TINY_VIT
+from support.config import TINY_VIT
 from test_integrity import damage
 
 from cache.reader import TeacherCache
@@ -19,9 +19,10 @@ from pipeline.data.imagestore import ImageStore, write_image_store
 from pipeline.data.readers import carve_validation
 from pipeline.data.synthetic import SyntheticSource
 from pipeline.spec import parse_spec
+from pipeline.training.build import Distill, TrainSetup, build_run
 from pipeline.training.distributed import Ranks
-from pipeline.training.loader import TrainLoader
-from pipeline.training.settings import TrainSettings, identity
+from pipeline.training.loader import ORDERS, TrainLoader
+from pipeline.training.settings import TrainSettings, fingerprint_fields
 from pipeline.training.train import fit
 from pipeline.views.records import Recipe
 from tasks.config import train_settings
@@ -111,6 +112,15 @@ def test_ranks_share_the_shards_order(tiny_data):
         assert torch.equal(labels, torch.stack([one[int(p)][1] for p in mine]))
 
 
+def test_a_cache_of_other_training_rows_is_refused_in_either_order(tiny_data, tmp_path):
+    source = SyntheticSource(seed=1, train_per_class=6, test_per_class=2, size=32)
+    write_image_store(source, carve_validation(source.items(), 0.5, 0), tmp_path / "store.zarr", 32, {},
+                      scheduler="synchronous", shard_rows=16)
+    for order in ORDERS:
+        with pytest.raises(ValueError, match=f"covers other training rows than image store {tmp_path}"):
+            loader(tmp_path / "store.zarr", tiny_data["cache"], MEMORY, order)
+
+
 @pytest.mark.parametrize("processes", [0, 2])
 @pytest.mark.parametrize("output,array", [("store", "images"), ("cache", "aug/logits")])
 def test_a_damaged_shard_read_in_shards_order_is_named(tiny_data, tmp_path, output, array, processes):
@@ -145,16 +155,16 @@ def test_the_order_enters_the_fingerprint_only_when_it_is_not_random():
     base = dict(epochs=1, batch_size=8, lr=1e-3, weight_decay=0.0, warmup_epochs=0.0, image_size=32, seed=0,
                 augment=True)
     off = dict(recipe=Recipe(), label_smoothing=0.0)
-    random = identity(TrainSettings(**base, **off, order="random", order_window=4))
+    random = fingerprint_fields(TrainSettings(**base, **off, order="random", order_window=4))
     assert random == base  # as before the setting: runs keep their fingerprints
-    assert identity(TrainSettings(**base, **off, order="shards", order_window=4)) == {**base, "order": "shards",
-                                                                                    "order_window": 4}
+    shards = fingerprint_fields(TrainSettings(**base, **off, order="shards", order_window=4))
+    assert shards == {**base, "order": "shards", "order_window": 4}
 
 
 def test_a_student_trains_in_shards_order_from_disk(tiny_data, tmp_path):
     name, kwargs = parse_spec(TINY_VIT)
     settings = train_settings(epochs=1, batch_size=8, image_size=32, order="shards", order_window=1)
-    _, history = fit(name, kwargs, ImageStore(tiny_data["store"], 0), settings, tmp_path,
-                     cache=TeacherCache(tiny_data["cache"], 0), distill={"alpha": 0.7, "temperature": 4.0},
-                     read_processes=1)
+    setup = TrainSetup(model=name, kwargs=kwargs, settings=settings, read_processes=1,
+                       distill=Distill(alpha=0.7, temperature=4.0, beta=0.0, feature_loss="mse", hard=False))
+    history = fit(build_run(setup, ImageStore(tiny_data["store"], 0), TeacherCache(tiny_data["cache"], 0)), tmp_path)
     assert [h["epoch"] for h in history] == [1] and np.isfinite(history[0]["loss"])

@@ -12,10 +12,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import TINY_CONVIT, tiny_settings
 from luigi.scheduler import scheduler
-from luigid import REPO, luigid, read_config, run, run_workers, write_config
 from PIL import Image
+from support.config import TINY_CONVIT, tiny_settings
+from support.luigid import REPO, luigid, read_config, run, run_workers, write_config
 
 from tasks import CacheTeacher, FineTuneTeacher, TrainStudent
 from tasks.__main__ import exit_code
@@ -146,7 +146,7 @@ def test_luigid_never_lets_two_tasks_hold_a_resource_of_one(tmp_path):
     with luigid's `train = 1` neither ever sees one."""
     with luigid(tmp_path / "luigid", {"resources": ONE_AT_A_TIME}) as server:
         results = run_workers(tmp_path, server.port, ["Holders", "--folder", str(tmp_path)], "hold",
-                              program=["-m", "luigi", "--module", "holders"])
+                              program=["-m", "luigi", "--module", "support.holders"])
         spans = holding_intervals(server.history(), {"Hold"})
     assert [code for code, _ in results] == [0, 0]
     assert [json.loads((tmp_path / f"hold-{n}.json").read_text()) for n in range(2)] == [{"others_holding": []}] * 2

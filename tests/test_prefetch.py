@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from pipeline.runtime.prefetch import behind, prefetch
+from pipeline.runtime.prefetch import consume_in_background, prefetch
 
 
 def broken(after: int, message: str):
@@ -33,13 +33,13 @@ def test_prefetch_closed_early_stops_its_thread():
     assert threading.active_count() == before
 
 
-def test_behind_consumes_every_item_in_order():
+def test_consume_in_background_consumes_every_item_in_order():
     got = []
-    behind(range(100), got.append, depth=3)
+    consume_in_background(range(100), got.append, depth=3)
     assert got == list(range(100))
 
 
-def test_behind_raises_the_consumer_s_error_and_stops_the_producer():
+def test_consume_in_background_raises_the_consumer_s_error_and_stops_the_producer():
     produced = []
 
     def items():
@@ -53,13 +53,13 @@ def test_behind_raises_the_consumer_s_error_and_stops_the_producer():
 
     before = threading.active_count()
     with pytest.raises(OSError, match="^disk full writing eval/logits$"):
-        behind(items(), consume, depth=2)
+        consume_in_background(items(), consume, depth=2)
     assert len(produced) < 20
     assert threading.active_count() == before
 
 
-def test_behind_raises_the_producer_s_error_after_consuming_what_came_before():
+def test_consume_in_background_raises_the_producer_s_error_after_consuming_what_came_before():
     got = []
     with pytest.raises(ValueError, match="^no such row$"):
-        behind(broken(3, "no such row"), got.append)
+        consume_in_background(broken(3, "no such row"), got.append)
     assert got == [0, 1, 2]

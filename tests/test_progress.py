@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import tiny_settings
+from support.config import tiny_settings
 
 from pipeline.runtime.progress import Progress, duration
 

@@ -11,12 +11,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import write_h5
 from PIL import Image
+from support.hdf5 import write_h5
 
-from pipeline.data.readers import HDF5Source, ImageFolder, Stanford40, carve_validation, open_source, read_image
-from pipeline.data.readers import _tree_stats as tree_stats
+from pipeline.data.files import read_image, tree_stats
+from pipeline.data.hdf5 import HDF5Source
+from pipeline.data.imagefolder import ImageFolder
+from pipeline.data.readers import carve_validation, open_source
 from pipeline.data.source import BadImage, BadSource, Item
+from pipeline.data.stanford40 import Stanford40
 
 REAL_STANFORD = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "stanford40"
 
@@ -142,7 +145,7 @@ def test_imagefolder_split_layout_ignores_hidden_and_non_images(tmp_path: Path, 
     (tmp_path / "train" / "a.b" / "._img 0.png").write_bytes(b"junk")
     (tmp_path / "test" / "Ärger" / "notes.txt").write_text("not an image")
     (tmp_path / "train" / ".cache").mkdir()
-    with caplog.at_level(logging.INFO, logger="pipeline.data.readers"):
+    with caplog.at_level(logging.INFO, logger="pipeline.data.imagefolder"):
         source = open_source(f"imagefolder:{tmp_path}")
         items = source.items()
     assert source.classes == CLASSES

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TEACHER, build
+from support.build import build
+from support.config import TEACHER
 from test_loader_disk import assert_same, loader, served
 
 import models
@@ -22,7 +23,7 @@ from pipeline.inference import view_batches
 from pipeline.teacher.teacher_pass import cache_teacher
 from pipeline.training.loader import TrainLoader
 from pipeline.training.losses import DistillationLoss
-from pipeline.training.settings import identity
+from pipeline.training.settings import fingerprint_fields
 from pipeline.views.records import (
     MIX,
     Partners,
@@ -88,7 +89,7 @@ def test_the_loader_replays_the_very_image_the_teacher_saw(tiny_data, recipe_cac
     seen = seen_by_teacher(store, cache, batch_size)
     train = TrainLoader(store, 32, 8, seed=0, cache=cache, recipe=RECIPE)
     for epoch in (0, 1):
-        order, views = train._draw(epoch)
+        order, views = train.draw(epoch)
         images = torch.cat([b.images for b in train.epoch(epoch)])
         assert torch.equal(images, seen[order * cache.views + views[order]])
         # Not the unmixed view: the partner is in the pixels.
@@ -104,7 +105,7 @@ def test_cached_kd_loss_equals_online_kd_loss_on_the_same_records(tiny_data, rec
     loss_fn = DistillationLoss(alpha=0.7, temperature=4, beta=0.5, label_smoothing=0.1,
                                student_dim=student.num_features, teacher_dim=cache.eval_features.shape[1])
     train = TrainLoader(store, 32, 8, seed=0, cache=cache, recipe=RECIPE)
-    order, views = train._draw(0)
+    order, views = train.draw(0)
     start = 0
     for batch in train.epoch(0):
         pos = order[start:start + len(batch.labels)]
@@ -218,7 +219,8 @@ def test_label_smoothing_smooths_indices_and_distributions():
 
 
 def test_the_recipe_enters_fingerprints_only_when_on(luigi_config):
-    assert "recipe" not in identity(train_settings()) and "label_smoothing" not in identity(train_settings())
+    fields = fingerprint_fields(train_settings())
+    assert "recipe" not in fields and "label_smoothing" not in fields
     cache, teacher = CacheTeacher("demo").fingerprint(), FineTuneTeacher("demo").fingerprint()
     student = TrainStudent("demo", "vit", "baseline").fingerprint()
     luigi_config("train", "randaugment", "2,9")

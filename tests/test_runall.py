@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_CONVIT, build
+from support.build import build
+from support.config import TINY_CONVIT
 
 from cache.reader import TeacherCache
 from tasks import Report, RunAll

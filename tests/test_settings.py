@@ -5,8 +5,8 @@ import dataclasses
 
 import luigi
 import pytest
-from conftest import SHIPPED
 from luigi.configuration import get_config
+from support.config import SHIPPED
 
 from pipeline.training.settings import TrainSettings
 from pipeline.views.records import Recipe
@@ -14,7 +14,7 @@ from tasks.check import ConfigError, check_config
 from tasks.config import SECTIONS, train
 from tasks.settings_doc import DOC, with_listing
 
-KEYS = [(section, key, param) for section in SECTIONS for key, param in section.get_params()]
+KEYS = [(section.__name__, key, param) for section in SECTIONS for key, param in section.get_params()]
 
 
 def shipped() -> configparser.ConfigParser:
@@ -27,7 +27,7 @@ def shipped() -> configparser.ConfigParser:
 def no_config():
     """Luigi's configuration emptied, so only the code's own defaults remain."""
     config = get_config()
-    saved = {s: dict(config.items(s, raw=True)) for s in config.sections()}
+    saved = {name: dict(config.items(name, raw=True)) for name in config.sections()}
     for section in config.sections():
         config.remove_section(section)
     yield
@@ -38,21 +38,21 @@ def no_config():
 
 def test_the_code_holds_no_default(no_config):
     # Luigi gives every BoolParameter an implicit False; luigi.cfg sets each one anyway (below).
-    with_default = [f"[{s.__name__}] {key}" for s, key, param in KEYS
-                    if not isinstance(param, luigi.BoolParameter) and param.has_task_value(s.__name__, key)]
+    with_default = [f"[{name}] {key}" for name, key, param in KEYS
+                    if not isinstance(param, luigi.BoolParameter) and param.has_task_value(name, key)]
     assert with_default == []
     assert [f.name for f in dataclasses.fields(TrainSettings) if f.default is not dataclasses.MISSING] == []
 
 
 def test_luigi_cfg_sets_every_key_and_no_other():
     cfg = shipped()
-    missing = [f"[{s.__name__}] {key}" for s, key, _ in KEYS if not cfg.has_option(s.__name__, key)]
-    known = {(s.__name__, key) for s, key, _ in KEYS}
-    unknown = [f"[{name}] {key}" for name in {s.__name__ for s in SECTIONS} for key in cfg.options(name)
+    missing = [f"[{name}] {key}" for name, key, _ in KEYS if not cfg.has_option(name, key)]
+    known = {(name, key) for name, key, _ in KEYS}
+    unknown = [f"[{name}] {key}" for name in {section.__name__ for section in SECTIONS} for key in cfg.options(name)
                if (name, key) not in known]
     assert missing == [] and unknown == []
-    for section, key, param in KEYS:  # each default parses as its parameter's type
-        param.parse(cfg.get(section.__name__, key))
+    for name, key, param in KEYS:  # each default parses as its parameter's type
+        param.parse(cfg.get(name, key))
 
 
 def test_train_settings_are_the_train_section():

@@ -9,10 +9,10 @@ from configparser import ConfigParser
 from pathlib import Path
 
 import pytest
-from conftest import SHIPPED
 from luigi.cmdline_parser import CmdlineParser
 from luigi.configuration import get_config
 from luigi.configuration.cfg_parser import LuigiConfigParser
+from support.config import SHIPPED
 
 from tasks.config import SECTIONS
 from tasks.show import settings_table

@@ -18,9 +18,9 @@ from pathlib import Path
 import dask
 import dask_jobqueue
 import pytest
-from conftest import build
 from distributed import Client, LocalCluster
-from slow_runs import assert_same_files, save_teacher, teacher_job, write_cache, write_store
+from support.build import build
+from support.slow_runs import assert_same_files, save_teacher, teacher_job, write_cache, write_store
 
 import tasks.check
 from pipeline.runtime import cluster

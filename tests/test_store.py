@@ -12,9 +12,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import slow_runs
-from conftest import build
-from slow_runs import SHARD_ROWS, SIZE, SOURCE, assert_same_files, save_teacher, teacher_job, write_cache, write_store
+from support import slow_runs
+from support.build import build
+from support.slow_runs import (
+    SHARD_ROWS,
+    SIZE,
+    SOURCE,
+    assert_same_files,
+    save_teacher,
+    teacher_job,
+    write_cache,
+    write_store,
+)
 
 from cache.reader import TeacherCache
 from cache.storage import blocks
@@ -63,9 +72,9 @@ def test_overlapped_teacher_pass_writes_the_serial_cache(reference, tmp_path, mo
 
 
 def kill_after_first_block(args: list[str], root: Path, log: Path, ready: Callable[[], bool] = lambda: True) -> int:
-    """Run tests/slow_runs.py with `args`, SIGKILL it as soon as a block of `root` is marked
+    """Run tests/support/slow_runs.py with `args`, SIGKILL it as soon as a block of `root` is marked
     done (and `ready()`), and return how many blocks were done by then."""
-    markers = root / blocks._MARKERS
+    markers = root / blocks.MARKERS
 
     def done() -> int:
         return sum(not p.name.startswith(".") for p in markers.iterdir()) if markers.is_dir() else 0
@@ -180,8 +189,8 @@ def _folder_with_a_truncated_image(root: Path) -> Path:
 
 @pytest.mark.parametrize("policy", ["fail", "skip"])
 def test_bad_image_stops_or_is_skipped_and_recorded(tmp_path, policy):
+    from pipeline.data.imagefolder import ImageFolder
     from pipeline.data.imagestore import write_image_store
-    from pipeline.data.readers import ImageFolder
     from pipeline.data.source import BadImage
     source = ImageFolder(_folder_with_a_truncated_image(tmp_path / "src"), holdout=0.0)
     items, out = source.items(), tmp_path / "store.zarr"

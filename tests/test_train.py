@@ -2,26 +2,28 @@
 import pytest
 import timm
 import torch
-from conftest import TEACHER, TINY_VIT
+from support.config import TEACHER, TINY_VIT
 
 from cache.reader import TeacherCache
 from pipeline.data.imagestore import ImageStore
-from pipeline.runtime.device import Precision
 from pipeline.spec import parse_spec
+from pipeline.training.build import Distill, TrainSetup, build_run
+from pipeline.training.job import OnlineTeacher, TrainJob
 from pipeline.training.settings import TrainSettings
 from pipeline.training.train import fit
+from pipeline.views.records import Recipe
 from tasks.config import train_settings
 
 SETTINGS = train_settings(epochs=2, batch_size=16, image_size=32, seed=0)
-DISTILL = {"alpha": 0.7, "temperature": 4.0}
+DISTILL = Distill(alpha=0.7, temperature=4.0, beta=0.0, feature_loss="mse", hard=False)
 
 
-def train(tiny_data, workdir, cache=False, settings=SETTINGS, **kwargs):
+def train(tiny_data, workdir, cache=False, settings=SETTINGS, precision="fp32", progress=None):
     name, model_kwargs = parse_spec(TINY_VIT)
-    store = ImageStore(tiny_data["store"])
-    teacher_cache = TeacherCache(tiny_data["cache"]) if cache else None
-    return fit(name, model_kwargs, store, settings, workdir, cache=teacher_cache,
-               distill=DISTILL if cache else None, **kwargs)
+    setup = TrainSetup(model=name, kwargs=model_kwargs, settings=settings, distill=DISTILL if cache else None,
+                       precision=precision)
+    run = build_run(setup, ImageStore(tiny_data["store"]), TeacherCache(tiny_data["cache"]) if cache else None)
+    return run.net, fit(run, workdir, progress)
 
 
 def same_weights(a, b) -> bool:
@@ -49,7 +51,7 @@ def test_kd_reads_only_the_cache_and_changes_the_result(tiny_data, tmp_path, mon
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])  # fp16: with its GradScaler's state
 def test_interrupted_training_resumes_to_the_same_weights(tiny_data, tmp_path, precision):
-    kwargs = {"precision": Precision(precision)}
+    kwargs = {"precision": precision}
     whole, history = train(tiny_data, tmp_path / "whole", cache=True, **kwargs)
 
     def stop_after_first_epoch(done, total, message=""):
@@ -61,3 +63,16 @@ def test_interrupted_training_resumes_to_the_same_weights(tiny_data, tmp_path, p
     resumed, resumed_history = train(tiny_data, tmp_path / "resumed", cache=True, **kwargs)
     assert same_weights(whole, resumed)
     assert [h["loss"] for h in resumed_history] == [h["loss"] for h in history]
+
+
+def test_a_job_reads_back_from_its_file_as_it_was(tmp_path):
+    """The file each rank of a data-parallel job loads: its settings, recipe, loss and teacher typed again."""
+    name, kwargs = parse_spec(TINY_VIT)
+    settings = train_settings(epochs=2, batch_size=16, image_size=32, recipe=Recipe((2, 9), 0.8, 1.0))
+    job = TrainJob(TrainSetup(model=name, kwargs=kwargs, settings=settings, distill=DISTILL, init="pretrained"),
+                   store="store.zarr", workdir="run", weights="run/weights.safetensors", memory_budget=0,
+                   teacher=OnlineTeacher(TEACHER, {}, "teacher.safetensors"))
+    assert TrainJob.load(job.save(tmp_path / "job.json")) == job
+    plain = TrainJob(TrainSetup(model=name, kwargs=kwargs, settings=SETTINGS), store="store.zarr", workdir="run",
+                     weights="run/weights.safetensors", memory_budget=0, cache="cache.zarr")
+    assert TrainJob.load(plain.save(tmp_path / "plain.json")) == plain

@@ -24,8 +24,8 @@ from zarr.errors import ZarrUserWarning
 from cache.storage.files import atomic_write_text
 
 MANIFEST = "manifest.json"
-_MARKERS = ".done"
-_SECONDS = ".seconds"  # in _MARKERS: a Stopwatch's record, valid exactly as long as the markers are
+MARKERS = ".done"
+SECONDS = ".seconds"  # in MARKERS: a Stopwatch's record, valid exactly as long as the markers are
 
 Progress = Callable[..., None]  # progress(blocks done, blocks in all, rows=rows done)
 
@@ -47,17 +47,17 @@ def block_name(block: Sequence[Any]) -> str:
 
 
 def mark_done(root: str | Path, block: Sequence[Any], info: Any = None) -> None:
-    atomic_write_text(Path(root) / _MARKERS / block_name(block), json.dumps(info))
+    atomic_write_text(Path(root) / MARKERS / block_name(block), json.dumps(info))
 
 
 def pending(root: str | Path, blocks: list) -> list:
-    done = Path(root) / _MARKERS
+    done = Path(root) / MARKERS
     return [b for b in blocks if not (done / block_name(b)).exists()]
 
 
 def block_infos(root: str | Path, blocks: list) -> list:
     """What each finished block reported (e.g. skipped images), in block order."""
-    done = Path(root) / _MARKERS
+    done = Path(root) / MARKERS
     return [json.loads((done / block_name(b)).read_text()) for b in blocks]
 
 
@@ -68,7 +68,7 @@ def finish(root: str | Path, manifest: dict) -> None:
     for leftover in Path(root).rglob("*.partial"):
         leftover.unlink()
     atomic_write_text(Path(root) / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
-    shutil.rmtree(Path(root) / _MARKERS, ignore_errors=True)
+    shutil.rmtree(Path(root) / MARKERS, ignore_errors=True)
 
 
 def shard_blocks(n: int, rows_per_shard: int, tag: str = "") -> list[tuple]:
@@ -84,7 +84,7 @@ class Stopwatch:
     record with the markers: a job redone from scratch starts again from 0."""
 
     def __init__(self, root: str | Path):
-        self.path = Path(root) / _MARKERS / _SECONDS
+        self.path = Path(root) / MARKERS / SECONDS
         self.before = float(self.path.read_text()) if self.path.exists() else 0.0
         self.start = time.perf_counter()
 

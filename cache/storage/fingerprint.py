@@ -28,6 +28,14 @@ def digest_lines(head: Any, lines: Iterable[str]) -> str:
     return h.hexdigest()
 
 
+def changed_settings(values: dict, before: dict) -> dict:
+    """The items of `values` that differ from `before`'s (keys `before` lacks are kept), in
+    their order. With `before` the value a setting had in effect before it could be chosen,
+    a setting added later joins a fingerprint only once changed: what was made before it
+    existed keeps its fingerprint, and is found again rather than rebuilt."""
+    return {key: value for key, value in values.items() if key not in before or before[key] != value}
+
+
 def file_sha256(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from itertools import repeat
+from typing import Protocol
 
 import numpy as np
 import zarr
@@ -13,6 +14,25 @@ from cache.storage.integrity import checked, read_all
 
 DEFAULT_BUDGET = 2 << 30  # bytes an array may take in memory before reads go to disk
 Span = tuple[int, int]  # rows lo:hi of an array
+
+
+class RowReader(Protocol):
+    """Rows of an array by integer index, as numpy arrays: what Rows and HeldRows are, and every
+    reader read like Rows (the image store's JpegRows, the teacher cache's TopKLogits and
+    QuantizedVectors). Beyond this, the readers of the teacher cache (Rows, HeldRows, TopKLogits,
+    QuantizedVectors) take one element of each row (Rows.take's `column`: a view per image), and
+    all but HeldRows, itself what holding gives, hold spans of rows in memory (Rows.held)."""
+
+    shape: tuple[int, ...]
+
+    def __len__(self) -> int:
+        """Rows of the array."""
+
+    def __getitem__(self, index: np.ndarray) -> np.ndarray:
+        """take(index)."""
+
+    def take(self, index: np.ndarray) -> np.ndarray:
+        """Rows `index`, in any order, repeats allowed."""
 
 
 def in_memory_bytes(array: zarr.Array) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from pipeline.data.imagestore import ImageStore
+from pipeline.training.build import TrainSetup, build_run
 from pipeline.training.settings import TrainSettings
 from pipeline.training.train import fit
 from pipeline.views.records import Recipe
@@ -34,8 +35,8 @@ def main(store: str, name: str, epochs: str, lr: str, threads: str = "2") -> Non
                              image_size=64, seed=0, augment=True, order="random", order_window=1, recipe=recipe,
                              label_smoothing=smoothing)
     progress = lambda done, total, text="": text and print(f"{name} lr {lr} epoch {done}/{total}: {text}", flush=True)  # noqa: E731
-    fit("convnext_femto", {"drop_path_rate": 0.1}, ImageStore(store), settings, Path(tempfile.mkdtemp()),
-        progress=progress)
+    setup = TrainSetup(model="convnext_femto", kwargs={"drop_path_rate": 0.1}, settings=settings)
+    fit(build_run(setup, ImageStore(store)), Path(tempfile.mkdtemp()), progress)
 
 
 if __name__ == "__main__":

@@ -5,4 +5,7 @@
     python -m pipeline.bench.store      reading the image store
     python -m pipeline.bench.encodings  the cache's compact encodings: bytes and what they lose
     python -m pipeline.bench.scale      the whole graph on generated data at growing N
+
+No benchmark imports another; they share harness.py (timing, metrics, the machine's figure,
+memory), fixtures.py (the data sets and teachers they make) and runs.py (students' runs).
 """

@@ -21,17 +21,15 @@ from collections import deque
 from functools import partial
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
-import models
 from cache.compact import FEATURE_DTYPES, topk_decode, topk_encode
 from cache.reader import TeacherCache
 from cache.storage.files import atomic_write_json
-from pipeline.bench.cache_vs_online import calibration, interleave, metric, say, seconds, table
-from pipeline.data.imagestore import ImageStore, write_image_store
-from pipeline.data.readers import HDF5Source
+from pipeline.bench.fixtures import noise_store, random_teacher
+from pipeline.bench.harness import bytes_on_disk, calibration, interleave, log_step, metric, seconds, table
+from pipeline.data.imagestore import ImageStore
 from pipeline.teacher.teacher_pass import TeacherJob, cache_teacher
 from pipeline.training.loader import TrainLoader
 
@@ -39,25 +37,9 @@ FULL = (0, "float16")  # today's format: every logit, float16 features
 GOALS = {"bytes_over_full": ("<=", 0.10), "loader_over_full": (">=", 1.0)}
 
 
-def make_store(root: Path, classes: int, per_class: int, size: int, seed: int) -> Path:
-    """An image store of `per_class` training and one test noise image per class."""
-    rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(classes), per_class + 1)
-    with h5py.File(root / "images.h5", "w") as f:
-        f["images"] = rng.integers(0, 256, (len(labels), size, size, 3), dtype=np.uint8)
-        f["labels"] = labels
-        f["split"] = np.tile([0] * per_class + [2], classes)
-    source = HDF5Source(root / "images.h5")
-    write_image_store(source, source.items(), root / "store.zarr", size, {"source": "generated"})
-    return root / "store.zarr"
-
-
 def cache_name(views: int, topk: int, feature_dtype: str) -> str:
+    """The name of a cache of `views` views per image, `topk` logits (0: all) and `feature_dtype` features."""
     return f"V{views}-{'k' + str(topk) if topk else 'all'}-{feature_dtype}"
-
-
-def bytes_on_disk(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def topk_gap(cache: TeacherCache, ks: list[int], temperatures: list[float]) -> dict:
@@ -80,12 +62,12 @@ def topk_gap(cache: TeacherCache, ks: list[int], temperatures: list[float]) -> d
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict:
+    """Every encoding's cache of a data set made in `workdir`, at each view count: its bytes
+    per image and teacher pass, its loader's epochs interleaved, and the metrics against today's."""
     torch.set_num_threads(args.threads)
-    store_path = make_store(workdir, args.classes, args.per_class, args.image_size, args.seed)
+    store_path = noise_store(workdir, args.classes, args.per_class, args.image_size, args.seed)
     store = ImageStore(store_path)
-    torch.manual_seed(args.seed)
-    teacher = models.create(args.teacher, args.classes)
-    models.save_weights(teacher, workdir / "teacher.safetensors")
+    teacher = random_teacher(args.teacher, args.classes, args.seed, workdir / "teacher.safetensors")
     encodings = [FULL, *((k, d) for k in args.topk for d in args.features if (k, d) != FULL)]
     caches, result = {}, {"caches": {}, "metrics": {}}
     for views in args.views:
@@ -105,7 +87,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
                                       "pass_forwards_per_s": (len(store.labels) + views * len(store.rows("train")))
                                       / pass_seconds,
                                       "bytes_per_image": bytes_on_disk(Path(job.out)) / len(store.labels)}
-            say(f"{name}: {result['caches'][name]['bytes_per_image']:.0f} bytes per image")
+            log_step(f"{name}: {result['caches'][name]['bytes_per_image']:.0f} bytes per image")
     loaders = {name: TrainLoader(store, args.image_size, args.batch_size, args.seed, cache=cache)
                for name, cache in caches.items()}
     def epochs(loader: TrainLoader) -> float:
@@ -126,6 +108,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark (or only --gap), print its results, optionally write JSON; returns the results."""
     parser = argparse.ArgumentParser(prog="python -m pipeline.bench.encodings", description=__doc__.split("\n\n")[0])
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--per-class", type=int, default=2, help="training images per class (plus one test image)")

@@ -26,20 +26,20 @@ from cache.reader import TeacherCache
 from cache.schema import create_cache, encode_outputs
 from cache.storage import blocks
 from cache.storage.files import atomic_write_json
-from pipeline.bench.cache_vs_online import (
-    Run,
-    Settings,
-    _status_mb,
+from pipeline.bench.fixtures import noise_store
+from pipeline.bench.harness import (
+    bytes_on_disk,
     calibration,
     in_fresh_process,
     interleave,
-    say,
+    log_step,
+    peak_rss,
     seconds,
     shipped_config,
 )
-from pipeline.bench.encodings import make_store
+from pipeline.bench.runs import Run, Settings
+from pipeline.data.hdf5 import HDF5Source
 from pipeline.data.imagestore import ImageStore, write_image_store
-from pipeline.data.readers import HDF5Source
 from pipeline.training.loader import TrainLoader
 
 MEMORY = 1 << 40  # a memory budget every array fits
@@ -52,7 +52,7 @@ def make_stores(root: Path, args: argparse.Namespace, images: int) -> dict[str, 
     root.mkdir(parents=True, exist_ok=True)
     paths = {"raw": root / "store.zarr"}
     if blocks.read_manifest(paths["raw"]) is None:
-        make_store(root, args.classes, images // args.classes - 1, args.size, args.seed)
+        noise_store(root, args.classes, images // args.classes - 1, args.size, args.seed)
     source = HDF5Source(root / "images.h5")
     for name, quality, chunk_rows in (("jpeg", args.quality, 1), (f"raw_c{args.chunk_rows}", None, args.chunk_rows),
                                       (f"jpeg_c{args.chunk_rows}", args.quality, args.chunk_rows)):
@@ -126,19 +126,17 @@ def loaders(paths: dict[str, Path], cache: Path, args: argparse.Namespace) -> di
     return out
 
 
-def peak_rss(paths: dict[str, Path], cache: Path, args: argparse.Namespace) -> dict:
+def serving_peak_rss(paths: dict[str, Path], cache: Path, args: argparse.Namespace) -> dict:
     """Resident MB before, and the peak above it while serving `samples` in shards order from
     disk, read by this process."""
     torch.set_num_threads(args.threads)
     loader = loaders(paths, cache, args)["raw_disk_shards"]()
-    before = _status_mb("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # peak (VmHWM) counts from here
-    serve(loader, args.samples, 0)
-    return {"before_mb": before, "work_mb": _status_mb("VmHWM") - before}
+    memory = peak_rss(lambda: serve(loader, args.samples, 0))
+    return {"before_mb": memory["before_mb"], "work_mb": memory["work_mb"]}
 
 
 def student_samples_per_s(paths: dict[str, Path], cache: Path, args: argparse.Namespace) -> float:
-    """A kd student's training samples/s on one in-memory batch (pipeline.bench.cache_vs_online's Run.steps)."""
+    """A kd student's training samples/s on one in-memory batch (pipeline.bench.runs's Run.steps)."""
     s = Settings(image_size=args.size, batch_size=args.batch_size, threads=args.threads, seed=args.seed,
                  device="cpu", precision="fp32")
     store, teacher = ImageStore(paths["raw"], MEMORY), TeacherCache(cache, MEMORY)
@@ -149,11 +147,13 @@ def student_samples_per_s(paths: dict[str, Path], cache: Path, args: argparse.Na
 
 
 def measure(images: int, args: argparse.Namespace) -> dict:
+    """At `images` images: every loader's samples/s, the student's step, the shards order's
+    peak memory and each store's and the cache's bytes on disk."""
     root = args.out / f"{images}-{args.classes}c-{args.size}px"
     paths = make_stores(root, args, images)
     cache = make_cache(root / f"cache-V{args.views}-k{args.topk}-{args.features}.zarr",
                        ImageStore(paths["raw"], 0), args)
-    say(f"{images} images: stores and cache ready in {root}")
+    log_step(f"{images} images: stores and cache ready in {root}")
     made = {name: make() for name, make in loaders(paths, cache, args).items()}
     for loader in made.values():
         serve(loader, 1, 1 << 20)  # untimed: the reading processes start
@@ -162,14 +162,14 @@ def measure(images: int, args: argparse.Namespace) -> dict:
     timings = interleave(args.reps, **runs)
     result = {name: args.samples / float(np.median(t)) for name, t in timings.items()}
     result["student_step"] = student_samples_per_s(paths, cache, args)
-    result["peak_rss_shards"] = [in_fresh_process(peak_rss, paths, cache, args) for _ in range(args.reps)]
-    result["bytes_on_disk"] = {name: sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
-                               for name, p in {**paths, "cache": cache}.items()}
+    result["peak_rss_shards"] = [in_fresh_process(serving_peak_rss, paths, cache, args) for _ in range(args.reps)]
+    result["bytes_on_disk"] = {name: bytes_on_disk(p) for name, p in {**paths, "cache": cache}.items()}
     result["timings"] = {name: t.tolist() for name, t in timings.items()}
     return result
 
 
 def report(results: dict[int, dict], args: argparse.Namespace) -> str:
+    """The results as text: speeds at each size, their ratios, and how they change with size."""
     lines = []
     for images, r in results.items():
         lines.append(f"{images} images: " + ", ".join(f"{name} {r[name]:,.0f}" for name in
@@ -191,6 +191,7 @@ def report(results: dict[int, dict], args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark at each size, print its report, optionally write JSON; returns the results."""
     parser = argparse.ArgumentParser(prog="python -m pipeline.bench.loader", description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, nargs="+", default=[20000], help="data set sizes")
     parser.add_argument("--classes", type=int, default=1000)

@@ -27,22 +27,23 @@ import torch
 
 import models
 from cache.storage.files import atomic_write_json
-from pipeline.bench.cache_vs_online import (
+from pipeline.bench.fixtures import random_teacher
+from pipeline.bench.harness import (
     ROOT,
+    bytes_on_disk,
     calibration,
     in_fresh_process,
     interleave,
+    log_step,
     metric,
     peak_rss,
-    say,
     seconds,
     shipped_config,
     table,
 )
 from pipeline.checks import check_dataset
+from pipeline.data.imagefolder import ImageFolder
 from pipeline.data.imagestore import ImageStore, write_image_store
-from pipeline.data.readers import ImageFolder
-from pipeline.spec import parse_spec
 from pipeline.teacher.teacher_pass import TeacherJob, cache_teacher
 
 SHAPE = (40, 48)  # height, width of a generated image
@@ -104,7 +105,7 @@ def experiment(out: Path, folder: Path, classes: int, holdout: float | None = No
     default when None. Its cost is not the point; its finished graph is."""
     weights = out / "runall-teacher.safetensors"
     if not weights.exists():  # new weights would be a new teacher: the rerun would redo its cache
-        save_teacher(TINY_TEACHER, classes, weights)
+        random_teacher(TINY_TEACHER, classes, 0, weights)
     off = "".join(f"{name} =\n" for name in shipped_config()["students"])  # an empty spec switches a student off
     config = out / "experiment.cfg"
     options = "" if holdout is None else f" holdout={holdout}"  # unset, it leaves earlier experiments' spec alone
@@ -114,13 +115,6 @@ def experiment(out: Path, folder: Path, classes: int, holdout: float | None = No
                       f"[students]\n{off}tiny = {TINY_STUDENT}\n"
                       f"[train]\nepochs = 1\nbatch_size = 256\nmodes = kd\n")
     return config
-
-
-def save_teacher(spec: str, classes: int, path: Path) -> None:
-    """A random-init teacher's weights (seed 0) at `path`."""
-    name, kwargs = parse_spec(spec)
-    torch.manual_seed(0)
-    models.save_weights(models.create(name, classes, **kwargs), path)
 
 
 def timed_python(config: Path, *command: str) -> tuple[float, str]:
@@ -159,7 +153,7 @@ def noop_metrics(config: Path, reps: int) -> tuple[dict, dict]:
     seconds, the imports' share measured inside each, and the rest (interpreter start,
     configuration check, completeness of the graph, exit)."""
     first, first_output = timed_python(config, "-m", "luigi", *run_all_args(config))
-    say(f"first RunAll: {first:.1f} s")
+    log_step(f"first RunAll: {first:.1f} s")
     walls, imports = [], []
     for rep in range(reps):
         wall, output = timed_python(config, "-c", timed_luigi(run_all_args(config)))
@@ -167,7 +161,7 @@ def noop_metrics(config: Path, reps: int) -> tuple[dict, dict]:
             raise RuntimeError(f"the rerun of a finished RunAll did work:\n{output[-3000:]}")
         walls.append(wall)
         imports.append(float(output.split("imports took ")[1].split()[0]))
-        say(f"rep {rep + 1}/{reps} no-op RunAll: {wall:.2f} s, imports {imports[-1]:.2f} s")
+        log_step(f"rep {rep + 1}/{reps} no-op RunAll: {wall:.2f} s, imports {imports[-1]:.2f} s")
     walls, imports = np.array(walls), np.array(imports)
     return ({"noop_runall_s": metric("noop_runall_s", walls, GOALS),
              "noop_imports_s": metric("noop_imports_s", imports),
@@ -199,7 +193,7 @@ def teacher_pass(store: Path, cache: Path, weights: Path, views: int, threads: i
 
 
 def with_memory(fn: Callable[..., dict], *args) -> dict:
-    """fn(*args) with this process's memory before and at its peak (bench.peak_rss);
+    """fn(*args) with this process's memory before and at its peak (harness.peak_rss);
     run it in a fresh process."""
     torch.set_num_threads(2)
     result: dict = {}
@@ -217,25 +211,26 @@ def stores_and_pass(out: Path, folder: Path, images: int, args: argparse.Namespa
             path = out / f"{name}.zarr"
             shutil.rmtree(path, ignore_errors=True)
             build = in_fresh_process(with_memory, build_store, folder, path, size, quality, args.workers)
-            stored = sum(f.stat().st_size for f in (path / "images").rglob("*") if f.is_file())
+            stored = bytes_on_disk(path / "images")
             found[name] = {"img_per_s": images / build["seconds"], "bytes_per_image": stored / images,
                            "peak_mb": build["peak_mb"], "work_mb": build["work_mb"]}
-            say(f"{name}: {found[name]}")
+            log_step(f"{name}: {found[name]}")
             if path != out / f"store_jpeg{min(args.sizes)}.zarr":  # the pass reads that one
                 shutil.rmtree(path)
     weights = out / "pass-teacher.safetensors"
-    save_teacher(TEACHER, args.classes, weights)
+    random_teacher(TEACHER, args.classes, 0, weights)
     store = out / f"store_jpeg{min(args.sizes)}.zarr"
     done = in_fresh_process(with_memory, teacher_pass, store, out / "cache.zarr", weights, args.views, 2)
     found["teacher_pass"] = {"img_per_s": images / done["seconds"],
                              "forwards_per_s": done["forwards"] / done["seconds"],
                              "peak_mb": done["peak_mb"], "work_mb": done["work_mb"]}
-    say(f"teacher_pass: {found['teacher_pass']}")
+    log_step(f"teacher_pass: {found['teacher_pass']}")
     shutil.rmtree(out / "cache.zarr")
     return found
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark at N, print its table, write its JSON; returns the results."""
     parser = argparse.ArgumentParser(prog="python -m pipeline.bench.scale", description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, required=True, help="N, images in the generated folder")
     parser.add_argument("--classes", type=int, default=1000)
@@ -254,7 +249,7 @@ def main(argv: list[str] | None = None) -> dict:
     tic_generate = time.perf_counter()
     written = generate(folder, args.images, args.classes)
     generated = {"generated_files": written, "generate_s": time.perf_counter() - tic_generate}
-    say(f"generated {written} files in {folder} ({generated['generate_s']:.1f} s)")
+    log_step(f"generated {written} files in {folder} ({generated['generate_s']:.1f} s)")
     metrics = listing_metrics(folder, args.reps)
     noop, first = noop_metrics(experiment(args.out, folder, args.classes, args.holdout), args.reps)
     metrics |= noop

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from cache.storage.files import atomic_write_json
-from pipeline.bench.cache_vs_online import calibration, say
+from pipeline.bench.harness import bytes_on_disk, calibration, log_step
 from pipeline.data.imagestore import Images, ImageStore, pixels, write_image_store
 from pipeline.data.readers import open_source
 from pipeline.spec import parse_spec
@@ -55,6 +55,7 @@ class OnDevice:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
+    """Run the benchmark, print its table, optionally write JSON; returns a result per store."""
     parser = argparse.ArgumentParser(prog="python -m pipeline.bench.store", description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", required=True, help="a [datasets] source, e.g. stanford40:PATH")
     parser.add_argument("--options", nargs="*", default=[], help="its key=value options")
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 tic = time.perf_counter()
                 write_image_store(source, items, path, size, {}, workers=args.threads, jpeg_quality=quality)
                 build = time.perf_counter() - tic
-                stored = sum(p.stat().st_size for p in (path / "images").rglob("*") if p.is_file())
+                stored = bytes_on_disk(path / "images")
                 results.append({"size": size, "format": f"jpeg q{quality}" if quality else "raw",
                                 "images": len(items), "bytes_per_image": stored / len(items), "build_s": build,
                                 "img_per_s_disk": read_speed(ImageStore(path, budget=0).images, args.batch,
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 if args.device != "cpu":
                     on_device = OnDevice(ImageStore(path, budget=1 << 40).images, torch.device(args.device))
                     results[-1]["img_per_s_device"] = read_speed(on_device, args.batch, args.seconds)
-                say(json.dumps(results[-1]))
+                log_step(json.dumps(results[-1]))
                 shutil.rmtree(path)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -37,7 +37,7 @@ from zarr.errors import UnstableSpecificationWarning
 
 from cache.storage import blocks
 from cache.storage.integrity import CHECKSUMMED, bad_row, read_all
-from cache.storage.rows import DEFAULT_BUDGET, HeldRows, Rows, Span
+from cache.storage.rows import DEFAULT_BUDGET, RowReader, Rows, Span
 from pipeline.data.source import SPLITS, BadImage, Item, Source
 from pipeline.runtime.device import to_device
 
@@ -141,10 +141,10 @@ def _create_images(group: zarr.Group, n: int, size: int, shard_rows: int, jpeg_q
 
 
 class JpegRows:
-    """The images of a jpeg store, read like cache.storage.rows.Rows: rows by integer index as
-    uint8 (B, S, S, 3), decoded on read. The encoded bytes are held in memory when they fit
-    the budget: the point of the format is a store far larger than memory, so decoded
-    pixels are never kept."""
+    """The images of a jpeg store, read like cache.storage.rows.Rows (a RowReader): rows by
+    integer index as uint8 (B, S, S, 3), decoded on read. The encoded bytes are held in
+    memory when they fit the budget: the point of the format is a store far larger than
+    memory, so decoded pixels are never kept."""
 
     def __init__(self, array: zarr.Array, budget: int = DEFAULT_BUDGET):
         size = array.attrs["size"]
@@ -188,7 +188,7 @@ class JpegRows:
         return torch.stack(images).permute(0, 2, 3, 1)
 
 
-Images = Rows | HeldRows | JpegRows  # a store's images as readers get them
+Images = RowReader  # a store's images as readers get them: Rows, JpegRows, or what their `held` gives
 
 
 def store_images(array: zarr.Array, budget: int = DEFAULT_BUDGET) -> Images:

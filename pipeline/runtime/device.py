@@ -123,7 +123,7 @@ def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 Tensors = tuple[torch.Tensor, ...]
 
 
-def ahead(batches: Iterator[Tensors], device: torch.device, depth: int = 2) -> Iterator[Tensors]:
+def prefetch_on_device(batches: Iterator[Tensors], device: torch.device, depth: int = 2) -> Iterator[Tensors]:
     """`batches` (tuples of tensors on accelerator `device`, and host arrays), each made on a background
     thread while the caller works on the one before. On CUDA that thread queues its copies
     on a stream of its own, so they overlap the caller's kernels rather than wait behind

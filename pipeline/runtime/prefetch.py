@@ -1,5 +1,5 @@
 """Overlap producing items with consuming them: a background thread keeps a few ready
-(`prefetch`), or consumes them as they come (`behind`)."""
+(`prefetch`), or consumes them as they come (`consume_in_background`)."""
 from __future__ import annotations
 
 import queue
@@ -44,7 +44,7 @@ def prefetch(batches: Iterator[T], depth: int = 2) -> Iterator[T]:
                 pass
 
 
-def behind(items: Iterable[T], consume: Callable[[T], None], depth: int = 2) -> None:
+def consume_in_background(items: Iterable[T], consume: Callable[[T], None], depth: int = 2) -> None:
     """consume(item) for every item, in order, on a background thread, while this thread
     produces the next ones (at most `depth` wait between the two); returns once every item
     is consumed. An error on either side stops both and is raised here, the same exception

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -15,34 +16,41 @@ import models
 from cache.reader import TeacherCache
 from cache.storage.files import atomic_write_json
 from pipeline.data.imagestore import ImageStore
-from pipeline.runtime.device import Precision, resolve_device
+from pipeline.runtime.device import resolve_device
 from pipeline.training import distributed
+from pipeline.training.build import Distill, TrainSetup, build_run
 from pipeline.training.settings import TrainSettings
 from pipeline.training.train import fit
 
 
 @dataclass(frozen=True)
-class TrainJob:
-    """A student (or the teacher) to train into `weights`, its state and history in `workdir`.
-    `teacher`, for online distillation: {"model", "kwargs", "weights"}; `device`: a
-    [compute] device setting or a resolved device ("cuda" gives each rank its local GPU)."""
+class OnlineTeacher:
+    """The teacher an online student distills from: a timm model (name, kwargs) and its weights file."""
     model: str
     kwargs: dict
+    weights: str
+
+    def load(self, classes: int) -> models.Net:
+        """The teacher with its weights."""
+        return models.load_weights(models.create(self.model, classes, **self.kwargs), self.weights)
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """The run of `setup` on the image store `store`, into `weights`, its state and history in
+    `workdir`; it distills from the teacher cache `cache` or from the online `teacher`, if
+    either. Store and cache are read within `memory_budget` bytes; `device` is a [compute]
+    device setting or a resolved device ("cuda" gives each rank its local GPU)."""
+    setup: TrainSetup
     store: str
-    settings: dict  # TrainSettings' fields
     workdir: str
     weights: str
     memory_budget: int
     cache: str | None = None
-    distill: dict | None = None
-    init: bool | str = False
-    teacher: dict | None = None
+    teacher: OnlineTeacher | None = None
     device: str = "cpu"
-    precision: str = "fp32"
-    compile: bool = False
-    read_processes: int = 0
 
-    def run(self, progress=None) -> list[dict]:
+    def run(self, progress: Callable[..., object] | None = None) -> list[dict]:
         """Train; rank 0 writes history.json and the weights. Returns the history."""
         ranks = distributed.from_env()
         device = resolve_device(self.device)
@@ -53,31 +61,33 @@ class TrainJob:
         with distributed.process_group(ranks, device):
             store = ImageStore(self.store, self.memory_budget)
             cache = TeacherCache(self.cache, self.memory_budget) if self.cache else None
-            net, history = fit(self.model, self.kwargs, store, TrainSettings(**self.settings), Path(self.workdir),
-                               cache=cache, distill=self.distill, init=self.init, progress=progress, device=device,
-                               precision=Precision(self.precision), compile=self.compile,
-                               teacher=self._teacher(len(store.classes)), ranks=ranks,
-                               read_processes=self.read_processes)
+            teacher = self.teacher.load(len(store.classes)) if self.teacher else None
+            run = build_run(self.setup, store, cache, teacher, device, ranks)
+            history = fit(run, Path(self.workdir), progress)
             if ranks.main:
                 atomic_write_json(Path(self.workdir) / "history.json", history, indent=1)
-                models.save_weights(net, self.weights)
+                models.save_weights(run.net, self.weights)
         return history
 
-    def _teacher(self, classes: int) -> torch.nn.Module | None:
-        if self.teacher is None:
-            return None
-        net = models.create(self.teacher["model"], classes, **self.teacher["kwargs"])
-        return models.load_weights(net, self.teacher["weights"])
-
     def save(self, path: Path) -> Path:
+        """The job as JSON at `path`, for `load`."""
         atomic_write_json(path, asdict(self), indent=1)
         return path
+
+    @classmethod
+    def load(cls, path: Path) -> TrainJob:
+        """The job `save` wrote."""
+        values = json.loads(Path(path).read_text())
+        setup, teacher = values.pop("setup"), values.pop("teacher")
+        setup = TrainSetup(**{**setup, "settings": TrainSettings(**setup["settings"]),
+                              "distill": setup["distill"] and Distill(**setup["distill"])})
+        return cls(setup, teacher=teacher and OnlineTeacher(**teacher), **values)
 
 
 def main(path: str) -> None:
     """A rank's entry: its epoch lines and warnings go to its output, which torchrun gathers."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
-    TrainJob(**json.loads(Path(path).read_text())).run()
+    TrainJob.load(Path(path)).run()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from cache.storage.fingerprint import changed_settings
 from pipeline.views.records import Recipe
 
 
@@ -27,14 +28,16 @@ class TrainSettings:
             object.__setattr__(self, "recipe", Recipe(**self.recipe))
 
 
-def identity(settings: TrainSettings) -> dict:
-    """The settings as a run's fingerprint holds them: all but the order while it is random
-    and the recipe and label smoothing while they are off, as before they could be chosen,
-    so that such runs keep their fingerprints."""
+# The settings that could not be chosen at first, as runs had them then.
+BEFORE_ADDED = {"order": "random", "label_smoothing": 0.0}
+
+
+def fingerprint_fields(settings: TrainSettings) -> dict:
+    """The settings as a run's fingerprint holds them: those added later only once changed
+    (the recipe too), so that runs made before them keep their fingerprints; the window only
+    in shards order, the one that reads it."""
     values = asdict(settings)
-    if settings.order == "random":
-        del values["order"], values["order_window"]
     del values["recipe"]
-    if not settings.label_smoothing:
-        del values["label_smoothing"]
-    return {**values, **settings.recipe.identity()}
+    if settings.order == "random":
+        del values["order_window"]
+    return {**changed_settings(values, BEFORE_ADDED), **settings.recipe.fingerprint_fields()}

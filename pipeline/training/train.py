@@ -1,6 +1,7 @@
-"""The training loop shared by students and the teacher's fine-tuning: seeded,
-checkpointed every epoch, resumable; a student distills from the teacher's cache or, as
-the reference the cache is judged against, from the teacher run online."""
+"""The training loop shared by students and the teacher's fine-tuning, in steps: a built run
+(pipeline/training/build.py) resumed from its checkpoint, then epoch by epoch trained,
+validated and checkpointed; a student distills from the teacher's cache or, as the reference
+the cache is judged against, from the teacher run online."""
 from __future__ import annotations
 
 import json
@@ -16,17 +17,13 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-import models
-from cache.reader import TeacherCache
 from cache.storage.files import atomic_path
-from pipeline.data.imagestore import ImageStore
 from pipeline.inference import predict_rows
-from pipeline.runtime.device import Precision
 from pipeline.runtime.prefetch import prefetch
+from pipeline.training.build import TrainRun
 from pipeline.training.distributed import Ranks
-from pipeline.training.loader import Batch, TrainLoader
+from pipeline.training.loader import Batch
 from pipeline.training.losses import DistillationLoss
-from pipeline.training.settings import TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -83,76 +80,77 @@ def train_epoch(loss_of: Callable[[Batch], torch.Tensor], opt: torch.optim.Optim
     return torch.stack(losses).tolist() if losses else []
 
 
-def fit(model: str, model_kwargs: dict, store: ImageStore, settings: TrainSettings, workdir: Path,
-        cache: TeacherCache | None = None, distill: dict | None = None,
-        init: bool | str = False, progress=None, device: torch.device = torch.device("cpu"),
-        precision: Precision = Precision("fp32"), compile: bool = False,
-        teacher: torch.nn.Module | None = None, ranks: Ranks = Ranks(),
-        read_processes: int = 0) -> tuple[torch.nn.Module, list[dict]]:
-    """Train `model` (a timm name and kwargs) on the store's train split and return it with
-    its per-epoch history. With a cache, the loss is DistillationLoss(**distill) on the
-    cached teacher outputs of the very views the student sees; with a `teacher` instead
-    (online), on that teacher's outputs for the student's fresh random views, computed
-    every batch; with neither, plain CE.
-    `init` is False, True (timm pretrained) or a weights file. A rerun in the same
-    workdir resumes from the last finished epoch and ends with identical weights.
-    The model trains on `device` in `precision`, its forward torch.compiled if `compile`.
-    In a data-parallel job (`ranks`, inside their process group) every rank calls fit: each
+def fit(run: TrainRun, workdir: Path, progress: Callable[..., object] | None = None) -> list[dict]:
+    """Train the run to its last epoch and return its per-epoch history: each epoch trained,
+    validated and checkpointed in `workdir`, where a rerun resumes from the last finished
+    epoch and ends with identical weights. In a data-parallel job every rank calls fit: each
     trains on its share of every batch, the gradients averaged (DistributedDataParallel);
     rank 0 validates and checkpoints, and its history is the job's; a job resumes from the
-    checkpoint with any number of ranks. `read_processes`: TrainLoader's."""
+    checkpoint with any number of ranks. `progress(done, total, text)` hears of each epoch."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(settings.seed)
-    net = models.create(model, len(store.classes), pretrained=init, **model_kwargs)
-    if cache is not None and teacher is not None:
-        raise ValueError("distill from a cache or from a teacher online, not both")
-    if cache is not None and (distill or {}).get("beta") and cache.eval_features is None:
-        raise ValueError(f"[kd] beta = {distill['beta']} needs the teacher's features, and cache {cache.path} "
-                         "was made without them (feature_dtype = none): set [kd] beta = 0 or cache features")
-    teacher_dim = (cache.eval_features.shape[1] if cache is not None and cache.eval_features is not None
-                   else teacher.num_features if teacher is not None else None)
-    loss_fn = DistillationLoss(**(distill or {}), label_smoothing=settings.label_smoothing,
-                               student_dim=net.num_features, teacher_dim=teacher_dim)
-    net.to(device)
-    loss_fn.to(device)
-    if teacher is not None:
-        teacher.to(device)
-    params = list(net.parameters()) + list(loss_fn.parameters())
-    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    scaler = precision.scaler(device)
-    loader = TrainLoader(store, settings.image_size, settings.batch_size, settings.seed, cache,
-                         settings.augment, device, ranks, settings.order, settings.order_window, read_processes,
-                         settings.recipe)
-    start, history = _resume(workdir / "train_state.pt", net, loss_fn, opt, scaler)
-    total, warmup = settings.epochs * len(loader), round(settings.warmup_epochs * len(loader))
-    val_rows = store.rows("val")
-    autocast = lambda: precision.autocast(device)  # noqa: E731
-    model, loss_module = parallel(net, ranks, device), parallel(loss_fn, ranks, device)
-    loss_of = student_loss(torch.compile(model) if compile else model, loss_module, autocast)
+    state = workdir / "train_state.pt"
+    start, history = resume(state, run)
+    loss_of = step_loss(run)  # after the resume: DDP starts every rank from rank 0's weights
     if progress:
-        progress(start, settings.epochs)  # where the rate and time left are measured from
-    for epoch in range(start, settings.epochs):
-        tic, first = time.perf_counter(), epoch * len(loader)
-        net.train()
-        batches = prefetch(loader.epoch(epoch))
-        if teacher is not None:
-            batches = teacher_targets(batches, teacher, autocast)
-        losses = train_epoch(loss_of, opt, batches, lambda i: lr_at(first + i, total, warmup, settings.lr), scaler)
-        record = {"epoch": epoch + 1, "loss": float(np.mean(batch_means(losses, ranks, device))),
-                  "seconds": round(time.perf_counter() - tic, 2)}
-        if len(val_rows) and ranks.main:
-            logits, _ = predict_rows(net, store, val_rows, settings.image_size, precision=precision)
-            record["val_top1"] = float(np.mean(logits.argmax(1) == store.labels[val_rows]))
-        history.append(record)
-        if ranks.main:
-            log.info("epoch %s", record)
-            _save_state(workdir / "train_state.pt", net, loss_fn, opt, scaler, epoch + 1, history)
-        if ranks.launched:
-            dist.barrier()  # no rank runs ahead of the checkpoint it would resume from
+        progress(start, run.settings.epochs)  # where the rate and time left are measured from
+    for epoch in range(start, run.settings.epochs):
+        history.append(run_epoch(run, loss_of, epoch))
+        checkpoint(state, run, history)
         if progress:
-            progress(epoch + 1, settings.epochs, describe(record))
-    return net, history
+            progress(epoch + 1, run.settings.epochs, describe(history[-1]))
+    return history
+
+
+def step_loss(run: TrainRun) -> Callable[[Batch], torch.Tensor]:
+    """The loss of one batch as the run steps: its model (and loss) data-parallel in a job of
+    ranks, the model's forward torch.compiled if the setup asks."""
+    model, loss_module = parallel(run.net, run.ranks, run.device), parallel(run.loss_fn, run.ranks, run.device)
+    return student_loss(torch.compile(model) if run.setup.compile else model, loss_module, run.autocast)
+
+
+def schedule(run: TrainRun, epoch: int) -> Callable[[int], float]:
+    """The learning rate of step i of `epoch` (from 0): lr_at over the run's whole schedule."""
+    steps = len(run.loader)
+    total, warmup = run.settings.epochs * steps, round(run.settings.warmup_epochs * steps)
+    return lambda i: lr_at(epoch * steps + i, total, warmup, run.settings.lr)
+
+
+def epoch_losses(run: TrainRun, loss_of: Callable[[Batch], torch.Tensor], epoch: int) -> list[float]:
+    """Train `epoch` (from 0), a step of `loss_of` per batch of the loader's views, the online
+    teacher's outputs added if the run has one; returns the steps' losses."""
+    run.net.train()
+    batches = prefetch(run.loader.epoch(epoch))
+    if run.teacher is not None:
+        batches = teacher_targets(batches, run.teacher, run.autocast)
+    return train_epoch(loss_of, run.opt, batches, schedule(run, epoch), run.scaler)
+
+
+def run_epoch(run: TrainRun, loss_of: Callable[[Batch], torch.Tensor], epoch: int) -> dict:
+    """Train `epoch` (from 0) and, on rank 0, validate: the epoch's history record."""
+    tic = time.perf_counter()
+    losses = epoch_losses(run, loss_of, epoch)
+    record = {"epoch": epoch + 1, "loss": float(np.mean(batch_means(losses, run.ranks, run.device))),
+              "seconds": round(time.perf_counter() - tic, 2)}
+    val_rows = run.store.rows("val")
+    if len(val_rows) and run.ranks.main:
+        record["val_top1"] = val_top1(run, val_rows)
+    return record
+
+
+def val_top1(run: TrainRun, rows: np.ndarray) -> float:
+    """The net's top-1 accuracy on store `rows` under the eval view."""
+    logits, _ = predict_rows(run.net, run.store, rows, run.settings.image_size, precision=run.precision)
+    return float(np.mean(logits.argmax(1) == run.store.labels[rows]))
+
+
+def checkpoint(path: Path, run: TrainRun, history: list[dict]) -> None:
+    """Rank 0 logs the epoch just ended and saves the run's state after it to `path`."""
+    if run.ranks.main:
+        log.info("epoch %s", history[-1])
+        save_state(path, run, history)
+    if run.ranks.launched:
+        dist.barrier()  # no rank runs ahead of the checkpoint it would resume from
 
 
 def parallel(module: torch.nn.Module, ranks: Ranks, device: torch.device) -> torch.nn.Module:
@@ -177,25 +175,26 @@ def describe(record: dict) -> str:
     return f"loss {record['loss']:.4f}{val}, {record['seconds']:.1f} s"
 
 
-def _save_state(path: Path, net, loss_fn, opt, scaler, epoch: int, history: list) -> None:
-    state = {"net": net.state_dict(), "loss": loss_fn.state_dict(), "opt": opt.state_dict(),
-             "scaler": scaler.state_dict(), "epoch": epoch, "history": json.dumps(history),
+def save_state(path: Path, run: TrainRun, history: list[dict]) -> None:
+    """The run's state after the last epoch of `history`: what resume reads back."""
+    state = {"net": run.net.state_dict(), "loss": run.loss_fn.state_dict(), "opt": run.opt.state_dict(),
+             "scaler": run.scaler.state_dict(), "epoch": history[-1]["epoch"], "history": json.dumps(history),
              "rng": torch.get_rng_state()}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
-def _resume(path: Path, net, loss_fn, opt, scaler) -> tuple[int, list]:
+def resume(path: Path, run: TrainRun) -> tuple[int, list[dict]]:
+    """The epochs done and their history, the run restored to its state after them, if
+    `path` holds a checkpoint; (0, []) if not."""
     if not path.exists():
         return 0, []
     state = torch.load(path, map_location="cpu", weights_only=True)
-    net.load_state_dict(state["net"])
-    loss_fn.load_state_dict(state["loss"])
-    opt.load_state_dict(state["opt"])
+    run.net.load_state_dict(state["net"])
+    run.loss_fn.load_state_dict(state["loss"])
+    run.opt.load_state_dict(state["opt"])
     if state.get("scaler"):  # fp16 only; a disabled scaler's state is empty
-        scaler.load_state_dict(state["scaler"])
+        run.scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["rng"])
     log.info("resuming %s after epoch %d", path.parent, state["epoch"])
     return state["epoch"], json.loads(state["history"])
-
-

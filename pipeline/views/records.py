@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torchvision.ops import roi_align
 
+from cache.storage.fingerprint import changed_settings
 from pipeline.runtime.device import to_device
 from pipeline.views import randaugment
 
@@ -58,11 +59,11 @@ class Recipe:
         """Numbers of a record."""
         return 2 * self.own + MIX if self.mixes else self.own
 
-    def identity(self) -> dict:
-        """The recipe as a fingerprint holds it: nothing for crop and flip alone, so that
-        what was made before recipes existed keeps its fingerprint. As JSON reads it back:
-        a cache's identity is compared with it."""
-        return {} if self == Recipe() else {"recipe": {**asdict(self), "randaugment": list(self.randaugment)}}
+    def fingerprint_fields(self) -> dict:
+        """The recipe as a fingerprint holds it: nothing for crop and flip alone, the views of
+        every run before recipes existed. As JSON reads it back: a cache's identity holds it."""
+        changed = changed_settings({"recipe": self}, {"recipe": Recipe()})
+        return {key: {**asdict(recipe), "randaugment": list(recipe.randaugment)} for key, recipe in changed.items()}
 
 
 CROP_AND_FLIP = Recipe()

@@ -1,8 +1,8 @@
 """A small image store and teacher cache, written the same way by tests/test_store.py and by
 the subprocess it kills midway:
 
-    python tests/slow_runs.py store OUT [JPEG_QUALITY]   OUT = the store folder (raw, or jpeg)
-    python tests/slow_runs.py cache STORE WEIGHTS OUT [TOPK FEATURE_DTYPE]  OUT = the cache folder
+    python tests/support/slow_runs.py store OUT [JPEG_QUALITY]   OUT = the store folder (raw, or jpeg)
+    python tests/support/slow_runs.py cache STORE WEIGHTS OUT [TOPK FEATURE_DTYPE]  OUT = the cache folder
 
 The subprocess sleeps in every image (or block) so that a kill lands between blocks, and
 times the teacher pass with a stopwatch beside the cache;

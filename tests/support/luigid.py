@@ -16,7 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from support import REPO
+
 LUIGID = Path(sys.executable).with_name("luigid")
 START_TIMEOUT = 30
 
@@ -152,7 +153,7 @@ def worker_command(task: list[str], port: int, program: list[str] = TASKS) -> li
 
 def run(commands: list[list], folder: Path, label: str, timeout: float = 240, **env: str) -> list[tuple[int, str]]:
     """Run commands at once in `folder` (its luigi.cfg is the experiment), the project and
-    tests/holders.py importable; (exit code, log) of each."""
+    tests/support/holders.py importable; (exit code, log) of each."""
     path = os.pathsep.join([str(REPO), str(REPO / "tests")])
     with processes() as start:
         procs = [start(command, folder, f"{label}{i}.log", PYTHONPATH=path, **env)

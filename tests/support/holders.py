@@ -1,5 +1,5 @@
 """Tasks that each hold one `train` resource and look for another holder while they run,
-for workers of a real luigid (`luigi --module holders Holders`, tests/ on PYTHONPATH)."""
+for workers of a real luigid (`luigi --module support.holders Holders`, tests/ on PYTHONPATH)."""
 from __future__ import annotations
 
 import json

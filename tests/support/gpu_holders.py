@@ -1,5 +1,5 @@
-"""Tasks that hold a GPU as the pipeline's do (tasks.base.Step, on_device) and record which
-one and when, for `luigi --module gpu_holders GpuHolders --workers 3` with fake GPUs
+"""Tasks that hold a GPU as the pipeline's do (tasks.base.FingerprintedTask, on_device) and record
+which one and when, for `luigi --module support.gpu_holders GpuHolders --workers 3` with fake GPUs
 ([compute] gpus = fake:0,fake:1; tests/ on PYTHONPATH)."""
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from pathlib import Path
 import luigi
 import torch
 
-from tasks.base import Step
+from tasks.base import FingerprintedTask
 
 HOLD = 1.0  # s each task keeps its GPU: long enough for the others to start meanwhile
 
 
-class HoldGpu(Step):
+class HoldGpu(FingerprintedTask):
     n = luigi.IntParameter()
     kind = "hold"
     on_device = True

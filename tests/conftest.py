@@ -2,6 +2,8 @@
 and teacher cache. What tests import besides fixtures lives in tests/support/."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from luigi.configuration import add_config_path, get_config
@@ -10,6 +12,21 @@ from support.config import SHIPPED, TEACHER, tiny_settings
 
 torch.set_num_threads(2)
 add_config_path(str(SHIPPED))  # the defaults, wherever pytest is started from
+THREADS, ENVIRON = torch.get_num_threads(), dict(os.environ)
+
+
+@pytest.fixture(autouse=True)
+def process_state():
+    """Every test starts with the suite's torch threads and environment: a teacher pass run in
+    the test's process sets its own threads, and dask's workers set OMP_NUM_THREADS=1 in
+    os.environ, which the ranks a later test starts would inherit; a test comparing an
+    in-process run with a fresh process's (tests/test_ddp.py) would then see float sums in
+    another order."""
+    yield
+    torch.set_num_threads(THREADS)
+    for key in set(os.environ) - set(ENVIRON) - {"PYTEST_CURRENT_TEST"}:  # pytest's own, it removes
+        del os.environ[key]
+    os.environ.update(ENVIRON)
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from support.damage import damage
+from support.kills import Blocks, kill_after_first_block
 from support.slow_runs import SIZE, assert_same_files, save_teacher, teacher_job, write_cache, write_store
-from test_integrity import damage
-from test_store import Blocks, kill_after_first_block
 
 from cache.storage import blocks
 from cache.storage.integrity import DamagedData

@@ -62,3 +62,11 @@ def test_the_check_finds_an_import_of_a_higher_layer():
                 "pipeline.data.readers": ["pipeline.views.records", "pipeline.training.loader"]}
     assert upward(imported) == ["cache.storage.blocks imports models.factory",
                                 "pipeline.data.readers imports pipeline.training.loader"]
+
+
+def test_tests_take_their_helpers_from_support():
+    """Helpers shared by tests live in tests/support, not in conftest or another test module."""
+    reached = [f"{module_name(path)} imports {imported_module(item)}" for path in python_files("tests")
+               for item in imports(path)
+               if imported_module(item).split(".")[0] == "conftest" or imported_module(item).startswith("test_")]
+    assert reached == [], "\n".join(reached)

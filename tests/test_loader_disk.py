@@ -11,7 +11,8 @@ import pytest
 import torch
 import zarr
 from support.config import TINY_VIT
-from test_integrity import damage
+from support.damage import damage
+from support.loaders import BATCH, assert_same, loader, served
 
 from cache.reader import TeacherCache
 from cache.storage.integrity import DamagedData
@@ -21,13 +22,13 @@ from pipeline.data.synthetic import SyntheticSource
 from pipeline.spec import parse_spec
 from pipeline.training.build import Distill, TrainSetup, build_run
 from pipeline.training.distributed import Ranks
-from pipeline.training.loader import ORDERS, TrainLoader
+from pipeline.training.loader import ORDERS
 from pipeline.training.settings import TrainSettings, fingerprint_fields
 from pipeline.training.train import fit
 from pipeline.views.records import Recipe
 from tasks.config import train_settings
 
-BATCH, WINDOW, EPOCHS = 5, 2, (0, 1)  # 5 does not divide a window: batches straddle windows
+EPOCHS = (0, 1)
 MEMORY = 1 << 40
 # (memory budget, order, reading processes) of every loader compared with the first
 WAYS = [(MEMORY, "random", 0), (MEMORY, "shards", 0), (0, "random", 0), (0, "shards", 0), (0, "shards", 2)]
@@ -45,28 +46,6 @@ def tiny_store(path, **kwargs):
 @pytest.fixture(scope="module")
 def jpeg_store(tiny_data, tmp_path_factory):
     return tiny_store(tmp_path_factory.mktemp("jpeg") / "store.zarr", jpeg_quality=90)
-
-
-def loader(store_path, cache_path, budget: int, order: str, **kwargs) -> TrainLoader:
-    cache = cache_path and TeacherCache(cache_path, budget)
-    return TrainLoader(ImageStore(store_path, budget), 32, BATCH, seed=0, cache=cache, order=order,
-                       **{"window": WINDOW, **kwargs})
-
-
-def served(train: TrainLoader, epoch: int) -> dict[int, tuple]:
-    """What the epoch serves each training position: image, label, teacher logits and features."""
-    batches = list(train.epoch(epoch))
-    fields = [None if f[0] is None else torch.cat(f) for f in zip(*(b[:4] for b in batches))]
-    positions = train.positions(epoch)
-    assert [len(b.labels) for b in batches] == [len(positions[i:i + BATCH]) for i in range(0, len(positions), BATCH)]
-    return {int(p): tuple(None if f is None else f[i] for f in fields) for i, p in enumerate(positions)}
-
-
-def assert_same(got: dict, expected: dict) -> None:
-    assert got.keys() == expected.keys()
-    for p, row in expected.items():
-        for a, b in zip(got[p], row):
-            assert (a is None and b is None) or torch.equal(a, b), p
 
 
 @pytest.mark.parametrize("fmt", ["raw", "jpeg"])

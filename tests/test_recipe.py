@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from support.build import build
 from support.config import TEACHER
-from test_loader_disk import assert_same, loader, served
+from support.loaders import assert_same, loader, served
 
 import models
 from cache.reader import TeacherCache

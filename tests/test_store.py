@@ -2,18 +2,15 @@
 parallelism, and the same bytes after a SIGKILL midway and a rerun."""
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from support import slow_runs
 from support.build import build
+from support.kills import Blocks, kill_after_first_block
 from support.slow_runs import (
     SHARD_ROWS,
     SIZE,
@@ -32,16 +29,6 @@ from pipeline.data.imagestore import ImageStore, square
 from pipeline.data.source import SPLITS
 from pipeline.data.synthetic import CLASSES
 from tasks.data import PrepareDataset
-
-
-class Blocks:
-    """A progress callback that records how many blocks a run had to do."""
-
-    todo = 0
-
-    def __call__(self, done: int, total: int, rows: int = 0) -> None:
-        self.todo = total
-
 
 # The cache's encodings: every logit in float16 (the default), and top-3 logits with int8 features.
 ENCODINGS = {"cache.zarr": {}, "compact.zarr": {"topk": 3, "feature_dtype": "int8"}}
@@ -69,28 +56,6 @@ def test_overlapped_teacher_pass_writes_the_serial_cache(reference, tmp_path, mo
     root = reference["root"]
     write_cache(teacher_job(root / "store.zarr", root / "teacher.safetensors", tmp_path / name, **ENCODINGS[name]))
     assert_same_files(tmp_path / name, root / name)
-
-
-def kill_after_first_block(args: list[str], root: Path, log: Path, ready: Callable[[], bool] = lambda: True) -> int:
-    """Run tests/support/slow_runs.py with `args`, SIGKILL it as soon as a block of `root` is marked
-    done (and `ready()`), and return how many blocks were done by then."""
-    markers = root / blocks.MARKERS
-
-    def done() -> int:
-        return sum(not p.name.startswith(".") for p in markers.iterdir()) if markers.is_dir() else 0
-
-    with open(log, "w") as stderr:
-        # PYTHONPATH: the code under test, not whichever copy of the project is installed.
-        proc = subprocess.Popen([sys.executable, slow_runs.__file__, *args], stderr=stderr,
-                                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
-    deadline = time.monotonic() + 60
-    while not (done() and ready()):
-        assert proc.poll() is None, f"the writer exited early: {log.read_text()}"
-        assert time.monotonic() < deadline, "no block was done within 60 s"
-        time.sleep(0.01)
-    proc.kill()
-    proc.wait()
-    return done()
 
 
 def test_store_holds_every_image_squared_with_its_label_id_and_split(reference):

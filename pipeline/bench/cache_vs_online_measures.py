@@ -16,7 +16,7 @@ import torch
 from cache.reader import TeacherCache
 from pipeline.bench import harness
 from pipeline.bench.fixtures import synthetic_store
-from pipeline.bench.runs import Bench, Run, Settings
+from pipeline.bench.runs import Bench, Settings, StudentRun
 from pipeline.data.imagestore import ImageStore
 from pipeline.training.distributed import launch, launch_command
 from pipeline.training.job import TrainJob
@@ -79,7 +79,7 @@ def training_metrics(b: Bench) -> tuple[dict, dict]:
     teacher's forward at the training batch size and the loader alone, interleaved."""
     s = b.s
     store, cache, teacher = ImageStore(b.store), TeacherCache(b.cache), b.teacher()
-    runs = {mode: Run(s, s.students[0], store, mode, s.reps, cache if mode == "kd" else None, teacher)
+    runs = {mode: StudentRun(s, s.students[0], store, mode, s.reps, cache if mode == "kd" else None, teacher)
             for mode in ("baseline", "kd", "online")}
     kd = runs["kd"]
     batch, steps = next(kd.loader.epoch(0)), len(kd.loader)
@@ -101,7 +101,7 @@ def training_metrics(b: Bench) -> tuple[dict, dict]:
 def precision_metrics(b: Bench) -> tuple[dict, dict]:
     """One student's cached-kd epoch in fp32 over the same in bf16, on the same device."""
     store, cache = ImageStore(b.store), TeacherCache(b.cache)
-    runs = {p: Run(replace(b.s, precision=p), b.s.students[0], store, "kd", b.s.reps, cache)
+    runs = {p: StudentRun(replace(b.s, precision=p), b.s.students[0], store, "kd", b.s.reps, cache)
             for p in ("fp32", "bf16")}
     t = harness.interleave(b.s.reps, **{f"{p}_epoch": run.epoch for p, run in runs.items()})
     return {"bf16_speedup": harness.metric("bf16_speedup", t["fp32_epoch"] / t["bf16_epoch"], GOALS)}, t
@@ -114,7 +114,7 @@ def run_seconds(b: Bench, spec: str, mode: str) -> float:
         store = ImageStore(b.store)
         cache = TeacherCache(b.cache) if mode == "kd" else None
         teacher = b.teacher() if mode == "online" else None
-        student = Run(b.s, spec, store, mode, b.s.epochs, cache, teacher)
+        student = StudentRun(b.s, spec, store, mode, b.s.epochs, cache, teacher)
         for _ in range(b.s.epochs):
             student.epoch()
     return harness.seconds(run)
@@ -138,7 +138,7 @@ def memory_of(b: Bench, what: str) -> dict:
 
     def cached_epoch() -> None:
         store, cache = ImageStore(b.store, budget=0), TeacherCache(b.cache, budget=0)
-        Run(b.s, b.s.students[0], store, "kd", 1, cache).epoch()
+        StudentRun(b.s, b.s.students[0], store, "kd", 1, cache).epoch()
     return harness.peak_rss(b.teacher_pass if what == "teacher_pass" else cached_epoch)
 
 
@@ -173,7 +173,7 @@ def ddp_metrics(b: Bench) -> tuple[dict, dict]:
         return {}, {}
     if not b.cache.exists():
         b.teacher_pass()
-    setup = Run.setup(s, s.students[0], "kd", 2)
+    setup = StudentRun.setup(s, s.students[0], "kd", 2)
 
     def epoch_seconds(processes: int) -> float:
         folder = Path(tempfile.mkdtemp(dir=b.cache.parent))

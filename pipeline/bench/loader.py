@@ -37,7 +37,7 @@ from pipeline.bench.harness import (
     seconds,
     shipped_config,
 )
-from pipeline.bench.runs import Run, Settings
+from pipeline.bench.runs import Settings, StudentRun
 from pipeline.data.hdf5 import HDF5Source
 from pipeline.data.imagestore import ImageStore, write_image_store
 from pipeline.training.loader import TrainLoader
@@ -136,12 +136,12 @@ def serving_peak_rss(paths: dict[str, Path], cache: Path, args: argparse.Namespa
 
 
 def student_samples_per_s(paths: dict[str, Path], cache: Path, args: argparse.Namespace) -> float:
-    """A kd student's training samples/s on one in-memory batch (pipeline.bench.runs's Run.steps)."""
+    """A kd student's training samples/s on one in-memory batch (pipeline.bench.runs's StudentRun.steps)."""
     s = Settings(image_size=args.size, batch_size=args.batch_size, threads=args.threads, seed=args.seed,
                  device="cpu", precision="fp32")
     store, teacher = ImageStore(paths["raw"], MEMORY), TeacherCache(cache, MEMORY)
     batch = next(TrainLoader(store, args.size, args.batch_size, args.seed, teacher).epoch(0))
-    run = Run(s, args.student, store, "kd", 1, teacher)
+    run = StudentRun(s, args.student, store, "kd", 1, teacher)
     run.steps(batch, 2)  # warm-up
     return args.batch_size / float(np.median([run.steps(batch, args.steps) for _ in range(args.reps)]))
 

@@ -1,6 +1,6 @@
 """Students' training runs as the cache-vs-online benchmark times them: its settings
 (Settings, with each one's help), what its measurements share (Bench: the store, the
-teacher and its cache) and one student's run, an epoch at a time (Run)."""
+teacher and its cache) and one student's run, an epoch at a time (StudentRun)."""
 from __future__ import annotations
 
 import json
@@ -32,7 +32,7 @@ STUDENTS = ("vit_tiny_patch16_224 img_size=64 patch_size=8 embed_dim=96 depth=4 
 @dataclass(frozen=True)
 class Settings:
     """The cache-vs-online benchmark's settings, each a flag of `python -m pipeline.bench`
-    (HELP says what each does); Run reads them too."""
+    (HELP says what each does); StudentRun reads them too."""
     # the data set, made on the spot
     per_class: int = 32
     image_size: int = 64
@@ -133,7 +133,7 @@ class Bench:
 
 
 
-class Run:
+class StudentRun:
     """A student's training run, an epoch at a time, in one of three modes: baseline
     (labels only), kd (from the teacher cache) or online (timm's LogitDistillationTask,
     running the teacher on every batch). All three are built by the tasks' builder
@@ -141,7 +141,7 @@ class Run:
 
     def __init__(self, s: Settings, spec: str, store: ImageStore, mode: str, epochs: int,
                  cache: TeacherCache | None = None, teacher: torch.nn.Module | None = None):
-        self.run = build_run(Run.setup(s, spec, mode, epochs), store, cache, device=s.on()[0])
+        self.run = build_run(StudentRun.setup(s, spec, mode, epochs), store, cache, device=s.on()[0])
         if mode == "online":
             net = self.run.net
             task = models.timm_distillation(net, teacher, s.alpha, s.temperature)

@@ -73,7 +73,6 @@ def test_cache_written_on_cuda_equals_the_cpu_cache(tiny_data, tmp_path, no_tf32
         assert np.allclose(cpu[name][...], cuda[name][...], rtol=2e-3, atol=2e-3), name
 
 
-
 def test_overlapped_pass_on_cuda_writes_the_serial_pass_s_cache(tiny_data, tmp_path, monkeypatch):
     """Reading ahead on a CUDA stream of its own and bringing the outputs back on a thread
     write, byte for byte, the cache of the same pass run one stage at a time: the streams

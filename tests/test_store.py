@@ -47,7 +47,6 @@ def reference(tmp_path_factory) -> dict:
     return {"root": root, "store_blocks": store_blocks.todo, "cache_blocks": cache_blocks.todo}
 
 
-
 @pytest.mark.parametrize("name", ENCODINGS)
 def test_overlapped_teacher_pass_writes_the_serial_cache(reference, tmp_path, monkeypatch, name):
     """Reading ahead and bringing the outputs back on threads (as on an accelerator) writes

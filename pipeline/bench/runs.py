@@ -93,7 +93,6 @@ HELP = {"per_class": "training images per class (8 classes), plus a quarter as m
         "mixup": "the recipe's mixup alpha (as [train] mixup)", "cutmix": "the recipe's cutmix alpha"}
 
 
-
 @dataclass(frozen=True)
 class Bench:
     """What the measurements share; picklable, for the fresh processes of the memory probe."""
@@ -130,7 +129,6 @@ class Bench:
         """(images, training images) in the store."""
         store = ImageStore(self.store, budget=0)
         return len(store.labels), len(store.rows("train"))
-
 
 
 class StudentRun:

@@ -37,11 +37,11 @@ def images(folder: Path, count: int) -> None:
 
 # --- data sets --------------------------------------------------------------------------------
 
-def test_hdf5_without_split_has_no_test_images(luigi_config, tmp_path):
-    # Without `split` every image is train: the students would train, then every evaluation fail.
-    luigi_config("datasets", "demo", f"hdf5:{write_h5(tmp_path / 'd.h5', n=9)}")
+def test_a_source_without_test_images_is_refused(luigi_config, tmp_path):
+    # No test images: the students would train, then every evaluation fail.
+    luigi_config("datasets", "demo", f"hdf5:{write_h5(tmp_path / 'd.h5', n=9)} holdout=0")
     problem = only_problem("datasets", "demo")
-    assert problem.fix.startswith("no test images (9 train, 0 val, 0 test); ") and "`split` dataset" in problem.fix
+    assert problem.fix.startswith("no test images (9 train, 0 val, 0 test); ") and "`holdout=`" in problem.fix
 
 
 def test_labels_beyond_the_classes_make_empty_classes_named(luigi_config, tmp_path):

@@ -280,6 +280,18 @@ def test_hdf5_int_splits_and_default_names(tmp_path: Path) -> None:
     assert [i.split for i in source.items()][2:4] == ["val", "test"]
 
 
+def test_hdf5_without_a_split_holds_out_a_seeded_test_fraction_as_imagefolder_does(tmp_path: Path) -> None:
+    path = write_h5(tmp_path / "d.h5", n=40, labels=np.arange(40) % 2)
+    splits = [i.split for i in open_source(f"hdf5:{path}").items()]
+    assert splits.count("test") == 10 and splits.count("train") == 30  # 25% of each class by default
+    held = open_source(f"hdf5:{path}", holdout=0.5, seed=3).items()
+    assert [i.split for i in held].count("test") == 20
+    assert [i.split for i in held] != [i.split for i in open_source(f"hdf5:{path}", holdout=0.5).items()]
+    assert HDF5Source(path, holdout=0.5).fingerprint() != HDF5Source(path).fingerprint()
+    given = write_h5(tmp_path / "split.h5", split=np.array([0, 0, 1, 2, 2, 0]))
+    assert HDF5Source(given, holdout=0.5).fingerprint() == HDF5Source(given).fingerprint()  # no holdout made
+
+
 def _load_size(args: tuple[HDF5Source, Item]) -> tuple[int, int]:
     source, item = args
     return source.load(item).size

@@ -25,8 +25,8 @@ def _coverage(classes: list[str], items: list[Item]) -> list[str]:
     splits = Counter(item.split for item in items)
     if empty := [split for split in ("train", "test") if not splits[split]]:
         counts = ", ".join(f"{splits[split]} {split}" for split in ("train", "val", "test"))
-        return [f"no {' and no '.join(empty)} images ({counts}); give it train and test images (an HDF5 "
-                f"file without a `split` dataset of train/val/test or 0/1/2 puts every image in train)"]
+        return [f"no {' and no '.join(empty)} images ({counts}); give it train and test images (a source "
+                f"without a split holds out a `holdout=` fraction of each class as test)"]
     fit = Counter(item.label for item in items if item.split != "test")
     test = Counter(item.label for item in items if item.split == "test")
     groups = defaultdict(list)  # (has training images, has test images) -> class names

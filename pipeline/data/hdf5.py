@@ -11,20 +11,25 @@ from PIL import Image
 
 from pipeline.data.files import source_fingerprint
 from pipeline.data.source import SPLITS, BadImage, BadSource, Item
+from pipeline.data.splits import move_fraction
 
 
 class HDF5Source:
     """Images in one HDF5 file: dataset `images` (N, H, W, 3) uint8, `labels` (N,) integers,
-    optional `split` (N,) of "train"/"val"/"test" strings or 0/1/2 (all train without it),
-    class names from a `class_names` attribute (of the file or of `labels`) or dataset, else
-    "class_0", "class_1", ... Layout errors raise BadSource naming the file and the dataset.
+    optional `split` (N,) of "train"/"val"/"test" strings or 0/1/2 (without it, a seeded,
+    stratified `holdout` fraction of each class is test and the rest train, as ImageFolder
+    does), class names from a `class_names` attribute (of the file or of `labels`) or dataset,
+    else "class_0", "class_1", ... Layout errors raise BadSource naming the file and the dataset.
 
     The file is opened on first `load` in each process and never pickled."""
 
     def __init__(self, path: str | Path, images: str = "images", labels: str = "labels",
-                 split: str = "split", class_names: str = "class_names"):
+                 split: str = "split", class_names: str = "class_names", holdout: float = 0.25, seed: int = 0):
+        if not 0 <= holdout < 1:
+            raise ValueError(f"holdout must be in [0, 1), got {holdout}")
         self.path = Path(path)
         self.names = {"images": images, "labels": labels, "split": split, "class_names": class_names}
+        self.holdout, self.seed = holdout, seed
         self._file: h5py.File | None = None
         self._pid = 0
         self.classes, _ = self._index()
@@ -52,7 +57,9 @@ class HDF5Source:
 
         with self._open() as f:
             f.visititems(describe)
-        return source_fingerprint("hdf5", self.names, [f"{stat.st_size} {stat.st_mtime_ns}", *datasets])
+            # The holdout makes the split only without a split dataset (files with one keep their fingerprint).
+            held = {} if self.names["split"] in f else {"holdout": self.holdout, "seed": self.seed}
+        return source_fingerprint("hdf5", {**self.names, **held}, [f"{stat.st_size} {stat.st_mtime_ns}", *datasets])
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_file": None, "_pid": 0}
@@ -71,10 +78,11 @@ class HDF5Source:
             if n and (labels.min() < 0 or labels.max() >= len(classes)):
                 self._fail("labels", f"values must be in 0..{len(classes) - 1} ({len(classes)} classes), "
                                      f"found {labels.min()}..{labels.max()}")
-            splits = self._splits(f, n)
+            splits_given = self.names["split"] in f
+            splits = self._splits(f, n) if splits_given else ["train"] * n
         width = len(str(max(n - 1, 0)))
-        return classes, [Item(f"{row:0{width}d}", int(label), split, row)
-                         for row, (label, split) in enumerate(zip(labels, splits))]
+        items = [Item(f"{row:0{width}d}", int(label), split, row) for row, (label, split) in enumerate(zip(labels, splits))]
+        return classes, items if splits_given else move_fraction(items, "train", "test", self.holdout, self.seed)
 
     def _class_names(self, f: h5py.File, labels: np.ndarray) -> list[str]:
         name = self.names["class_names"]
@@ -86,8 +94,6 @@ class HDF5Source:
         return [f"class_{i}" for i in range(int(labels.max(initial=-1)) + 1)]
 
     def _splits(self, f: h5py.File, n: int) -> list[str]:
-        if self.names["split"] not in f:
-            return ["train"] * n
         raw = self._dataset(f, "split")[()]
         if raw.shape != (n,):
             self._fail("split", f"must have one entry per image ({n}), not shape {raw.shape}")

@@ -1,6 +1,8 @@
 """ExportCacheHDF5: the finished teacher cache as one HDF5 file, for tools outside the pipeline."""
 from __future__ import annotations
 
+import logging
+
 import luigi
 
 from cache.export import export_hdf5
@@ -21,4 +23,6 @@ class ExportCacheHDF5(FingerprintedTask):
 
     def work(self) -> None:
         self.write_settings()
-        export_hdf5(self.requires().cache_path(), self.output().path)
+        path = export_hdf5(self.requires().cache_path(), self.output().path)
+        logging.getLogger("luigi-interface").info("%s: the teacher cache as HDF5: %s (%d bytes)", self.task_id,
+                                                  path.resolve(), path.stat().st_size)

@@ -1,6 +1,7 @@
 """HDF5 export of the teacher cache: every array and attribute round-trips, atomically."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import h5py
@@ -51,9 +52,12 @@ def assert_round_trip(cache_path: Path, h5_path: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_export_round_trips_the_cache_with_and_without_views(export, luigi_config):
+def test_export_round_trips_the_cache_with_and_without_views(export, luigi_config, caplog):
     assert build(export)[0]
     h5_path = Path(export.output().path)
+    with caplog.at_level(logging.INFO, logger="luigi-interface"):  # build() logs warnings only
+        export.work()
+    assert str(h5_path.resolve()) in caplog.text  # the log says where the file is
     assert assert_round_trip(export.requires().cache_path(), h5_path) == AUG + EVAL
     with h5py.File(h5_path, "r") as f:
         assert f["eval/logits"].dtype == np.float16 and f["aug/params"].dtype == np.float32

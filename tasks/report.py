@@ -12,7 +12,9 @@ from pipeline.evaluation.report import write_report
 from pipeline.spec import parse_names
 from tasks.base import FingerprintedTask, read_json
 from tasks.check import ConfigCheckedTask
-from tasks.config import cache_study, datasets, kd, modes, students, study_caches, train
+from tasks.config import (RecipeKeys, cache_study, datasets, kd, modes, recipe, students, study_caches,
+                          teacher, train)
+from tasks.data import PrepareDataset
 from tasks.student import EvaluateStudent
 from tasks.teacher import CacheTeacher, EvaluateTeacher, cache_settings, cache_variant, teacher_weights
 
@@ -50,6 +52,7 @@ class Report(FingerprintedTask):
             f"kd: alpha {k.alpha}, T {k.temperature}, beta {k.beta} ({k.feature_loss}), hard {k.hard}; teacher "
             f"targets from the cache: {cache_description(cache_settings())}.",
         ]
+        notes += run_settings_notes(self.dataset)
         if "online" in modes():
             notes.append("online: the same loss with the teacher run on every batch, on the student's own fresh "
                          "random views (the reference the cache is judged against).")
@@ -67,6 +70,30 @@ class Report(FingerprintedTask):
         return {"name": "teacher", "model": metrics["model"], "params": metrics["params"], **results,
                 "fit_seconds": training_seconds(history), "pass_seconds": cost.get("seconds"),
                 "forwards": cost.get("forwards"), "history": history}
+
+
+def run_settings_notes(dataset: str) -> list[str]:
+    """How the runs saw their images: the store's format and row order, the training order and
+    the recipes (students and cache views; the teacher's fine-tuning)."""
+    store, t = PrepareDataset(dataset).settings(), train()
+    image_format = f"JPEG (quality {store['jpeg_quality']})" if store.get("image_format") == "jpeg" else "raw uint8"
+    rows = "rows shuffled (seeded)" if store.get("shuffle_rows") else "rows in the source's order"
+    order = f"shards, {t.order_window} at a time" if t.order == "shards" else t.order
+    return [f"Image store: {image_format} at {store['size']} px, {rows}; each epoch's order: {order}.",
+            f"Recipe of the students and of the cached views: {recipe_description(train())}; of the teacher's "
+            f"fine-tuning: {recipe_description(teacher())}."]
+
+
+def recipe_description(section: RecipeKeys) -> str:
+    """'crop and flip only', or what a section's recipe keys add to them."""
+    r = recipe(section)
+    parts = [f"RandAugment {r.randaugment[0]} ops at magnitude {r.randaugment[1]}"] if r.randaugment[0] else []
+    parts += [f"{name} alpha {alpha}" for name, alpha in (("mixup", r.mixup), ("cutmix", r.cutmix)) if alpha]
+    if r.mixes:
+        parts.append(f"mix_prob {r.mix_prob}, switch_prob {r.switch_prob}")
+    if section.label_smoothing:
+        parts.append(f"label smoothing {section.label_smoothing}")
+    return "crop and flip, " + ", ".join(parts) if parts else "crop and flip only"
 
 
 def student_results(name: str, runs: dict) -> dict:

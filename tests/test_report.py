@@ -8,6 +8,7 @@ from pipeline.evaluation.bootstrap import paired_interval
 from pipeline.evaluation.charts import padded_range, summary_figure
 from pipeline.evaluation.metrics import classification_metrics
 from pipeline.evaluation.report import student_gains, write_report
+from tasks.report import run_settings_notes
 
 N, C = 60, 5
 LABELS = np.random.default_rng(0).integers(0, C, N)
@@ -117,3 +118,18 @@ def test_axes_fit_small_values():
     values = [100 * s["runs"][m]["metrics"]["top1"] for s in students for m in ("baseline", "kd")] + [38.0]
     assert max(values) < top1 < 1.2 * max(values) < 90
     assert fig.legends and not fig.axes[0].get_legend()  # the legend sits outside the axes
+
+
+def test_the_report_says_how_its_runs_saw_their_images(luigi_config):
+    store, recipe = run_settings_notes("demo")
+    assert "raw uint8 at 32 px, rows in the source's order; each epoch's order: random" in store
+    assert recipe.count("crop and flip only") == 2
+    luigi_config("data", "image_format", "jpeg")
+    luigi_config("data", "shuffle_rows", "true")
+    luigi_config("train", "order", "shards")
+    luigi_config("train", "randaugment", "2,9")
+    luigi_config("teacher", "label_smoothing", "0.1")
+    store, recipe = run_settings_notes("demo")
+    assert "JPEG (quality 90) at 32 px, rows shuffled (seeded); each epoch's order: shards, 4 at a time" in store
+    assert recipe == ("Recipe of the students and of the cached views: crop and flip, RandAugment 2 ops at "
+                      "magnitude 9; of the teacher's fine-tuning: crop and flip, label smoothing 0.1.")

@@ -4,10 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
-from cache.storage.files import atomic_path
+from cache.storage.files import atomic_write_bytes
 from models.factory import create
 
 
@@ -15,8 +15,7 @@ def save_weights(model: nn.Module, path: str | Path) -> None:
     """Save a plain timm state dict (a Net's backbone), loadable by timm users as is."""
     model = getattr(model, "backbone", model)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp))
+    atomic_write_bytes(path, save(state))
 
 
 def read_state(path: str | Path) -> dict:

@@ -2,8 +2,10 @@
 torch checkpoints, on weights made here (nothing can be downloaded)."""
 import pytest
 import torch
+from torch import nn
 
 import models
+from cache.storage.files import atomic_write_text
 from models.checkpoint import load_weights, save_weights
 
 
@@ -60,3 +62,10 @@ def test_check_weights_accepts_what_load_weights_loads_and_nothing_else(tmp_path
         # a starting point: timm resets the classifier of another class count
         assert _accepts(models.check_weights, path, "convnext_atto", 5, head=False)
         models.create("convnext_atto", num_classes=5, pretrained=str(path))
+
+
+def test_weights_are_readable_as_every_other_output_is(tmp_path):
+    # safetensors' own writer made them 0600: others on a shared work folder could not read them.
+    models.save_weights(nn.Linear(2, 2), tmp_path / "w.safetensors")
+    atomic_write_text(tmp_path / "settings.json", "{}")
+    assert (tmp_path / "w.safetensors").stat().st_mode == (tmp_path / "settings.json").stat().st_mode

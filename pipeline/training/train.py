@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from cache.storage.files import atomic_path
+from cache.storage.files import atomic_write_with
 from pipeline.inference import predict_rows
 from pipeline.runtime.prefetch import prefetch
 from pipeline.training.build import TrainRun
@@ -180,8 +180,7 @@ def save_state(path: Path, run: TrainRun, history: list[dict]) -> None:
     state = {"net": run.net.state_dict(), "loss": run.loss_fn.state_dict(), "opt": run.opt.state_dict(),
              "scaler": run.scaler.state_dict(), "epoch": history[-1]["epoch"], "history": json.dumps(history),
              "rng": torch.get_rng_state()}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    atomic_write_with(path, lambda file: torch.save(state, file))
 
 
 def resume(path: Path, run: TrainRun) -> tuple[int, list[dict]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import luigi
@@ -13,7 +14,7 @@ from luigi.configuration import get_config
 from luigi.parameter import MissingParameterException
 
 from pipeline.checks import Problem, Range, check, unknown_keys
-from tasks.config import SECTIONS, RecipeKeys, datasets, keys_given, students
+from tasks.config import SECTIONS, RecipeKeys, command_line_value, datasets, keys_given, students
 
 log = logging.getLogger("luigi-interface")
 MISSING = "(missing)"
@@ -26,6 +27,8 @@ class ConfigError(ValueError):
 
 def config_problems() -> list[Problem]:
     """Every problem of the configuration as Luigi resolves it (files and command line)."""
+    if files := file_problems():
+        return files  # the settings read are not the user's: checking them would mislead
     settings: dict[str, dict] = {}
     problems: list[Problem] = []
     for section in SECTIONS:
@@ -35,14 +38,12 @@ def config_problems() -> list[Problem]:
         for key, param in section.get_params():
             try:
                 values[key] = param.task_value(name, key)
-            except ValueError as error:  # e.g. epochs = ten
-                problems.append(Problem(name, key, get_config().get(name, key, "(command line)"), str(error)))
+            except ValueError as error:  # e.g. epochs = ten, shown as given
+                given = command_line_value(name, key) or get_config().get(name, key)
+                problems.append(Problem(name, key, given, str(error)))
             except MissingParameterException:  # defaults live in luigi.cfg only
                 problems.append(Problem(name, key, MISSING, "every setting needs a value and luigi.cfg holds "
                                         "the defaults: restore the key in luigi.cfg"))
-    if not any(get_config().has_section(section.__name__) for section in SECTIONS):
-        return [Problem("(files)", "luigi.cfg", "not found", f"Luigi read no luigi.cfg in {Path.cwd()}, and it holds "
-                        "every default: run from the checkout, where luigi.cfg is")]
     if any(p.value == MISSING for p in problems):  # the checks of values need every value
         return problems
     for name, read in (("datasets", datasets), ("students", students)):
@@ -54,6 +55,22 @@ def config_problems() -> list[Problem]:
     if key not in _checked:
         _checked[key] = check(settings, declared_ranges())
     return problems + _checked[key]
+
+
+def file_problems() -> list[Problem]:
+    """The config files Luigi read must be the user's: luigi.cfg, which holds every default, and
+    the file LUIGI_CONFIG_PATH names, of which Luigi only warns when it is missing, running the
+    default experiment in place of the user's."""
+    problems = []
+    path = os.environ.get("LUIGI_CONFIG_PATH")
+    if path is not None and not os.path.isfile(path):
+        many = "; Luigi reads it as one path, not a list" if os.pathsep in path else ""
+        problems.append(Problem("(files)", "LUIGI_CONFIG_PATH", path, f"no file {Path(path).absolute()}{many}, so "
+                                "Luigi would run luigi.cfg's experiment: name an existing config file, or unset it"))
+    if not any(get_config().has_section(section.__name__) for section in SECTIONS):
+        problems.append(Problem("(files)", "luigi.cfg", "not found", f"Luigi read no luigi.cfg in {Path.cwd()}, and "
+                                "it holds every default: run from the checkout, where luigi.cfg is"))
+    return problems
 
 
 def declared_ranges() -> dict[str, dict[str, Range]]:

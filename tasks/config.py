@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import luigi
+from luigi.cmdline_parser import CmdlineParser
 from luigi.configuration import get_config
 
 from cache.compact import FEATURE_DTYPES
@@ -29,8 +30,12 @@ Param = TypeVar("Param", bound=luigi.Parameter)
 
 
 def ranged(valid: Range, param: Param) -> Param:
-    """`param`, declaring the Range its values must lie in: the configuration check
-    (tasks/check.py) collects these and names each value outside its range."""
+    """`param`, declaring the Range its values must lie in: the one table of ranges is these
+    declarations, which the configuration check (tasks/check.py declared_ranges) collects to
+    name each value outside its range with the key and the range, among every other problem.
+    Every Int and Float parameter has one (tests/test_checks_every_key.py). Not Luigi's
+    NumericalParameter: it needs an upper bound for every key and refuses a value inside
+    parsing, where a task would fail on first reading it, with a message that names no key."""
     param.range = valid
     return param
 
@@ -43,7 +48,7 @@ class data(luigi.Config):  # noqa: N801
     store_size = ranged(Range(1), luigi.IntParameter(description="side of the stored square images, in pixels"))
     val_fraction = ranged(Range(0, 1, high_open=True), luigi.FloatParameter(
         description="fraction of train held out for validation when a source has no val split"))
-    seed = luigi.IntParameter(description="seed of that validation split")
+    seed = ranged(Range(0), luigi.IntParameter(description="seed of that validation split"))
     on_bad_image = luigi.ChoiceParameter(
         choices=["fail", "skip"],
         description="an image that cannot be decoded stops the run (fail) or is left out and recorded (skip)")
@@ -55,8 +60,9 @@ class data(luigi.Config):  # noqa: N801
                           luigi.IntParameter(description="JPEG quality, 1 to 100, of a jpeg image store"))
     shuffle_rows = luigi.BoolParameter(
         description="write the store's rows in a seeded random order, not the source's (an image folder's "
-                    "is class by class): needed for [train] order = shards, whose batches mix the images "
-                    "of a few neighbouring shards; part of the store's fingerprint only when true")
+                    "is class by class); a recipe that mixes ([train] or [teacher] mixup or cutmix) and "
+                    "[train] order = shards get such a store whatever this says, as both draw an image's "
+                    "neighbours from a few shards; part of the store's fingerprint only when shuffled")
     chunk_rows = ranged(Range(1), luigi.IntParameter(
         description="images per chunk of the image store, the unit zarr reads, decodes and checks: 1 suits "
                     "random reads from disk, 16 or more [train] order = shards (a shard read then decodes "
@@ -74,10 +80,10 @@ class compute(luigi.Config):  # noqa: N801
     shard_rows = ranged(Range(1), luigi.IntParameter(description="image rows per shard, the unit of parallel work"))
     memory_budget_gb = ranged(Range(0), luigi.FloatParameter(
         description="arrays up to this size are read into memory for training; larger ones are read from disk"))
-    read_processes = luigi.IntParameter(
+    read_processes = ranged(Range(0), luigi.IntParameter(
         description="with [train] order = shards, processes that read the shards of the image store and the "
                     "cache from disk (zarr decodes one read's chunks on one thread); 0 = the loader's own "
-                    "thread; not part of any fingerprint")
+                    "thread; not part of any fingerprint"))
     device = luigi.Parameter(
         description="where every model runs: auto (CUDA when present, else MPS, else CPU), cpu, cuda, "
                     "cuda:N or mps; not part of any fingerprint")
@@ -97,14 +103,17 @@ class slurm(luigi.Config):  # noqa: N801
     """The SLURM jobs of [compute] scheduler = slurm (dask-jobqueue's SLURMCluster)."""
     queue = luigi.Parameter(description="partition (#SBATCH -p); empty = the cluster's default")
     account = luigi.Parameter(description="#SBATCH -A; empty = none")
-    cores = luigi.IntParameter(description="cores per job")
-    processes = luigi.IntParameter(description="dask worker processes per job, sharing its cores and memory")
+    cores = ranged(Range(1), luigi.IntParameter(description="cores per job"))
+    processes = ranged(Range(1), luigi.IntParameter(
+        description="dask worker processes per job, sharing its cores and memory; at most cores"))
     memory = luigi.Parameter(
         description="memory per job; --mem gets whole GiB, rounded up (16GB: 15G, 16GiB: 16G)")
-    walltime = luigi.Parameter(description="time limit per job, HH:MM:SS")
-    jobs = luigi.IntParameter(description="jobs submitted for each image store or teacher pass, cancelled after it")
+    walltime = luigi.Parameter(description="time limit per job, HH:MM:SS (or SLURM's other forms: MM, D-HH:MM:SS)")
+    jobs = ranged(Range(1), luigi.IntParameter(
+        description="jobs submitted for each image store or teacher pass, cancelled after it"))
     extra_directives = luigi.Parameter(
-        description="more #SBATCH options, one per line, e.g. --qos=normal or --gres=gpu:1 (write % as %%)")
+        description="more #SBATCH options, one per line, each as sbatch takes it, e.g. --qos=normal or "
+                    "--gres=gpu:1 (write % as %%)")
     prologue = luigi.Parameter(
         description="shell lines each job runs before its workers, one per line, e.g. "
                     "source ~/venvs/kdcache/bin/activate")
@@ -160,7 +169,7 @@ class RecipeKeys:
     cutmix = ranged(Range(0), luigi.FloatParameter(description="cutmix's Beta alpha (DeiT: 1.0); 0 = no cutmix"))
     mix_prob = ranged(Range(0, 1), luigi.FloatParameter(
         description="probability that a random view is mixed with its partner, another training image of "
-                    "its store shard (needs [data] shuffle_rows = true)"))
+                    "its store shard (a store then in a seeded random order, see [data] shuffle_rows)"))
     switch_prob = ranged(Range(0, 1), luigi.FloatParameter(
         description="with mixup and cutmix both on: probability of cutmix"))
     label_smoothing = ranged(Range(0, 1, high_open=True),
@@ -192,7 +201,8 @@ class teacher(RecipeKeys, luigi.Config):  # noqa: N801
     stages = luigi.Parameter(
         description="also cache the eval view's feature maps of these stages, e.g. 1,2 (timm feature "
                     "indices); empty = none")
-    seed = luigi.IntParameter(description="seed of the teacher's initialisation, fine-tuning and views")
+    seed = ranged(Range(0),
+                  luigi.IntParameter(description="seed of the teacher's initialisation, fine-tuning and views"))
 
 
 class train(RecipeKeys, luigi.Config):  # noqa: N801
@@ -205,18 +215,19 @@ class train(RecipeKeys, luigi.Config):  # noqa: N801
     weight_decay = ranged(Range(0), luigi.FloatParameter(description="AdamW weight decay"))
     warmup_epochs = ranged(Range(0), luigi.FloatParameter(description="epochs of linear learning-rate warm-up"))
     image_size = ranged(Range(1), luigi.IntParameter(description="input side for the teacher and the students"))
-    seed = luigi.IntParameter(description="seed of the students' initialisation and image order")
+    seed = ranged(Range(0), luigi.IntParameter(description="seed of the students' initialisation and image order"))
     augment = luigi.BoolParameter(description="random crops and flips for baseline and online training")
     order = luigi.ChoiceParameter(
         choices=ORDERS,
         description="each epoch's image order: random (a permutation of all, each batch read where it lies) "
                     "or shards (the image store's shards shuffled and read whole, order_window at a time, "
                     "the images of a window shuffled: reads from disk far faster, for a store or cache "
-                    "larger than [compute] memory_budget_gb; a batch then mixes only a window's images, so it "
-                    "needs [data] shuffle_rows = true); the views and targets of each image "
+                    "larger than [compute] memory_budget_gb; a batch then mixes only a window's images, so the "
+                    "store is written in a seeded random order, see [data] shuffle_rows); the views and "
+                    "targets of each image "
                     "and epoch are the same in both; part of the fingerprints only when shards")
-    order_window = luigi.IntParameter(
-        description="shards order: shards per window, read whole and held in memory while in use")
+    order_window = ranged(Range(1), luigi.IntParameter(
+        description="shards order: shards per window, read whole and held in memory while in use"))
     modes = luigi.Parameter(
         description="the modes every student trains in: baseline (labels only), kd (from the teacher "
                     "cache), online (the teacher run on every batch)")
@@ -226,7 +237,8 @@ class train(RecipeKeys, luigi.Config):  # noqa: N801
     nodes = ranged(Range(1),
                    luigi.IntParameter(description="nodes of such a job, started by srun inside a SLURM allocation"))
     rdzv_endpoint = luigi.Parameter(
-        description="host:port where the ranks of several nodes meet (the first node); unused on one node")
+        description="host:port where the ranks of several nodes meet (the first node), needed when nodes > 1; "
+                    "unused on one node")
 
 
 class kd(luigi.Config):  # noqa: N801
@@ -290,6 +302,26 @@ def keys_given(name: str, raw: bool = False) -> dict[str, str]:
         return {}
     shared = config.defaults()
     return {key: config.get(name, key, raw=raw) for key in config.options(name) if key not in shared}
+
+
+def command_line_value(section: str, key: str) -> str | None:
+    """The value given on the command line as --<section>-<key>; None when not given (or
+    when not run by `luigi`)."""
+    # An empty value (or a bool flag left off) counts as not given, as Luigi reads a parameter's value.
+    given = _luigi_cmdline_arg(section, key)
+    if given is True:  # a bool flag (--kd-hard), shown as luigi.cfg writes it
+        return "true"
+    return str(given) if given else None
+
+
+def _luigi_cmdline_arg(section: str, key: str) -> str | bool | None:
+    """What Luigi's command-line parser holds for --<section>-<key> (None where there is no
+    parser or no such option). Luigi has no public API that tells a value given on the
+    command line from one in a file, so this reads its internals, as in Luigi 3.8.1: the
+    parser of luigi.cmdline_parser ("internal to luigi") and the private naming rule of its
+    arguments, Parameter._parser_global_dest."""
+    parser = CmdlineParser.get_instance()
+    return getattr(parser.known_args, luigi.Parameter._parser_global_dest(key, section), None) if parser else None
 
 
 def datasets() -> dict[str, str]:

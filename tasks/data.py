@@ -10,11 +10,21 @@ from pipeline.data.imagestore import STORE_VERSION, write_image_store
 from pipeline.data.readers import carve_validation, open_source, shuffle_items
 from pipeline.spec import parse_spec
 from tasks.base import FingerprintedTask
-from tasks.config import compute, dask_scheduler, data, datasets
+from tasks.config import compute, dask_scheduler, data, datasets, recipe, teacher, train
 
 # A store's settings as they were before they could be chosen: a raw store in the source's
 # order. Its arrays are unchanged, so its fingerprint, and the teacher trained on it, stay valid.
 BEFORE_ADDED = {"image_format": "raw", "jpeg_quality": None, "shuffle_rows": False}
+
+
+def shuffled_store() -> bool:
+    """Whether the store's rows are written in a seeded random order: when [data] shuffle_rows
+    asks, and whenever the order of the rows matters, each image then drawing on its
+    neighbours, which in the source's order (an image folder's is class by class) are of few
+    classes: a recipe that mixes ([train]'s or [teacher]'s; a partner is of the image's store
+    shard) and the shards order (a batch is a few shards' images)."""
+    return (data().shuffle_rows or train().order == "shards"
+            or any(recipe(section).mixes for section in (train(), teacher())))
 
 
 def jpeg_quality() -> int | None:
@@ -39,7 +49,7 @@ class PrepareDataset(FingerprintedTask):
     def settings(self) -> dict:
         data_cfg = data()
         added = {"image_format": data_cfg.image_format, "jpeg_quality": jpeg_quality(),
-                 "shuffle_rows": data_cfg.shuffle_rows}
+                 "shuffle_rows": shuffled_store()}
         return {"source": datasets().get(self.dataset), "content": self.source.fingerprint(),
                 "size": data_cfg.store_size, "val_fraction": data_cfg.val_fraction, "seed": data_cfg.seed,
                 "on_bad_image": data_cfg.on_bad_image, **changed_settings(added, BEFORE_ADDED),
@@ -51,7 +61,7 @@ class PrepareDataset(FingerprintedTask):
     def work(self) -> None:
         data_cfg, compute_cfg = data(), compute()
         items = carve_validation(self.source.items(), data_cfg.val_fraction, data_cfg.seed)
-        if data_cfg.shuffle_rows:
+        if shuffled_store():
             items = shuffle_items(items, data_cfg.seed)
         progress = self.progress(-(-len(items) // compute_cfg.shard_rows), "image store, shards")
         self.write_settings()

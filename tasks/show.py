@@ -8,11 +8,10 @@ from configparser import ConfigParser
 from pathlib import Path
 
 import luigi
-from luigi.cmdline_parser import CmdlineParser
 from luigi.configuration import get_config
 from luigi.configuration.cfg_parser import LuigiConfigParser
 
-from tasks.config import SECTIONS
+from tasks.config import SECTIONS, command_line_value
 from tasks.settings_doc import SHIPPED, read_cfg
 
 FREE_FORM = ("datasets", "students")  # sections of names, which no Config class declares
@@ -57,33 +56,13 @@ def _options(section: str) -> list[str]:
 
 
 def _row(section: str, key: str, files: list[ConfigFile]) -> Row:
-    given = _cmdline_value(section, key)
+    given = command_line_value(section, key)
     if given is not None:
         return key, given, COMMAND_LINE
     config = get_config()
     if not config.has_option(section, key):
         return key, "(missing)", NOWHERE
     return key, _shown(config.get(section, key)), _origin(section, key, files)
-
-
-def _cmdline_value(section: str, key: str) -> str | None:
-    """The value given on the command line as --<section>-<key>; None when not given (or
-    when not run by `luigi`)."""
-    # An empty value (or a bool flag left off) counts as not given, as Luigi reads a parameter's value.
-    given = _luigi_cmdline_arg(section, key)
-    if given is True:  # a bool flag (--kd-hard), shown as luigi.cfg writes it
-        return "true"
-    return str(given) if given else None
-
-
-def _luigi_cmdline_arg(section: str, key: str) -> str | bool | None:
-    """What Luigi's command-line parser holds for --<section>-<key> (None where there is no
-    parser or no such option). Luigi has no public API that tells a value given on the
-    command line from one in a file, so this reads its internals, as in Luigi 3.8.1: the
-    parser of luigi.cmdline_parser ("internal to luigi") and the private naming rule of its
-    arguments, Parameter._parser_global_dest."""
-    parser = CmdlineParser.get_instance()
-    return getattr(parser.known_args, luigi.Parameter._parser_global_dest(key, section), None) if parser else None
 
 
 def _origin(section: str, key: str, files: list[ConfigFile]) -> str:

@@ -2,15 +2,17 @@
 fix; all are reported together; the command exits non-zero before any task runs."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from luigi.cmdline_parser import CmdlineParser
 from luigi.configuration import get_config
 from support.build import build
-from support.config import TINY_VIT
+from support.config import SHIPPED, TINY_VIT
 
 from tasks import CheckConfig, RunAll
 from tasks.check import config_problems
@@ -51,7 +53,7 @@ MISTAKES = [
     ("train", "lr", "-1e-3", "> 0"),
     ("compute", "workers", "0", ">= 1"),
     ("compute", "shard_rows", "0", ">= 1"),
-    ("compute", "scheduler", "thread", "threads, processes, synchronous, slurm or a cluster address"),
+    ("compute", "scheduler", "thread", "threads, processes, synchronous, slurm, gpus or a cluster address"),
     ("compute", "device", "gpu", "use auto, cpu, cuda, cuda:N or mps"),
     ("compute", "precision", "fp8", "not a valid choice"),
 ]
@@ -67,24 +69,40 @@ def test_a_cache_without_features_is_refused_where_features_are_distilled(luigi_
     assert "[kd] beta = 0.5 distils the teacher's features" in config_problems()[0].fix
 
 
-def test_shards_order_is_refused_for_a_store_in_the_sources_order(luigi_config):
-    luigi_config("train", "order", "shards")
-    assert [(p.section, p.key, p.value) for p in config_problems()] == [("train", "order", "shards")]
-    assert "[data] shuffle_rows = true" in config_problems()[0].fix
-    luigi_config("data", "shuffle_rows", "true")
-    assert config_problems() == []
-
-
-def test_mixing_needs_a_shuffled_store_and_a_recipe_needs_random_views(luigi_config):
+def test_a_recipe_needs_random_views(luigi_config):
     luigi_config("train", "mixup", "0.8")
     luigi_config("teacher", "cutmix", "1.0")
-    assert [(p.section, p.key) for p in config_problems()] == [("train", "mixup/cutmix"), ("teacher", "mixup/cutmix")]
-    assert "[data] shuffle_rows = true" in config_problems()[0].fix
-    luigi_config("data", "shuffle_rows", "true")
-    assert config_problems() == []
+    assert config_problems() == []  # mixing gets a shuffled store (tests/test_shuffled_store.py)
     luigi_config("train", "augment", "false")
     assert [(p.section, p.key, p.value) for p in config_problems()] == [("train", "augment", False)] * 2
     assert "[train]'s recipe draws random views" in config_problems()[0].fix
+
+
+def test_several_nodes_need_the_endpoint_where_their_ranks_meet(luigi_config):
+    luigi_config("train", "nodes", "2")
+    [problem] = config_problems()
+    assert (problem.section, problem.key) == ("train", "rdzv_endpoint") and "[train] nodes = 2" in problem.fix
+    luigi_config("train", "rdzv_endpoint", "node001:29500")
+    assert config_problems() == []
+
+
+def test_a_config_file_luigi_cannot_find_is_refused_naming_it(luigi_config, monkeypatch, tmp_path):
+    missing = str(tmp_path / "no" / "such.cfg")
+    monkeypatch.setenv("LUIGI_CONFIG_PATH", missing)  # Luigi only warns, and reads luigi.cfg alone
+    assert [(p.section, p.key, p.value) for p in config_problems()] == [("(files)", "LUIGI_CONFIG_PATH", missing)]
+    ok, ran = build(CheckConfig())
+    assert not ok and ran == []
+    monkeypatch.setenv("LUIGI_CONFIG_PATH", f"{SHIPPED}{os.pathsep}{SHIPPED}")  # Luigi reads one file, not a list
+    [problem] = config_problems()
+    assert problem.key == "LUIGI_CONFIG_PATH" and "one path, not a list" in problem.fix
+    monkeypatch.setenv("LUIGI_CONFIG_PATH", str(SHIPPED))
+    assert config_problems() == []
+
+
+def test_a_bad_value_given_on_the_command_line_is_shown_as_given(luigi_config):
+    with CmdlineParser.global_instance(["CheckConfig", "--teacher-feature-dtype", "bogus", "--train-epochs", "ten"]):
+        assert [str(p).split(": ")[0] for p in config_problems()] == [
+            "[teacher] feature_dtype = bogus", "[train] epochs = ten"]
 
 
 def test_chunks_must_divide_shards(luigi_config):
@@ -151,7 +169,7 @@ def test_each_mistake_names_section_key_value_and_fix(luigi_config, tmp_path, se
 
 
 @pytest.mark.parametrize("section, key, value", [
-    ("compute", "scheduler", "slurm"), ("compute", "scheduler", "tcp://host:8786"),
+    ("compute", "scheduler", "slurm"), ("compute", "scheduler", "tcp://host:8786"), ("compute", "scheduler", "gpus"),
     ("teacher", "stages", "1, 2"), ("kd", "alpha", "0"), ("teacher", "views", "0"),
     ("compute", "device", "cpu"), ("compute", "precision", "bf16")])
 def test_values_at_the_edge_of_their_range_pass(luigi_config, section, key, value):

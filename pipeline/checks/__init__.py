@@ -17,11 +17,11 @@ from pipeline.checks.problems import Problem, Range
 from pipeline.checks.values import (
     cache_study_problems,
     chunk_problems,
+    endpoint_problems,
     feature_problems,
     mode_problems,
     range_problems,
     recipe_problems,
-    shards_order_problems,
     unknown_keys,
 )
 
@@ -54,5 +54,5 @@ def check(settings: dict[str, dict[str, Any]], ranges: dict[str, dict[str, Range
     problems += mode_problems(settings.get("train", {}).get("modes"))
     if "cache_study" in settings:
         problems += cache_study_problems(settings["cache_study"], settings.get("students", {}), classes)
-    return (problems + feature_problems(settings) + shards_order_problems(settings) + chunk_problems(settings)
+    return (problems + feature_problems(settings) + chunk_problems(settings) + endpoint_problems(settings)
             + recipe_problems(settings, "train") + recipe_problems(settings, "teacher"))

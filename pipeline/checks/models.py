@@ -2,6 +2,7 @@
 the stages to cache), and the teacher's weights files fit it."""
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,7 @@ def _weights(teacher: dict[str, Any], classes: dict[str, int]) -> list[Problem]:
     return problems
 
 
+@cache  # a spec that built builds again: settings changed elsewhere do not pay for the models again
 def _build(spec: str, image_size: int | None, stages: tuple[int, ...] = ()) -> None:
     name, kwargs = parse_spec(spec)
     models.check_build(name, image_size, stages, **kwargs)

@@ -1,5 +1,5 @@
 """The checks of the settings' values alone, needing no file: numbers in range, known keys
-and modes, the recipe, chunks and shards, the order of the rows, the cache study, features."""
+and modes, the recipe, chunks and shards, where the ranks meet, the cache study, features."""
 from __future__ import annotations
 
 import difflib
@@ -47,8 +47,7 @@ def mode_problems(text: str | None) -> list[Problem]:
 
 
 def recipe_problems(settings: Settings, section: str) -> list[Problem]:
-    """A section's recipe keys: RandAugment readable; views to apply it to; mixing partners of
-    other classes (a partner is from the image's store shard)."""
+    """A section's recipe keys: RandAugment readable; views to apply it to."""
     keys = settings.get(section, {})
     problems, randaugment = [], keys.get("randaugment", "")
     try:
@@ -59,10 +58,6 @@ def recipe_problems(settings: Settings, section: str) -> list[Problem]:
     if (mixes or randaugment.strip()) and not settings.get("train", {}).get("augment", True):
         problems.append(Problem("train", "augment", False, f"[{section}]'s recipe draws random views: set "
                                 "augment = true, or switch the recipe off"))
-    if mixes and not settings.get("data", {}).get("shuffle_rows", True):
-        problems.append(Problem(section, "mixup/cutmix", f"{keys.get('mixup')}/{keys.get('cutmix')}",
-                                "a mixed image's partner is from its store shard, which in a store in the "
-                                "source's order holds a few classes: set [data] shuffle_rows = true"))
     return problems
 
 
@@ -74,13 +69,19 @@ def chunk_problems(settings: Settings) -> list[Problem]:
     return []
 
 
-def shards_order_problems(settings: Settings) -> list[Problem]:
-    """The shards order mixes a batch from a few neighbouring shards: in a store in its source's
-    order (an image folder's is class by class) such a batch holds a few classes."""
-    if settings.get("train", {}).get("order") != "shards" or settings.get("data", {}).get("shuffle_rows", True):
-        return []
-    return [Problem("train", "order", "shards", "a batch then mixes a window's images, which in a store in the "
-                    "source's order are of a few classes: set [data] shuffle_rows = true")]
+def endpoint_problems(settings: Settings) -> list[Problem]:
+    """[train] rdzv_endpoint: host:port where given, and given where the ranks span nodes."""
+    endpoint, nodes = settings.get("train", {}).get("rdzv_endpoint"), settings.get("train", {}).get("nodes")
+    if endpoint:
+        host, _, port = endpoint.rpartition(":")
+        if host and port.isdigit() and 0 < int(port) < 65536:
+            return []
+        return [Problem("train", "rdzv_endpoint", endpoint, "give host:port, e.g. node001:29500 (the first node "
+                        "of the allocation and a free port)")]
+    if isinstance(nodes, int) and nodes > 1:
+        return [Problem("train", "rdzv_endpoint", "(empty)", f"[train] nodes = {nodes} needs the host:port where "
+                        "the ranks meet, e.g. node001:29500 (the first node of the allocation and a free port)")]
+    return []
 
 
 def cache_key_problem(key: str, value: Any, classes: dict[str, int]) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +13,7 @@ import luigi
 import numpy as np
 import torch
 
-from cache.storage.files import atomic_path, atomic_write_json
+from cache.storage.files import atomic_write_json, atomic_write_with, naming_full_disk
 from cache.storage.fingerprint import digest
 from pipeline.runtime.device import Precision, resolve_device, resolve_precision
 from pipeline.runtime.gpus import hold_device
@@ -69,7 +69,7 @@ class FingerprintedTask(ConfigCheckedTask, luigi.Task):
         with interrupt.running(self), folder_lock(self.folder()):
             # Another run may have finished this output while we waited for the lock.
             if not self.complete():
-                with self.device_held():
+                with self.device_held(), naming_full_disk(self.folder()):  # zarr's ENOSPC names no file
                     self.work()
 
     def gpus(self) -> list[str]:
@@ -100,11 +100,21 @@ class FingerprintedTask(ConfigCheckedTask, luigi.Task):
             finally:
                 self.held_devices = []
 
-    def fingerprint(self) -> str:
-        if not hasattr(self, "_fingerprint"):
-            upstream = [t.fingerprint() for t in luigi.task.flatten(self.requires())]
-            self._fingerprint = digest(type(self).__name__, self.settings(), upstream)
-        return self._fingerprint
+    def unread(self, requirement: FingerprintedTask) -> tuple[str, ...]:
+        """Settings of `requirement` this task never reads: left out of the fingerprint it has
+        here, so that changing them does not rerun this task. None by default."""
+        return ()
+
+    def fingerprint(self, unread: Collection[str] = ()) -> str:
+        """The digest of the class, settings() and the requirements' fingerprints, leaving out
+        the `unread` settings (those a task below never reads: its unread())."""
+        key = tuple(sorted(unread))
+        fingerprints = self.__dict__.setdefault("_fingerprints", {})
+        if key not in fingerprints:
+            settings = {name: value for name, value in self.settings().items() if name not in key}
+            upstream = [t.fingerprint(self.unread(t)) for t in luigi.task.flatten(self.requires())]
+            fingerprints[key] = digest(type(self).__name__, settings, upstream)
+        return fingerprints[key]
 
     def folder(self) -> Path:
         return Path(paths().work) / self.dataset / f"{self.kind}-{self.fingerprint()[:12]}"
@@ -152,18 +162,24 @@ class Training(FingerprintedTask):
         return train().processes if self.gpus() else 0
 
     def run_training(self, job: TrainJob, text: str, epochs: int) -> None:
-        t = train()
-        if t.processes * t.nodes == 1:
-            progress = self.progress(epochs, text, every=0)
+        """Run `job` here or, data-parallel, as ranks; its epochs reported as `text` either way."""
+        progress = self.progress(epochs, text, every=0)
+        if train().processes * train().nodes == 1:
             job.run(progress)
-            progress.close()
-            return
+        else:
+            self.run_ranks(job, text, progress)
+        progress.close()
+
+    def run_ranks(self, job: TrainJob, text: str, progress: Progress) -> None:
+        """Run `job` as torchrun's ranks, rank 0's progress reported to `progress`; a SIGTERM
+        of this process stops them too (tasks/interrupt.py)."""
+        t = train()
         job = replace(job, device="cuda" if self.held_devices else job.device)  # each rank takes its own
         entry = ["pipeline.training.job", str(job.save(self.folder() / "job.json"))]
         logging.getLogger("luigi-interface").info("%s: %s, %d processes x %d nodes", self.task_id, text,
                                                   t.processes, t.nodes)
         launch(launch_command(entry, t.processes, t.nodes, t.rdzv_endpoint), self.folder() / "ranks.log",
-               self.rank_env())
+               self.rank_env(), progress, interrupt.child)
 
     def rank_env(self) -> dict[str, str]:
         """The ranks' environment: this checkout first on the path, and the held GPUs visible."""
@@ -200,8 +216,7 @@ class Evaluation(FingerprintedTask):
                 "logits": luigi.LocalTarget(self.folder() / "test_logits.npy")}
 
     def save(self, metrics: dict, logits: np.ndarray) -> None:
-        with atomic_path(self.output()["logits"].path) as tmp:
-            np.save(tmp, np.asarray(logits, dtype=np.float32))
+        atomic_write_with(self.output()["logits"].path, lambda file: np.save(file, np.asarray(logits, np.float32)))
         atomic_write_json(self.output()["metrics"].path, metrics, indent=1, default=_plain)
 
 

@@ -1,11 +1,15 @@
 """One student trained data-parallel by torchrun on the CPU (gloo): 2 ranks x a share of
 each batch end where 1 process x the whole batch ends; a killed rank fails the job naming
-it, and the rerun resumes to the weights of an uninterrupted run."""
+it, and the rerun resumes to the weights of an uninterrupted run; a SIGTERM of the task
+stops every rank, and ranks.log keeps every launch."""
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -16,6 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from support.config import TEACHER, TINY_VIT
+from support.kills import processes_naming, tiny_config, train_student, wait_for
 
 from pipeline.spec import parse_spec
 from pipeline.training.build import Distill, TrainSetup
@@ -142,3 +147,50 @@ def test_train_student_runs_data_parallel_through_luigi(luigi_config):
     assert task.folder() == single and task.complete()
     lines = (task.folder() / "ranks.log").read_text()
     assert "[default0]" in lines and "[default1]" in lines
+
+
+def test_sigterm_stops_every_rank_keeps_the_saved_epochs_and_a_rerun_resumes(tmp_path):
+    """SIGTERM to Luigi's process alone, after rank 0's first epoch line reached Luigi's log:
+    torchrun and both ranks stop with it, and the line names the epochs saved."""
+    epochs = 30  # of 0.1 s: the job is stopped well before its last
+    config = tiny_config(tmp_path, {"core": {"log_level": "INFO"}, "train": {"epochs": str(epochs), "processes": "2"}})
+    task = r"TrainStudent_demo_baseline_vit_\w+"
+    first = tmp_path / "first.log"
+    proc = train_student(config, first)
+    wait_for(proc, first, rf"{task}: epochs: 1/{epochs} \(")
+    folder = next((tmp_path / "work" / "demo").glob("student-vit-baseline-*"))
+    tic = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143, first.read_text()[-3000:]
+    seconds, left = time.monotonic() - tic, processes_naming(str(folder))
+    print(f"stopped in {seconds:.1f} s")
+    assert not left, f"processes {left} of the job outlived the task"
+    assert seconds < 15
+    line = re.search(rf"SIGTERM: {task} stopped at epochs (\d+)/{epochs} ", first.read_text())
+    assert line, first.read_text()[-3000:]
+    saved = torch.load(folder / "train_state.pt", weights_only=True)["epoch"]
+    assert 1 <= int(line.group(1)) <= saved < epochs  # the line lags the checkpoint, never leads it
+
+    second = tmp_path / "second.log"
+    proc = train_student(config, second)
+    assert proc.wait(timeout=300) == 0, second.read_text()[-3000:]
+    assert re.search(rf"{task}: epochs: {saved}/{epochs}\n", second.read_text())  # it resumed where it stopped
+    assert [epoch["epoch"] for epoch in json.loads((folder / "history.json").read_text())] == \
+        list(range(1, epochs + 1))
+
+
+def test_ranks_log_keeps_every_launch_and_a_failure_names_the_last(tmp_path):
+    """Two launches of a stand-in for torchrun: ranks.log holds both, each under its header, and
+    the second one's failure quotes its own lines only."""
+    def stand_in(line: str, failure: str = "", code: int = 0) -> list[str]:
+        return [sys.executable, "-c", f"print({line!r}); print({failure!r}); raise SystemExit({code})"]
+
+    log = tmp_path / "ranks.log"
+    launch(stand_in("[default1]:the first launch"), log)
+    cause = "Root Cause (first observed failure):\n[0]:\n  rank      : 1 (local_rank: 1)\n  exitcode  : -9"
+    with pytest.raises(RankFailed) as failure:
+        launch(stand_in("[default1]:the second launch", cause, 1), log)
+    assert "the second launch" in str(failure.value) and "the first launch" not in str(failure.value)
+    text = log.read_text()
+    assert text.index("the first launch") < text.index("the second launch")
+    assert len(re.findall(r"^===== \d{4}-\d\d-\d\d .*: \S+ -c ", text, re.M)) == 2, text

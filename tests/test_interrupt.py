@@ -2,60 +2,32 @@
 teacher pass whose seconds add up over its runs."""
 from __future__ import annotations
 
-import configparser
 import json
 import re
 import signal
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 import pytest
 from support import slow_runs
 from support.build import build
-from support.config import tiny_settings
+from support.kills import tiny_config, train_student, wait_for
 
 import tasks.teacher
 from tasks import CacheTeacher
 
 pytestmark = pytest.mark.slow  # luigi commands in subprocesses, a teacher pass that sleeps
 
-REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 10
-
-
-def train_student(config: Path, workers: int, log: Path) -> subprocess.Popen:
-    """A tiny TrainStudent as a luigi command, its output (Luigi logs to stderr) into `log`."""
-    with open(log, "w") as out:
-        return subprocess.Popen([sys.executable, "-m", "luigi", "--module", "tasks", "TrainStudent", "--dataset",
-                                 "demo", "--student", "vit", "--mode", "baseline", "--workers", str(workers)],
-                                cwd=REPO, env={"LUIGI_CONFIG_PATH": str(config), "PATH": ""},
-                                stdout=out, stderr=subprocess.STDOUT)
-
-
-def wait_for(proc: subprocess.Popen, log: Path, pattern: str, seconds: float = 300) -> None:
-    deadline = time.monotonic() + seconds
-    while not re.search(pattern, log.read_text()):
-        assert proc.poll() is None, f"exited {proc.returncode} before {pattern!r}:\n{log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"no {pattern!r} within {seconds} s"
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("workers", [1, 2])  # the task in Luigi's own process, or in a worker it forked
 def test_sigterm_logs_where_the_task_stopped_exits_143_and_a_rerun_resumes(tmp_path, workers):
-    config = configparser.ConfigParser()
-    config.read_dict(tiny_settings(str(tmp_path / "work")))
-    config["core"]["log_level"] = "INFO"
-    config["train"]["epochs"] = str(EPOCHS)
-    with open(tmp_path / "tiny.cfg", "w") as f:
-        config.write(f)
+    config = tiny_config(tmp_path, {"core": {"log_level": "INFO"}, "train": {"epochs": str(EPOCHS)}})
     task = r"TrainStudent_demo_baseline_vit_\w+"
 
     first = tmp_path / "first.log"
-    proc = train_student(tmp_path / "tiny.cfg", workers, first)
+    proc = train_student(config, first, workers)
     wait_for(proc, first, rf"{task}: epochs: 1/{EPOCHS} \(")
     proc.send_signal(signal.SIGTERM)  # to Luigi's process alone: it passes the signal on to its workers
     assert proc.wait(timeout=120) == 143, first.read_text()[-3000:]
@@ -66,7 +38,7 @@ def test_sigterm_logs_where_the_task_stopped_exits_143_and_a_rerun_resumes(tmp_p
     assert 1 <= stopped < EPOCHS
 
     second = tmp_path / "second.log"
-    proc = train_student(tmp_path / "tiny.cfg", workers, second)
+    proc = train_student(config, second, workers)
     assert proc.wait(timeout=300) == 0, second.read_text()[-3000:]
     # It starts from the last saved epoch: the one the line named (or the next, saved as the signal came).
     resumed = int(re.search(rf"{task}: epochs: (\d+)/{EPOCHS}\n", second.read_text()).group(1))

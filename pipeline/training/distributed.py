@@ -9,14 +9,18 @@ average is the whole batch's mean loss even when the last batch does not split e
 """
 from __future__ import annotations
 
+import json
 import os
 import re
+import shlex
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import torch
@@ -82,14 +86,47 @@ class RankFailed(RuntimeError):
     """A rank of a data-parallel job failed; the message names it and ends with its log."""
 
 
-def launch(command: list[str], log: Path, env: dict[str, str] | None = None) -> None:
-    """Run the job, its output (every rank's lines, prefixed `[defaultK]:`) into `log`; raise
-    RankFailed naming the rank that failed first, with the tail of its lines, if any fails."""
+PROGRESS = "progress of the job:"  # opens rank 0's progress lines, which launch() passes on
+
+
+def report(done: int, total: int, note: str = "") -> None:
+    """Rank 0's progress (fit's callback) as a line of its output, for launch() to read back: on
+    stderr, which torchrun passes on line by line (its stdout, a pipe, in blocks)."""
+    print(PROGRESS, json.dumps([done, total, note]), file=sys.stderr, flush=True)
+
+
+def launch(command: list[str], log: Path, env: dict[str, str] | None = None,
+           progress: Callable[[int, int, str], object] | None = None,
+           watch: Callable[[int], AbstractContextManager[object]] = nullcontext) -> None:
+    """Run the job, appending its output (every rank's lines, prefixed `[defaultK]:`) to `log`
+    under a line naming the launch, and passing rank 0's progress reports on to `progress`; raise
+    RankFailed naming the rank that failed first, with the tail of its lines, if any fails. The
+    job runs within `watch(pid of the launcher)`: the task's, which stops the job on SIGTERM."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as out:
-        code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
-    if code:
-        raise RankFailed(_failure(log.read_text(errors="replace"), code, log))
+    with open(log, "a") as out:
+        out.write(f"===== {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(command)}\n")
+        start = out.tell()
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
+                              errors="replace") as job, watch(job.pid):
+            try:
+                _follow(job.stdout, out, progress)
+            except BaseException:  # a failed progress report, say: the job must not go on unwatched
+                job.terminate()  # torchrun stops its ranks
+                job.wait()
+                raise
+    if job.returncode:
+        with open(log, "rb") as f:
+            f.seek(start)  # this launch's lines only
+            raise RankFailed(_failure(f.read().decode(errors="replace"), job.returncode, log))
+
+
+def _follow(lines: Iterable[str], out: TextIO, progress: Callable[[int, int, str], object] | None) -> None:
+    """Copy the job's output to `out` as it comes, its progress reports to `progress`."""
+    for line in lines:
+        out.write(line)
+        out.flush()
+        if progress and PROGRESS in line:
+            progress(*json.loads(line.split(PROGRESS, 1)[1]))
 
 
 def _failure(text: str, code: int, log: Path, lines: int = 15) -> str:

@@ -51,7 +51,7 @@ class TrainJob:
     device: str = "cpu"
 
     def run(self, progress: Callable[..., object] | None = None) -> list[dict]:
-        """Train; rank 0 writes history.json and the weights. Returns the history."""
+        """Train; rank 0 reports its progress and writes history.json and the weights. Returns the history."""
         ranks = distributed.from_env()
         device = resolve_device(self.device)
         if device.type == "cuda" and ranks.launched:
@@ -63,7 +63,7 @@ class TrainJob:
             cache = TeacherCache(self.cache, self.memory_budget) if self.cache else None
             teacher = self.teacher.load(len(store.classes)) if self.teacher else None
             run = build_run(self.setup, store, cache, teacher, device, ranks)
-            history = fit(run, Path(self.workdir), progress)
+            history = fit(run, Path(self.workdir), progress if ranks.main else None)
             if ranks.main:
                 atomic_write_json(Path(self.workdir) / "history.json", history, indent=1)
                 models.save_weights(run.net, self.weights)
@@ -85,9 +85,10 @@ class TrainJob:
 
 
 def main(path: str) -> None:
-    """A rank's entry: its epoch lines and warnings go to its output, which torchrun gathers."""
+    """A rank's entry: its epoch lines, warnings and (rank 0) progress reports go to its output,
+    which torchrun gathers and the task reads (distributed.launch)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
-    TrainJob.load(Path(path)).run()
+    TrainJob.load(Path(path)).run(distributed.report)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pipeline.training.settings import TrainSettings, fingerprint_fields
 from tasks.base import Evaluation, FingerprintedTask, Training, memory_budget
 from tasks.config import compute, kd, students, teacher, train, train_settings
 from tasks.data import PrepareDataset
-from tasks.teacher import CacheTeacher, teacher_weights
+from tasks.teacher import FEATURE_SETTINGS, CacheTeacher, teacher_weights
 
 
 def student_spec(student: str) -> str:
@@ -63,10 +63,22 @@ class TrainStudent(Training, StudentStep):
         kd_cfg = kd()
         return Distill(kd_cfg.alpha, kd_cfg.temperature, kd_cfg.beta, kd_cfg.feature_loss, kd_cfg.hard)
 
+    def reads_features(self) -> bool:
+        """Its loss has a feature term: kd or online at [kd] beta > 0."""
+        distill = self.distill()
+        return distill is not None and distill.beta > 0
+
+    def unread(self, requirement: FingerprintedTask) -> tuple[str, ...]:
+        """Without a feature term, the cache's features and stage maps are never read."""
+        return FEATURE_SETTINGS if isinstance(requirement, CacheTeacher) and not self.reads_features() else ()
+
     def settings(self) -> dict:
         distill = self.distill()
+        terms = None if distill is None else asdict(distill)
+        if terms and not self.reads_features():
+            del terms["feature_loss"]  # the loss of a term weighted 0 changes nothing
         settings = {"student": student_spec(self.student), "train": fingerprint_fields(self.train_settings()),
-                    "distill": None if distill is None else asdict(distill), "precision": self.precision().name}
+                    "distill": terms, "precision": self.precision().name}
         if self.mode == "online":
             settings["teacher"] = teacher().model
         return settings
@@ -103,6 +115,10 @@ class EvaluateStudent(Evaluation, StudentStep):
 
     kind = "student-eval"
     on_device = True
+
+    def unread(self, requirement: FingerprintedTask) -> tuple[str, ...]:
+        """It compares with the cache's logits only."""
+        return FEATURE_SETTINGS if isinstance(requirement, CacheTeacher) else ()
 
     def requires(self):
         return {"store": PrepareDataset(self.dataset), "cache": CacheTeacher(self.dataset),

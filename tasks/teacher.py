@@ -172,6 +172,11 @@ class CacheTeacher(FingerprintedTask):
         return read_json(self.folder() / "pass.json", {})
 
 
+# The settings of a cache that only its features and stage maps depend on: a reader of its
+# logits alone leaves them out of its fingerprint (FingerprintedTask.unread).
+FEATURE_SETTINGS = ("feature_dtype", "stages")
+
+
 def cache_settings(variant: str = "") -> dict:
     """views, topk and feature_dtype of [teacher], with those `variant` gives in their place."""
     teacher_cfg = teacher()

@@ -1,0 +1,33 @@
+"""A setting that changes nothing of a run stays out of its fingerprint: a kd student
+without a feature term ([kd] beta = 0) never reads the cache's features, so changing how
+they are stored does not retrain it; with a feature term it does."""
+from __future__ import annotations
+
+from tasks import CacheTeacher, EvaluateStudent, TrainStudent
+
+
+def fingerprints() -> tuple[str, str, str]:
+    return (CacheTeacher("demo").fingerprint(), TrainStudent("demo", "vit", "kd").fingerprint(),
+            EvaluateStudent("demo", "vit", "kd").fingerprint())
+
+
+def test_unread_cache_settings_leave_a_kd_students_fingerprint_alone(luigi_config):
+    cache, student, evaluation = fingerprints()
+    luigi_config("teacher", "feature_dtype", "int8")
+    luigi_config("teacher", "stages", "1")
+    luigi_config("kd", "feature_loss", "cosine")
+    assert fingerprints() == (fingerprints()[0], student, evaluation)
+    assert fingerprints()[0] != cache  # the cache itself is another one
+    luigi_config("teacher", "topk", "3")  # the logits it reads: retrained
+    assert fingerprints()[1] != student
+
+
+def test_a_feature_term_reads_the_features(luigi_config):
+    luigi_config("kd", "beta", "0.5")
+    _, student, evaluation = fingerprints()
+    luigi_config("teacher", "feature_dtype", "int8")
+    assert fingerprints()[1] != student
+    assert fingerprints()[2] != evaluation  # its model changed
+    before = fingerprints()[1]
+    luigi_config("kd", "feature_loss", "cosine")
+    assert fingerprints()[1] != before

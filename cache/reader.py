@@ -9,7 +9,7 @@ import zarr
 
 from cache.compact import dequantize, topk_decode
 from cache.storage.blocks import read_manifest
-from cache.storage.integrity import read_all
+from cache.storage.integrity import check_written, read_all
 from cache.storage.rows import DEFAULT_BUDGET, Rows, Span
 
 
@@ -93,6 +93,7 @@ class TeacherCache:
         if read_manifest(path) is None:
             raise FileNotFoundError(f"{path} is not a finished teacher cache (no manifest.json); "
                                     "run CacheTeacher for this data set")
+        check_written(path)
         self.path = Path(path)
         self.group = zarr.open_group(str(path), mode="r")
         self.attrs = self.group.attrs.asdict()

@@ -51,7 +51,8 @@ class data(luigi.Config):  # noqa: N801
     seed = ranged(Range(0), luigi.IntParameter(description="seed of that validation split"))
     on_bad_image = luigi.ChoiceParameter(
         choices=["fail", "skip"],
-        description="an image that cannot be decoded stops the run (fail) or is left out and recorded (skip)")
+        description="images that cannot be decoded stop the run, every one named, once all are tried (fail), "
+                    "or are left out and recorded (skip)")
     image_format = luigi.ChoiceParameter(
         choices=IMAGE_FORMATS,
         description="the image store keeps each square image as uint8 pixels (raw) or as one JPEG (jpeg: "
@@ -77,7 +78,9 @@ class compute(luigi.Config):  # noqa: N801
                     "jobs, see [slurm]); or gpus (the teacher pass on one local worker process per GPU)")
     workers = ranged(Range(1), luigi.IntParameter(description="dask workers for decoding and the teacher pass"))
     threads = ranged(Range(0), luigi.IntParameter(description="torch threads per worker; 0 = torch's default"))
-    shard_rows = ranged(Range(1), luigi.IntParameter(description="image rows per shard, the unit of parallel work"))
+    shard_rows = ranged(Range(1), luigi.IntParameter(
+        description="image rows per shard, the unit of parallel work; a store or cache resumed keeps the shards "
+                    "it was started with (delete it to change them)"))
     memory_budget_gb = ranged(Range(0), luigi.FloatParameter(
         description="arrays up to this size are read into memory for training; larger ones are read from disk"))
     read_processes = ranged(Range(0), luigi.IntParameter(

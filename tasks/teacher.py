@@ -3,7 +3,7 @@ and its evaluation from the cache alone."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,7 +37,8 @@ class TeacherCheckpoint(ConfigCheckedTask, luigi.ExternalTask):
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(teacher().checkpoint)
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, unread: Collection[str] = ()) -> str:
+        """Its content's: it has no settings to leave out (FingerprintedTask.fingerprint)."""
         path = Path(teacher().checkpoint)
         if not path.is_file():
             raise FileNotFoundError(f"[teacher] checkpoint = {path}: no such file")

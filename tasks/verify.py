@@ -1,4 +1,5 @@
-"""VerifyData: read every chunk of a data set's image stores and teacher caches."""
+"""VerifyData: read every chunk of a data set's image stores and teacher caches, and check
+that each was written whole."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,8 +12,9 @@ from tasks.config import paths
 
 class VerifyData(luigi.Task):
     """Check every chunk of every finished image store and teacher cache of the data set
-    against its checksum. Damage fails the task (non-zero exit) with a list of every
-    damaged shard, and marks each damaged output unfinished, so the next run rebuilds it."""
+    against its checksum, and that its manifest records every row as written. Damage fails
+    the task (non-zero exit) with a list of every damaged shard, and marks each damaged
+    output unfinished, so the next run rebuilds it."""
 
     dataset = luigi.Parameter(description="a name from luigi.cfg's [datasets] section")
 

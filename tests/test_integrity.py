@@ -3,6 +3,7 @@ are detected on read and by VerifyData, named (array and shard file), and the da
 output is rebuilt, not reused, by a rerun; clean outputs pass."""
 from __future__ import annotations
 
+import json
 import pickle
 import shutil
 from pathlib import Path
@@ -10,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support.build import build
-from support.damage import damage
+from support.damage import damage, shard_file
 from support.slow_runs import SHARD_ROWS, assert_same_files, save_teacher, teacher_job, write_cache, write_store
 
 from cache.reader import TeacherCache
+from cache.storage import blocks
 from cache.storage.blocks import MANIFEST
 from cache.storage.integrity import RERUN, DamagedData, verify, verify_outputs
 from pipeline import inference
@@ -139,3 +141,50 @@ def test_runall_repairs_what_verify_found_and_redoes_nothing_else(luigi_config):
     assert {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()} == good
     assert {p: p.stat().st_mtime_ns for p in outputs} == outputs
     assert "CacheTeacher" in [type(t).__name__ for t in ran]
+
+
+def _record_unwritten(output: Path, tag: str, rows: int) -> None:
+    """Edit the manifest's record of written rows: rows 8 to 15 of `tag`'s arrays never written."""
+    manifest = blocks.read_manifest(output)
+    manifest[blocks.WRITTEN] = {**manifest[blocks.WRITTEN], tag: [[0, 8], [16, rows]]}
+    (output / MANIFEST).write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("output,tag,rows,array,reader", [(STORE, "images", 48, "images", ImageStore),
+                                                         (CACHE, "aug", 32, "aug/logits", TeacherCache)])
+def test_rows_the_manifest_does_not_record_as_written_are_refused_on_open(work, output, tag, rows, array, reader):
+    _record_unwritten(work / output, tag, rows)
+    with pytest.raises(DamagedData, match="rerun your command") as err:
+        reader(work / output)
+    assert f"array {array}, shard file {shard_file(work / output, array, 1)}: rows 8 to 15 were never written" \
+        in str(err.value)
+    assert not (work / output / MANIFEST).exists()  # Luigi now takes it as unfinished
+
+
+def test_rows_the_manifest_does_not_record_as_written_fail_verify_data(work, luigi_config):
+    _record_unwritten(work / STORE, "images", 48)
+    shutil.copytree(work, luigi_config.work / "demo")
+    assert not build(VerifyData("demo"))[0]
+    assert not (luigi_config.work / "demo" / STORE / MANIFEST).exists()
+    with pytest.raises(DamagedData, match="array images, shard file .*: rows 8 to 15 were never written"):
+        verify_outputs(work)
+
+
+def test_a_manifest_from_before_the_record_takes_every_row_as_written(work):
+    """Outputs finished before manifests recorded written rows stay readable."""
+    for output in (STORE, CACHE):
+        manifest = blocks.read_manifest(work / output)
+        del manifest[blocks.WRITTEN]
+        (work / output / MANIFEST).write_text(json.dumps(manifest))
+    ImageStore(work / STORE)
+    TeacherCache(work / CACHE)
+    assert verify_outputs(work) == [work / CACHE, work / STORE]
+
+
+def test_a_job_is_not_finished_while_a_block_has_no_marker(tmp_path):
+    work = blocks.shard_blocks(20, 8, "images")
+    blocks.mark_done(tmp_path, work[0])
+    blocks.mark_done(tmp_path, work[2])
+    with pytest.raises(RuntimeError, match="rows 8 to 15 of images"):
+        blocks.finish(tmp_path, {}, work)
+    assert blocks.read_manifest(tmp_path) is None

@@ -117,6 +117,29 @@ def test_killed_teacher_pass_resumes_to_the_same_cache_and_its_seconds_add_up(re
     assert_same_files(cache, root / name)  # the record went with the block markers
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["store", "cache"])
+def test_build_resumed_with_other_shard_rows_by_two_workers_keeps_its_shards(reference, tmp_path, kind, caplog):
+    """Killed with 8-row shards, resumed with shard_rows = 12 (and chunk_rows = 4) by two threads:
+    blocks of 12 rows would share the arrays' 8-row shards, and two threads writing one shard
+    lose one's rows; the blocks are cut by the shards the arrays have, and the output is the
+    clean build's."""
+    root, out = reference["root"], tmp_path / f"{kind}.zarr"
+    inputs = [root / "store.zarr", root / "teacher.safetensors"] if kind == "cache" else []
+    done = kill_after_first_block([kind, *map(str, inputs), str(out)], out, tmp_path / "log")
+
+    rerun = Blocks()
+    resume = {"progress": rerun, "scheduler": "threads", "workers": 2, "shard_rows": 12}
+    if kind == "store":
+        write_store(out, chunk_rows=4, **resume)
+        assert "resuming with the 1-row chunks it was started with, not chunk_rows = 4" in caplog.text
+    else:
+        write_cache(teacher_job(*inputs, out), **resume)
+    assert f"resuming with the {SHARD_ROWS}-row shards it was started with" in caplog.text
+    assert rerun.todo == reference[f"{kind}_blocks"] - done
+    assert_same_files(out, root / f"{kind}.zarr")
+
+
 def test_block_killed_while_writing_its_shard_is_redone_to_the_same_cache(reference, tmp_path):
     """A kill inside a shard write leaves zarr's temporary file instead of the shard, and no
     marker: the rerun redoes that block alone and removes the leftover."""
@@ -140,36 +163,42 @@ def test_block_killed_while_writing_its_shard_is_redone_to_the_same_cache(refere
     assert_same_files(cache, root / "cache.zarr")
 
 
-def _folder_with_a_truncated_image(root: Path) -> Path:
+def _folder_with_truncated_images(root: Path) -> Path:
+    """Two classes of three images and a truncated one each: rows 3 and 7, in shards 1 and 3 of 2 rows."""
     from PIL import Image
     for cls in ("a b", "c"):
         (root / cls).mkdir(parents=True)
         for i in range(3):
             Image.new("RGB", (20, 16), (40 * i, 90, 200)).save(root / cls / f"{i}.png")
-    good = (root / "c" / "0.png").read_bytes()
-    (root / "c" / "bad.png").write_bytes(good[: len(good) // 2])
+        good = (root / cls / "0.png").read_bytes()
+        (root / cls / "bad.png").write_bytes(good[: len(good) // 2])
     return root
 
 
 @pytest.mark.parametrize("policy", ["fail", "skip"])
-def test_bad_image_stops_or_is_skipped_and_recorded(tmp_path, policy):
+def test_bad_images_stop_naming_each_and_the_fix_or_are_skipped_and_recorded(tmp_path, monkeypatch, policy):
+    from pipeline.data import imagestore
     from pipeline.data.imagefolder import ImageFolder
-    from pipeline.data.imagestore import write_image_store
     from pipeline.data.source import BadImage
-    source = ImageFolder(_folder_with_a_truncated_image(tmp_path / "src"), holdout=0.0)
+    source = ImageFolder(_folder_with_truncated_images(tmp_path / "src"), holdout=0.0)
     items, out = source.items(), tmp_path / "store.zarr"
-    write = lambda: write_image_store(source, items, out, 8, {}, on_bad_image=policy)  # noqa: E731
+    write = lambda: imagestore.write_image_store(source, items, out, 8, {}, on_bad_image=policy,  # noqa: E731
+                                                 shard_rows=2)
     if policy == "fail":
-        with pytest.raises(BadImage, match="bad.png"):
+        with pytest.raises(BadImage, match=r"2 of 8 images cannot be decoded:\n  .*a b/bad.png.*\n  .*c/bad.png.*"
+                                           r"\n.*`\[data\] on_bad_image = skip`"):
             write()
         assert blocks.read_manifest(out) is None  # nothing a rerun would take as complete
         with pytest.raises(FileNotFoundError, match="PrepareDataset"):
             ImageStore(out)
+        monkeypatch.setattr(imagestore, "NAMED", 1)  # a long list is cut short, the rest counted
+        with pytest.raises(BadImage, match=r"a b/bad.png.*\n  and 1 more\n"):
+            write()
         return
     write()
     store = ImageStore(out)
-    assert [s["id"] for s in store.manifest["skipped"]] == ["c/bad.png"]
-    assert len(store.rows("train")) == len(items) - 1
+    assert [s["id"] for s in store.manifest["skipped"]] == ["a b/bad.png", "c/bad.png"]
+    assert len(store.rows("train")) == len(items) - 2
 
 
 def test_shuffled_rows_hold_the_same_images_labels_and_splits_in_a_seeded_order(luigi_config):

@@ -1,13 +1,17 @@
 """Resumable, shard-aligned writing of a Zarr group.
 
 A job is a list of blocks, each owning whole shards, so no two writers touch one
-shard. A block is recorded as done (a marker file) only after its data is
-written; a rerun after a kill redoes just the blocks without a marker. The
-manifest, the completion marker that Luigi looks for, is written last.
+shard: a job resumed with another shard size keeps the shards its arrays have
+(`resumed_shard_rows`). A block is recorded as done (a marker file) only after its
+data is written; a rerun after a kill redoes just the blocks without a marker. The
+manifest, the completion marker that Luigi looks for, is written last, once every
+block is done, with the rows they wrote (`WRITTEN`), which readers check
+(cache/storage/integrity.py).
 """
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 import uuid
@@ -24,10 +28,12 @@ from zarr.errors import ZarrUserWarning
 from cache.storage.files import atomic_write_text
 
 MANIFEST = "manifest.json"
+WRITTEN = "written"  # in the manifest: row ranges [start, stop) the blocks wrote, by tag
 MARKERS = ".done"
 SECONDS = ".seconds"  # in MARKERS: a Stopwatch's record, valid exactly as long as the markers are
 
 Progress = Callable[..., None]  # progress(blocks done, blocks in all, rows=rows done)
+log = logging.getLogger(__name__)
 
 
 def read_manifest(root: str | Path) -> dict | None:
@@ -61,19 +67,66 @@ def block_infos(root: str | Path, blocks: list) -> list:
     return [json.loads((done / block_name(b)).read_text()) for b in blocks]
 
 
-def finish(root: str | Path, manifest: dict) -> None:
+def finish(root: str | Path, manifest: dict, work: Sequence[tuple] = ()) -> None:
     """Drop the temporary files of shard writes a kill interrupted (zarr's LocalStore writes
     a shard to `<key>.<uuid>.partial`, then renames it: a shard is whole or absent), write
-    the manifest, then drop the block markers it makes redundant."""
+    the manifest with the rows the blocks of `work` wrote, then drop the block markers it
+    makes redundant. RuntimeError, naming the rows, while a block of `work` has no marker."""
+    unmarked = pending(root, list(work))
+    if unmarked:
+        rows = ", ".join(f"rows {start} to {stop - 1} of {tag}" for tag, start, stop in unmarked)
+        raise RuntimeError(f"{root} is not finished: {rows} were never written; rerun to write them")
     for leftover in Path(root).rglob("*.partial"):
         leftover.unlink()
+    manifest = {**manifest, WRITTEN: spans(work)}
     atomic_write_text(Path(root) / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
     shutil.rmtree(Path(root) / MARKERS, ignore_errors=True)
 
 
+def spans(work: Sequence[tuple]) -> dict[str, list[list[int]]]:
+    """The rows of (tag, start, stop) blocks by tag, as sorted [start, stop) ranges, touching ones merged."""
+    out: dict[str, list[list[int]]] = {}
+    for tag, start, stop in sorted(work):
+        ranges = out.setdefault(tag, [])
+        if ranges and ranges[-1][1] >= start:
+            ranges[-1][1] = max(ranges[-1][1], stop)
+        else:
+            ranges.append([start, stop])
+    return out
+
+
+def gaps(ranges: Sequence[Sequence[int]], n: int) -> list[tuple[int, int]]:
+    """The rows of 0..n-1 outside `ranges` ([start, stop) each), as [start, stop) ranges."""
+    out, at = [], 0
+    for start, stop in sorted(map(tuple, ranges)):
+        out.append((at, min(start, n)))
+        at = max(at, stop)
+    out.append((at, n))
+    return [(lo, hi) for lo, hi in out if lo < hi]
+
+
 def shard_blocks(n: int, rows_per_shard: int, tag: str = "") -> list[tuple]:
-    """(tag, start, stop) row ranges, one per shard; the tag names the arrays a block writes."""
+    """(tag, start, stop) row ranges, one per shard; the tag names the arrays a block writes: the
+    array of that path, or every array under the group of that path."""
     return [(tag, start, min(start + rows_per_shard, n)) for start in range(0, n, rows_per_shard)]
+
+
+def resumed_shard_rows(root: str | Path, shard_rows: int) -> int:
+    """The rows per shard to cut a job's blocks by: `shard_rows` for a new job; for one resumed,
+    those its sharded arrays already have, whatever `shard_rows` is now (logged): blocks cut
+    otherwise would share shards, and two writers of one shard lose each other's rows."""
+    if not (Path(root) / "zarr.json").is_file():
+        return shard_rows
+    kept = {node.shards[0] for _, node in nodes(zarr.open_group(str(root), mode="r"))
+            if isinstance(node, zarr.Array) and node.shards}
+    if len(kept) > 1:
+        raise ValueError(f"{root} holds arrays of {sorted(kept)}-row shards: delete it and rerun")
+    if not kept or kept == {shard_rows}:
+        return shard_rows
+    (started,) = kept
+    log.warning("%s: resuming with the %d-row shards it was started with, not shard_rows = %d "
+                "(to build it with %d-row shards, delete it and rerun)", root, started, shard_rows, shard_rows)
+    return started
 
 
 class Stopwatch:

@@ -8,7 +8,9 @@ every read of a finished output goes through `checked`: it refuses missing and e
 shard files, and turns a failed read into `DamagedData`, which names the array, each
 damaged shard file and the fix. Damage also marks the output unfinished (its
 manifest.json is removed and the damaged shard files deleted), so the task that made
-it rebuilds it when rerun instead of reusing it.
+it rebuilds it when rerun instead of reusing it. Rows a finished output's manifest does
+not record as written (cache/storage/blocks.py) are damage too (`unwritten`): they hold
+fill values, which no checksum can tell from data.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from typing import NoReturn
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from cache.storage.blocks import MANIFEST, nodes
+from cache.storage.blocks import MANIFEST, WRITTEN, gaps, nodes, read_manifest
 
 # create_array keywords for every array of the store and the cache: zarr's default zstd,
 # then crc32c over the stored bytes; empty chunks are written too, so that a missing shard
@@ -136,6 +138,35 @@ def bad_row(array: zarr.Array, row: int, error: str, cause: Exception) -> NoRetu
     _fail(array, [Damage(_name(array), file, f"row {row}: {error}")], cause)
 
 
+def unwritten(root: Path) -> list[Damage]:
+    """Each shard of the finished output at `root` holding rows of a block-written (sharded)
+    array that its manifest does not record as written."""
+    record = read_manifest(root).get(WRITTEN)
+    if record is None:
+        # Finished before manifests kept the record: taken as written, as every row was unless a
+        # build was resumed with another shard_rows by several workers (docs/design.md).
+        return []
+    found = []
+    for path, array in nodes(zarr.open_group(str(root), mode="r")):
+        ranges = record.get(path.split("/")[0])
+        if ranges is None or not isinstance(array, zarr.Array) or not array.shards:
+            continue
+        for lo, hi in gaps(ranges, array.shape[0]):
+            for region, file in shards(array, slice(lo, hi)):
+                first, last = max(lo, region[0].start), min(hi, region[0].stop) - 1
+                found.append(Damage(path, file, f"rows {first} to {last} were never written "
+                                                 f"({MANIFEST} does not record them)"))
+    return found
+
+
+def check_written(root: str | Path) -> None:
+    """Raise DamagedData naming the rows of the finished output at `root` that were never
+    written, once it is marked unfinished (`invalidate`)."""
+    damage = unwritten(Path(root))
+    if damage:
+        raise DamagedData(damage, invalidate(Path(root), damage) + RERUN)
+
+
 def read_all(array: zarr.Array):
     """The whole array in memory, checked."""
     with checked(array):
@@ -143,13 +174,14 @@ def read_all(array: zarr.Array):
 
 
 def verify(root: str | Path) -> list[Damage]:
-    """Every damaged shard of every array of the Zarr group at `root`."""
+    """Every damaged shard of every array of the finished Zarr group at `root`, and every
+    shard holding rows never written."""
     root = Path(root)
     try:
         arrays = [node for _, node in nodes(zarr.open_group(str(root), mode="r")) if isinstance(node, zarr.Array)]
     except Exception as err:  # noqa: BLE001 (unreadable metadata, zarr.json, is damage too)
         return [Damage("(metadata)", root, f"{type(err).__name__}: {err}")]
-    return [d for array in arrays for d in damaged(array)]
+    return unwritten(root) + [d for array in arrays for d in damaged(array)]
 
 
 def verify_outputs(folder: str | Path) -> list[Path]:

@@ -36,7 +36,7 @@ from zarr.core.dtype import VariableLengthBytes
 from zarr.errors import UnstableSpecificationWarning
 
 from cache.storage import blocks
-from cache.storage.integrity import CHECKSUMMED, bad_row, read_all
+from cache.storage.integrity import CHECKSUMMED, bad_row, check_written, read_all
 from cache.storage.rows import DEFAULT_BUDGET, RowReader, Rows, Span
 from pipeline.data.source import SPLITS, BadImage, Item, Source
 from pipeline.runtime.device import to_device
@@ -44,6 +44,7 @@ from pipeline.runtime.device import to_device
 STORE_VERSION = 2  # 2: crc32c on every chunk
 SKIPPED = 255
 IMAGE_FORMATS = ("raw", "jpeg")
+NAMED = 20  # undecodable images an error names; the rest it counts
 log = logging.getLogger(__name__)
 
 
@@ -68,7 +69,9 @@ def decode_jpeg(data: bytes, out: np.ndarray) -> None:
 
 def _write_shard(source: Source, items: tuple[Item, ...], path: str, size: int, skip_bad: bool,
                  jpeg_quality: int | None, block: tuple) -> None:
-    """One shard's work; dask gets it as a partial, picklable for process and cluster workers."""
+    """One shard's work; dask gets it as a partial, picklable for process and cluster workers.
+    Its marker records the images that do not decode, whatever on_bad_image says: with
+    `fail` the build stops once every shard is done, naming them all."""
     _, start, stop = block
     out = np.zeros((stop - start, size, size, 3), dtype=np.uint8)
     skipped = []
@@ -76,9 +79,8 @@ def _write_shard(source: Source, items: tuple[Item, ...], path: str, size: int, 
         try:
             out[i] = square(source.load(item), size)
         except BadImage as err:
-            if not skip_bad:
-                raise
-            log.warning("skipping %s", err)
+            log.warning("skipping %s" if skip_bad else "%s (on_bad_image = fail: the build stops after every shard)",
+                        err)
             skipped.append({"row": start + i, "id": item.id, "error": str(err)})
     if jpeg_quality is not None:  # a skipped image's row stays black, as in a raw store
         out = np.array([encode_jpeg(image, jpeg_quality) for image in out], dtype=object)
@@ -91,16 +93,21 @@ def write_image_store(source: Source, items: list[Item], path: str | Path, size:
                       workers: int = 1, shard_rows: int = 256, progress=None,
                       jpeg_quality: int | None = None, chunk_rows: int = 1) -> dict:
     """Write (or resume) the store at `path`; return its manifest. `on_bad_image` is
-    "fail" (stop, naming the file) or "skip" (record the file and leave its row out).
-    With `jpeg_quality` every image is kept as a JPEG of that quality, else as raw pixels.
-    `chunk_rows` images make a chunk (it divides `shard_rows`): one suits random reads, many
-    suit reads of whole shards, which decode one chunk at a time."""
+    "fail" (stop once every shard is done, naming each image that does not decode) or "skip"
+    (record the files and leave their rows out). With `jpeg_quality` every image is kept as a
+    JPEG of that quality, else as raw pixels. `chunk_rows` images make a chunk (it divides
+    `shard_rows`): one suits random reads, many suit reads of whole shards, which decode one
+    chunk at a time. A store resumed keeps the shards and chunks it was started with."""
     if on_bad_image not in ("fail", "skip"):
         raise ValueError(f"on_bad_image = {on_bad_image!r}: use 'fail' or 'skip'")
     path, n = str(path), len(items)
+    shard_rows = blocks.resumed_shard_rows(path, shard_rows)
     group = zarr.open_group(path, mode="a")
     if "images" not in group:
         _create_images(group, n, size, shard_rows, jpeg_quality, chunk_rows)
+    elif (started := group["images"].chunks[0]) != chunk_rows:
+        log.warning("%s: resuming with the %d-row chunks it was started with, not chunk_rows = %d "
+                    "(to build it with %d-row chunks, delete it and rerun)", path, started, chunk_rows, chunk_rows)
     work = blocks.shard_blocks(n, shard_rows, "images")
     todo = blocks.pending(path, work)
     log.info("image store %s: %d of %d shards to write", path, len(todo), len(work))
@@ -110,6 +117,8 @@ def write_image_store(source: Source, items: list[Item], path: str | Path, size:
     blocks.run_blocks(write, todo, scheduler, workers, progress)
 
     skipped = [s for info in blocks.block_infos(path, work) for s in info]
+    if skipped and on_bad_image == "fail":
+        raise BadImage(_undecodable(skipped, n))
     split = np.array([SPLITS.index(item.split) for item in items], dtype=np.uint8)
     split[[s["row"] for s in skipped]] = SKIPPED
     for name, data in (("labels", np.array([item.label for item in items], dtype=np.int32)),
@@ -120,8 +129,16 @@ def write_image_store(source: Source, items: list[Item], path: str | Path, size:
                 "jpeg_quality": jpeg_quality,
                 "split_counts": {s: int((split == i).sum()) for i, s in enumerate(SPLITS)}}
     group.attrs.update(manifest)
-    blocks.finish(path, manifest)
+    blocks.finish(path, manifest, work)
     return manifest
+
+
+def _undecodable(bad: list[dict], n: int) -> str:
+    named = "".join(f"\n  {b['error']}" for b in bad[:NAMED])
+    more = f"\n  and {len(bad) - NAMED} more" if len(bad) > NAMED else ""
+    return (f"{len(bad)} of {n} images cannot be decoded:{named}{more}\n"
+            "Fix: repair or remove them, or set `[data] on_bad_image = skip` to leave them out of the store "
+            "(its manifest lists them under `skipped`)")
 
 
 def _create_images(group: zarr.Group, n: int, size: int, shard_rows: int, jpeg_quality: int | None,
@@ -212,6 +229,7 @@ class ImageStore:
         if manifest is None:
             raise FileNotFoundError(f"{path} is not a finished image store (no manifest.json); "
                                     "run PrepareDataset for this data set")
+        check_written(path)
         group = zarr.open_group(str(path), mode="r")
         self.path, self.manifest = Path(path), manifest
         self.classes: list[str] = manifest["classes"]

@@ -97,9 +97,10 @@ def cache_teacher(job: TeacherJob, train_rows: np.ndarray, count: int, feature_d
     """Write (or resume) the cache at job.out and return its manifest. `count` is the
     number of store rows, `train_rows` the rows that get random views, `stage_shapes`
     the (C, H, W) of each of job.stages; `stopwatch` (made on job.out) times the pass over
-    all its runs."""
+    all its runs. A cache resumed keeps the shards it was started with."""
     # The recipe its views were drawn by, which a loader replaying them checks.
     attrs = {**attrs, "recipe": asdict(job.recipe)}
+    shard_rows = blocks.resumed_shard_rows(job.out, shard_rows)
     create_cache(job.out, count, train_rows, job.views, job.classes, feature_dim, shard_rows, attrs,
                  stage_shapes, job.topk, job.feature_dtype, job.recipe.width)
     work = blocks.shard_blocks(count, shard_rows, "eval")
@@ -107,5 +108,5 @@ def cache_teacher(job: TeacherJob, train_rows: np.ndarray, count: int, feature_d
         work += blocks.shard_blocks(len(train_rows), shard_rows, "aug")
     blocks.run_blocks(job, blocks.pending(job.out, work), scheduler, workers, progress, stopwatch)
     manifest = {**attrs, "shards": len(work)}
-    blocks.finish(job.out, manifest)
+    blocks.finish(job.out, manifest, work)
     return manifest

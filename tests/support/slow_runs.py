@@ -65,9 +65,11 @@ class DyingTeacherJob(TeacherJob):
 
 
 def write_store(out: Path, source: SyntheticSource = SOURCE, scheduler: str = "synchronous", workers: int = 1,
-                progress=None, jpeg_quality: int | None = None) -> dict:
+                progress=None, jpeg_quality: int | None = None, shard_rows: int = SHARD_ROWS,
+                chunk_rows: int = 1) -> dict:
     return write_image_store(source, source.items(), out, SIZE, {"source": "synthetic"}, scheduler=scheduler,
-                             workers=workers, shard_rows=SHARD_ROWS, progress=progress, jpeg_quality=jpeg_quality)
+                             workers=workers, shard_rows=shard_rows, progress=progress, jpeg_quality=jpeg_quality,
+                             chunk_rows=chunk_rows)
 
 
 def save_teacher(weights: Path) -> None:
@@ -83,12 +85,12 @@ def teacher_job(store: Path, weights: Path, out: Path, job: type[TeacherJob] = T
 
 
 def write_cache(job: TeacherJob, progress=None, scheduler: str = "synchronous", workers: int = 1,
-                stopwatch: blocks.Stopwatch | None = None) -> dict:
+                stopwatch: blocks.Stopwatch | None = None, shard_rows: int = SHARD_ROWS) -> dict:
     store = ImageStore(job.store)
     features = models.create(TEACHER, len(CLASSES)).num_features
     return cache_teacher(job, store.rows("train"), len(store.labels), features,
                          {"identity": {"teacher": TEACHER, "views": job.views}}, scheduler, workers,
-                         SHARD_ROWS, progress, stopwatch=stopwatch)
+                         shard_rows, progress, stopwatch=stopwatch)
 
 
 def files(root: Path) -> dict[str, bytes]:

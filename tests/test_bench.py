@@ -14,7 +14,7 @@ from pipeline.bench import encodings as bench_cache
 from pipeline.bench import loader as bench_loader
 from pipeline.bench import store as bench_store
 
-BENCHMARKS = ("cache_vs_online", "loader", "store", "encodings", "scale")
+BENCHMARKS = ("cache_vs_online", "loader", "store", "encodings", "scale", "report")
 KEYS = {"teacher_pass_ratio", "cached_kd_overhead", "online_over_cached", "online_over_cached_theory",
         "online_fraction_of_theory", "loader_headroom", "cache_bytes_per_image", "cache_bytes_raw_fp16",
         "cache_bytes_over_raw_fp16", "students_from_one_pass", "peak_rss_growth_teacher_pass",

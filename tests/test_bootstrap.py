@@ -4,7 +4,8 @@ import itertools
 import numpy as np
 import pytest
 
-from pipeline.evaluation.bootstrap import bootstrap_values, paired_interval, resample_counts, scorer
+from pipeline.evaluation import bootstrap
+from pipeline.evaluation.bootstrap import bootstrap_values, interval, packed, paired_interval, resample_counts, scorer
 from pipeline.evaluation.metrics import classification_metrics
 
 
@@ -19,7 +20,7 @@ def _run(seed: int, n: int = 60, classes: int = 5, ties: bool = False):
 @pytest.mark.parametrize("ties", [False, True])
 def test_all_counts_one_is_the_plain_metric(metric, ties):
     labels, logits = _run(0, ties=ties)
-    got = scorer(labels, logits, metric)(np.ones((1, len(labels)), np.int32))[0]
+    got = scorer(labels, logits, metric)(packed(np.ones((len(labels), 1), np.uint8)))[0]
     assert got == pytest.approx(classification_metrics(logits, labels)[metric], abs=1e-12)
 
 
@@ -28,10 +29,25 @@ def test_all_counts_one_is_the_plain_metric(metric, ties):
 def test_counts_are_the_metric_on_the_resample_with_repeats(metric, ties):
     labels, logits = _run(1, n=15, classes=4, ties=ties)  # few images: classes drop out of resamples
     counts = next(resample_counts(len(labels), 40, seed=2, chunk=40))
-    got = scorer(labels, logits, metric)(counts)
-    for row, value in zip(counts, got):
-        drawn = np.repeat(np.arange(len(labels)), row)
+    got = scorer(labels, logits, metric)(packed(counts))
+    for column, value in zip(counts.T, got):
+        drawn = np.repeat(np.arange(len(labels)), column.astype(int))
         assert value == pytest.approx(classification_metrics(logits[drawn], labels[drawn])[metric], abs=1e-12)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_intervals_equal_a_direct_bootstrap_of_the_same_draws(ties, monkeypatch):
+    """The numbers reports have always given: resample i draws row i of one seeded
+    rng.integers(0, n, (resamples, n)) and is scored by classification_metrics."""
+    labels, a = _run(6, n=40, classes=6, ties=ties)  # few images a class: classes drop out
+    b = _run(7, n=40, classes=6, ties=ties)[1]
+    monkeypatch.setattr(bootstrap, "chunk_for", lambda n: 7)  # several chunks, the last one short
+    drawn = np.random.default_rng(3).integers(0, len(labels), size=(50, len(labels)))
+    for metric in ("top1", "mAP"):
+        gap = lambda d: (classification_metrics(a[d], labels[d])[metric]  # noqa: E731
+                         - classification_metrics(b[d], labels[d])[metric])
+        expected = interval(gap(np.arange(len(labels))), np.array([gap(d) for d in drawn]))
+        assert paired_interval(labels, a, b, metric, resamples=50, seed=3) == pytest.approx(expected, abs=1e-12)
 
 
 def test_seeded_and_chunk_free():
@@ -42,7 +58,7 @@ def test_seeded_and_chunk_free():
     assert paired_interval(labels, a, b, "mAP", resamples=300, seed=0) == first
     assert paired_interval(labels, a, b, "mAP", resamples=300, seed=1)[1:] != first[1:]
     counts = list(resample_counts(len(labels), 7, seed=0, chunk=3))
-    assert np.array_equal(np.concatenate(counts), next(resample_counts(len(labels), 7, seed=0, chunk=7)))
+    assert np.array_equal(np.concatenate(counts, 1), next(resample_counts(len(labels), 7, seed=0, chunk=7)))
 
 
 @pytest.mark.parametrize("metric", ["top1", "mAP"])
@@ -66,7 +82,8 @@ def test_top1_interval_by_hand():
     a = np.array([[1.0, 0], [0, 1]])
     b = np.array([[1.0, 0], [1, 0]])
     assert paired_interval(labels, a, b, "top1") == (0.5, 0.0, 1.0)
-    diffs = bootstrap_values(labels, a, "top1", 4000)[1] - bootstrap_values(labels, b, "top1", 4000)[1]
+    values = bootstrap_values(labels, {"a": a, "b": b}, ("top1",), 4000)
+    diffs = values["a", "top1"][1] - values["b", "top1"][1]
     assert [np.mean(diffs == v) for v in (0, 0.5, 1)] == pytest.approx([0.25, 0.5, 0.25], abs=0.03)
 
 
@@ -80,7 +97,8 @@ def test_map_distribution_matches_exact_enumeration():
         d = list(draw)
         exact.append(classification_metrics(a[d], labels[d])["mAP"] - classification_metrics(b[d], labels[d])["mAP"])
     exact = np.round(exact, 12)
-    diffs = bootstrap_values(labels, a, "mAP", 8000)[1] - bootstrap_values(labels, b, "mAP", 8000)[1]
+    values = bootstrap_values(labels, {"a": a, "b": b}, ("mAP",), 8000)
+    diffs = values["a", "mAP"][1] - values["b", "mAP"][1]
     values = np.unique(exact)
     assert set(np.round(diffs, 12)) <= set(values)
     for v in values:

@@ -1,13 +1,15 @@
 """The report: columns for the modes that ran, gains with intervals, CSV, charts, views."""
 import csv
+import json
 
 import numpy as np
 import pytest
 
+from pipeline.bench import report as report_bench
 from pipeline.evaluation.bootstrap import paired_interval
 from pipeline.evaluation.charts import padded_range, summary_figure
 from pipeline.evaluation.metrics import classification_metrics
-from pipeline.evaluation.report import student_gains, write_report
+from pipeline.evaluation.report import run_gains, write_report
 from tasks.report import run_settings_notes
 
 N, C = 60, 5
@@ -67,7 +69,7 @@ def test_online_columns_and_intervals(tmp_path):
         low, point, high = (float(rows[1][f"{column}{s}"]) for s in (" low", "", " high"))
         assert low <= point <= high
     runs = students[0]["runs"]
-    gains = student_gains(LABELS, runs, 200, 0)
+    gains = run_gains(LABELS, {"s": runs}, 200, 0)["s"]
     point, low, high = gains[("kd", "online", "top1")]
     assert gains[("online", "baseline", "mAP")] == paired_interval(
         LABELS, runs["online"]["logits"], runs["baseline"]["logits"], "mAP", 200, 0)
@@ -112,7 +114,7 @@ def test_axes_fit_small_values():
     assert padded_range([5.0, 40.0]) == pytest.approx((0.0, 44.8))
     assert padded_range([-2.0, 3.0]) == pytest.approx((-2.6, 3.6))
     teacher, students = _inputs()
-    gains = {s["name"]: student_gains(LABELS, s["runs"], 100, 0) for s in students}
+    gains = run_gains(LABELS, {s["name"]: s["runs"] for s in students}, 100, 0)
     fig = summary_figure("demo", teacher, students, ["baseline", "kd"], gains, [("kd", "baseline")])
     top1 = fig.axes[0].get_ylim()[1]
     values = [100 * s["runs"][m]["metrics"]["top1"] for s in students for m in ("baseline", "kd")] + [38.0]
@@ -133,3 +135,34 @@ def test_the_report_says_how_its_runs_saw_their_images(luigi_config):
     assert "JPEG (quality 90) at 32 px, rows shuffled (seeded); each epoch's order: shards, 4 at a time" in store
     assert recipe == ("Recipe of the students and of the cached views: crop and flip, RandAugment 2 ops at "
                       "magnitude 9; of the teacher's fine-tuning: crop and flip, label smoothing 0.1.")
+
+
+def test_an_interval_that_misses_its_point_is_written_and_drawn_as_computed(tmp_path):
+    """500 classes of 3 test images: a resample repeats or loses a class's few positives,
+    which biases its mAP, so a gain's percentile interval can miss the gain itself."""
+    labels = np.repeat(np.arange(500), 3)
+    rng = np.random.default_rng(0)
+
+    def run(signal: float) -> dict:
+        logits = rng.normal(size=(len(labels), 500)) + signal * np.eye(500)[labels]
+        return {"metrics": classification_metrics(logits, labels), "logits": logits, "seconds": 1.0, "history": []}
+    teacher, _ = _inputs()
+    student = {"name": "s1", "model": "vit_tiny", "params": 5_000_000, "runs": {"baseline": run(0.0), "kd": run(3.0)}}
+    md = write_report(tmp_path, "demo", [], teacher, labels, [student], resamples=200).read_text()
+    point, low, high = run_gains(labels, {"s": student["runs"]}, 200, 0)["s"][("kd", "baseline", "mAP")]
+    assert not low <= point <= high  # the case at hand
+    row = next(line for line in md.splitlines() if line.startswith("| s1 |"))
+    assert f"| {100 * point:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] |" in row
+    assert "of the intervals do not hold their gain, as computed" in md
+    assert (tmp_path / "report.png").stat().st_size > 0
+
+
+def test_the_report_benchmark_times_a_report(tmp_path):
+    """The benchmark's plumbing on a tiny size; its speeds are measured by running it, never here."""
+    out = tmp_path / "report-bench.json"
+    result = report_bench.main(["--images", "400", "--classes", "20", "--students", "2", "--resamples", "64",
+                                "--json", str(out)])
+    assert set(result["metrics"]) == {"report_seconds", "report_cpu_seconds"}
+    assert result["metrics"]["report_seconds"]["goal"] == "<= 60" and result["metrics"]["report_seconds"]["median"] > 0
+    assert len(result["top1"]) == 5 and result["calibration_img_per_s"] > 0  # two students' two runs, the teacher
+    assert json.loads(out.read_text())["settings"]["images"] == 400

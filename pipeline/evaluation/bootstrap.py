@@ -1,37 +1,49 @@
 """Paired bootstrap over test images: a percentile interval for the difference of top-1 or
 mAP between two runs scored on the same images.
 
-A resample is given by multiplicity counts (how often each image was drawn), so a run's
-metric on thousands of resamples is a few gathers and cumulative sums over rankings sorted
-once, instead of re-sorting every resample."""
+A resample is given by multiplicity counts (how often each image was drawn), drawn a chunk
+of resamples at a time for every run and metric. A metric on a resample is made of sums of
+the counts over sets of images fixed once per run: the correct images for top-1, for mAP
+the segments of each class's ranking down to its last positive (the images below it never
+count). Torch's quantized embedding_bag gathers and sums a chunk's counts, stored as bytes,
+over every set in one threaded pass; float32 sums of such integers are exact."""
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Callable, Hashable, Iterator
 
 import numpy as np
+import torch
 
 from pipeline.evaluation.metrics import softmax
 
-Scorer = Callable[[np.ndarray], np.ndarray]
+METRICS = ("top1", "mAP")
+Scorer = Callable[[torch.Tensor], np.ndarray]
 
 
 def paired_interval(labels: np.ndarray, logits_a: np.ndarray, logits_b: np.ndarray, metric: str,
                     resamples: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
     """(point, low, high) of metric(a) - metric(b), as fractions: point on all test images,
     (low, high) the percentile interval at `level` of the differences on paired resamples."""
-    (point_a, a), (point_b, b) = (bootstrap_values(labels, x, metric, resamples, seed) for x in (logits_a, logits_b))
+    values = bootstrap_values(labels, {"a": logits_a, "b": logits_b}, (metric,), resamples, seed)
+    (point_a, a), (point_b, b) = values["a", metric], values["b", metric]
     return interval(point_a - point_b, a - b, level)
 
 
-def bootstrap_values(labels: np.ndarray, logits: np.ndarray, metric: str, resamples: int = 2000,
-                     seed: int = 0) -> tuple[float, np.ndarray]:
-    """One run's metric on all images and on each of `resamples` resamples of len(labels)
-    images drawn with replacement. The resamples depend only on (len(labels), resamples,
-    seed), so runs scored with the same seed see the same images: their differences pair."""
+def bootstrap_values(labels: np.ndarray, runs: dict[Hashable, np.ndarray], metrics: tuple[str, ...] = METRICS,
+                     resamples: int = 2000, seed: int = 0) -> dict[tuple, tuple[float, np.ndarray]]:
+    """{(run, metric): (the metric on all images, its values on each of `resamples` resamples
+    of len(labels) images drawn with replacement)} for runs {name: logits}. The resamples
+    depend only on (len(labels), resamples, seed), so runs scored with the same seed see the
+    same images: their differences pair."""
     labels = np.asarray(labels)
-    score = scorer(labels, logits, metric)
-    counts = resample_counts(len(labels), resamples, seed, chunk_for(logits))
-    return float(score(np.ones((1, len(labels)), np.int32))[0]), np.concatenate([score(w) for w in counts])
+    scorers = {(name, metric): scorer(labels, logits, metric) for name, logits in runs.items() for metric in metrics}
+
+    def score(counts: np.ndarray) -> dict[tuple, np.ndarray]:
+        weights = packed(counts)
+        return {key: run(weights) for key, run in scorers.items()}
+    every = score(np.ones((len(labels), 1), np.uint8))
+    chunks = [score(counts) for counts in resample_counts(len(labels), resamples, seed, chunk_for(len(labels)))]
+    return {key: (float(every[key][0]), np.concatenate([c[key] for c in chunks])) for key in scorers}
 
 
 def interval(point: float, values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
@@ -41,77 +53,112 @@ def interval(point: float, values: np.ndarray, level: float = 0.95) -> tuple[flo
 
 
 def resample_counts(n: int, resamples: int, seed: int, chunk: int) -> Iterator[np.ndarray]:
-    """Yield (rows, n) int32 counts of n draws with replacement, `chunk` resamples at a time."""
+    """Yield (n, rows) uint8 counts of n draws with replacement, a column per resample,
+    `chunk` resamples at a time. Resample i is row i of rng.integers(0, n, (resamples, n))."""
     rng = np.random.default_rng(seed)
     for start in range(0, resamples, chunk):
         rows = min(chunk, resamples - start)
-        drawn = rng.integers(0, n, size=(rows, n)) + n * np.arange(rows)[:, None]
-        yield np.bincount(drawn.ravel(), minlength=rows * n).reshape(rows, n).astype(np.int32)
+        drawn = rng.integers(0, n, size=(rows, n)) * rows + np.arange(rows)[:, None]
+        counts = np.bincount(drawn.ravel(), minlength=n * rows).reshape(n, rows)
+        if counts.max() > 255:  # odds below 1e-500 for n draws of n images
+            raise ValueError(f"an image drawn {counts.max()} times in one resample of {n}: counts are bytes")
+        yield counts.astype(np.uint8)
 
 
-def chunk_for(logits: np.ndarray, elements: int = 1 << 20) -> int:
-    """Resamples per chunk: the mAP gather is (chunk, images x classes); small chunks stay in cache."""
-    return max(1, elements // max(1, np.size(logits)))
+def chunk_for(n: int, counts_bytes: int = 1 << 22) -> int:
+    """Resamples scored at a time: a multiple of 64, where the byte embedding_bag runs
+    fastest, as many as keep a chunk's counts of n images within a few MB of cache."""
+    return max(64, counts_bytes // max(1, n) // 64 * 64)
+
+
+def packed(counts: np.ndarray) -> torch.Tensor:
+    """(n, rows) uint8 counts as quantized embedding_bag's rows: the bytes, then a float32
+    scale of 1 and offset of 0, so that the sums it returns are the counts' own."""
+    rows = np.empty((len(counts), counts.shape[1] + 8), np.uint8)
+    rows[:, :-8], rows[:, -8:] = counts, np.array([1.0, 0.0], np.float32).view(np.uint8)
+    return torch.from_numpy(rows)
 
 
 def scorer(labels: np.ndarray, logits: np.ndarray, metric: str) -> Scorer:
     """The run's metric ("top1" or "mAP", as in classification_metrics) on each resample
-    of a (resamples, images) count matrix."""
+    of a packed (images, resamples) count matrix: correct images drawn over images drawn."""
     if metric == "top1":
-        correct = (np.argmax(logits, 1) == labels).astype(np.float64)
-        return lambda counts: counts @ correct / counts.sum(1)
+        correct = np.flatnonzero(np.argmax(logits, 1) == labels)
+        index, offsets = _flat([(np.r_[correct, np.arange(len(labels))], np.array([len(correct), len(labels)]))])
+        return lambda counts: np.divide(*_segment_sums(counts, index, offsets).T)
     if metric == "mAP":
-        return _map_scorer(labels, softmax(logits))
+        return _map_scorer(labels, _class_scores(logits))
     raise ValueError(f"unknown metric {metric!r}: top1 or mAP")
 
 
 def _map_scorer(labels: np.ndarray, scores: np.ndarray) -> Scorer:
-    """Per class, images ranked by falling score are cut into segments, each ending with a
-    tie group that holds positives. A resample's AP is sum(precision * new positives) /
-    positives over segments, where precision = drawn positives / drawn images up to the
-    segment's end: exactly average_precision on the resample (repeats share a score, so they
-    share its tie group; a segment not drawn adds nothing)."""
-    order, seg_starts, positives, group_starts, first_seg = [], [], [], [], []
-    for c in np.unique(labels):  # a class absent from the test set is absent from every resample
-        ranked = np.argsort(-scores[:, c], kind="stable")
-        group = np.r_[0, np.cumsum(np.diff(scores[ranked, c]) != 0)]  # tie group of each rank
-        is_pos = labels[ranked] == c
-        pos_groups = np.unique(group[is_pos])
-        seg = np.searchsorted(pos_groups, group)  # the first positive group at or after each rank
-        cut = int(np.sum(seg < len(pos_groups)))  # ranks below the last positive never count
-        first_seg.append(sum(map(len, seg_starts)))
-        seg_starts.append(sum(map(len, order)) + _starts(seg[:cut]))
-        order.append(ranked[:cut])
-        group_starts.append(sum(map(len, positives)) + _starts(group[is_pos]))
-        positives.append(ranked[is_pos])
-    order, seg_starts, positives, group_starts = map(np.concatenate, (order, seg_starts, positives, group_starts))
-    first_seg = np.asarray(first_seg)
-    class_of_seg = np.repeat(np.arange(len(first_seg)), np.diff(np.r_[first_seg, len(seg_starts)]))
+    """Per class, the images ranked by falling score down to the last positive are cut into
+    segments, the k-th ending with the tie group of the k-th highest score a positive has. A
+    resample's AP is sum(precision * new positives) / positives over segments, where
+    precision = drawn positives / drawn images up to the segment's end: exactly
+    average_precision on the resample (repeats share a score, so they share its tie group; a
+    segment not drawn adds nothing). Images below the last positive never count.
+    scores: (classes, images)."""
+    by_class = np.argsort(labels, kind="stable")
+    classes, starts = np.unique(labels[by_class], return_index=True)
+    members, positives = [], []
+    # a class absent from the test set is absent from every resample
+    for c, pos in zip(classes, np.split(by_class, starts[1:])):
+        levels = -np.unique(scores[c, pos])[::-1]  # the positives' scores, falling, negated: ascending
+        above = np.flatnonzero(scores[c] >= -levels[-1])  # at or above the last positive
+        members.append(_by_segment(above, np.searchsorted(levels, -scores[c, above]), len(levels)))
+        positives.append(_by_segment(pos, np.searchsorted(levels, -scores[c, pos]), len(levels)))
+    first = np.cumsum([0] + [len(sizes) for _, sizes in members[:-1]])
+    (order, seg_offsets), (positives, group_offsets) = _flat(members), _flat(positives)
 
-    def running(per_segment: np.ndarray) -> np.ndarray:
-        """Cumulative sum over each class's segments."""
-        total = np.cumsum(per_segment, 1)
-        return total - np.c_[np.zeros(len(total), total.dtype), total][:, first_seg][:, class_of_seg]
-
-    def mean_ap(counts: np.ndarray) -> np.ndarray:
-        drawn = running(_segment_sums(counts, order, seg_starts))
-        new = _segment_sums(counts, positives, group_starts)
-        ap_sum = np.add.reduceat(running(new) / np.maximum(drawn, 1) * new, first_seg, axis=1)
-        pos = np.add.reduceat(new, first_seg, axis=1)
+    def mean_ap(counts: torch.Tensor) -> np.ndarray:
+        drawn, _ = _running(_segment_sums(counts, order, seg_offsets), first)
+        new = _segment_sums(counts, positives, group_offsets)
+        found, pos = _running(new.copy(), first)
+        np.divide(found, np.maximum(drawn, 1, out=drawn), out=found)
+        # summed along each class's segments as reports always were: the same numbers to the last bit
+        ap = np.add.reduceat(np.multiply(found, new, out=found), first, axis=1)
         present = pos > 0
-        return np.sum(np.where(present, ap_sum / np.maximum(pos, 1), 0), 1) / present.sum(1)
+        return np.sum(np.where(present, ap / np.maximum(pos, 1), 0), 1) / present.sum(1)
 
     return mean_ap
 
 
-def _segment_sums(counts: np.ndarray, index: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """(rows, len(starts)) sums of counts[:, index] over segments beginning at starts;
-    one flat reduceat, much faster than reduceat or cumsum along axis 1."""
-    rows = len(counts)
-    flat = np.take(counts, index, axis=1).ravel()
-    return np.add.reduceat(flat, (starts + len(index) * np.arange(rows)[:, None]).ravel()).reshape(rows, -1)
+def _by_segment(items: np.ndarray, segment: np.ndarray, segments: int) -> tuple[np.ndarray, np.ndarray]:
+    """items grouped by their segment, in their order within it (the image order of `items`
+    is the order embedding_bag reads the counts in), and the size of each segment."""
+    small = segment.astype(np.min_scalar_type(segments))  # 8 or 16 bits: a radix sort
+    return items[np.argsort(small, kind="stable")], np.bincount(segment, minlength=segments)
 
 
-def _starts(keys: np.ndarray) -> np.ndarray:
-    """Indices where a run of equal consecutive keys begins."""
-    return np.flatnonzero(np.r_[True, np.diff(keys) != 0])
+def _flat(groups: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every class's (items, segment sizes) as one index and its segments' offsets, for
+    embedding_bag: int32 where it fits, to halve their memory."""
+    dtype = np.int32 if sum(len(items) for items, _ in groups) < 2**31 else np.int64
+    index = np.concatenate([items for items, _ in groups], dtype=dtype)
+    sizes = np.concatenate([sizes for _, sizes in groups])
+    return torch.from_numpy(index), torch.from_numpy(np.r_[0, np.cumsum(sizes[:-1])].astype(dtype))
+
+
+def _segment_sums(counts: torch.Tensor, index: torch.Tensor, offsets: torch.Tensor) -> np.ndarray:
+    """(resamples, segments) float64 sums of the packed counts of the images `index` lists,
+    over segments beginning at offsets."""
+    sums = torch.ops.quantized.embedding_bag_byte_rowwise_offsets(counts, index, offsets)
+    return np.ascontiguousarray(sums.numpy().T, dtype=np.float64)
+
+
+def _running(per_segment: np.ndarray, first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative sums over each class's segments (classes beginning at `first`), in place,
+    and each class's total; counts, so every sum is exact."""
+    totals = np.add.reduceat(per_segment, first, axis=1)
+    per_segment[:, first[1:]] -= totals[:, :-1]  # one cumsum then restarts at each class
+    return np.cumsum(per_segment, 1, out=per_segment), totals
+
+
+def _class_scores(logits: np.ndarray, rows: int = 256) -> np.ndarray:
+    """softmax(logits) as (classes, images), a block of rows at a time: softmax is row by
+    row, so these are its numbers, and the blocks' temporaries stay in cache."""
+    scores = np.empty(logits.shape[::-1])
+    for start in range(0, len(logits), rows):
+        scores[:, start:start + rows] = softmax(logits[start:start + rows]).T
+    return scores

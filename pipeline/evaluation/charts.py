@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -55,12 +56,17 @@ def _legend_below(fig: Figure) -> None:
 
 
 def _bars(ax, names: list[str], values: list[list[float]], labels: list[str], colors: list[str],
-          ylabel: str, errors: list | None = None) -> None:
-    """Grouped bars: one group per name, one bar per series; errors: (2, n) per series."""
+          ylabel: str, intervals: list | None = None) -> None:
+    """Grouped bars: one group per name, one bar per series; intervals: (lows, highs) per
+    series, each drawn from its low to its high whether or not it holds the bar's top (a
+    percentile interval need not hold its point)."""
     width = 0.8 / max(1, len(values))
     for i, (row, label, color) in enumerate(zip(values, labels, colors)):
         x = [j + (i - (len(values) - 1) / 2) * width for j in range(len(names))]
-        ax.bar(x, row, width, label=label, color=color, yerr=None if errors is None else errors[i], capsize=3)
+        ax.bar(x, row, width, label=label, color=color)
+        if intervals is not None:
+            low, high = np.asarray(intervals[i], dtype=float)
+            ax.errorbar(x, (low + high) / 2, (high - low) / 2, fmt="none", ecolor="k", capsize=3)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_xlim(-0.5, len(names) - 0.5)  # a group whose bars are all missing keeps its place
     ax.set_ylabel(ylabel)
@@ -70,9 +76,8 @@ def _gain_bars(ax, names: list[str], cells: list[list[tuple | None]], labels: li
     """Gains in points as bars with their intervals; a pair a student lacks is left empty."""
     nan = float("nan")
     points = [[100 * c[0] if c else nan for c in row] for row in cells]
-    errors = [[[100 * (c[0] - c[1]) if c else nan for c in row], [100 * (c[2] - c[0]) if c else nan for c in row]]
-              for row in cells]
-    _bars(ax, names, points, labels, PAIR_COLORS[:len(labels)], ylabel, errors)
+    intervals = [[[100 * c[end] if c else nan for c in row] for end in (1, 2)] for row in cells]
+    _bars(ax, names, points, labels, PAIR_COLORS[:len(labels)], ylabel, intervals)
     ax.axhline(0, color="k", lw=0.8)
     ax.set_ylim(*padded_range([100 * v for row in cells for c in row if c for v in c[1:]]))
 

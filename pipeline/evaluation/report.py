@@ -44,7 +44,7 @@ def write_report(out_dir: Path, title: str, notes: list[str], teacher: dict, lab
     runs = {s["name"]: {**s["runs"], **({"teacher": teacher} if teacher.get("logits") is not None else {})}
             for s in students}
     pairs = [p for p in PAIRS if any(set(p) <= set(r) for r in runs.values())]
-    gains = {name: student_gains(labels, r, resamples, seed) for name, r in runs.items()}
+    gains = run_gains(labels, runs, resamples, seed)
     columns = table_columns(modes, pairs)
     rows = [teacher_row(teacher)] + [student_row(s, gains[s["name"]]) for s in students]
     atomic_write_text(out_dir / "report.csv", _csv(columns, rows))
@@ -60,22 +60,28 @@ def write_report(out_dir: Path, title: str, notes: list[str], teacher: dict, lab
                   "in points, with its paired 95% interval."]
     save_png(summary_figure(title, teacher, students, modes, gains, pairs), out_dir / "report.png")
     save_png(curves_figure(title, teacher, students), out_dir / "curves.png")
-    for paragraph in [*notes, bootstrap_note(len(labels), resamples, seed)]:
+    missed = sum(not low <= point <= high for g in gains.values() for point, low, high in g.values())
+    for paragraph in [*notes, bootstrap_note(len(labels), resamples, seed, missed)]:
         lines += ["", paragraph]
     lines += ["", "![accuracy, mAP and gains](report.png)", "", "![validation top-1 per epoch](curves.png)", ""]
     atomic_write_text(out_dir / "report.md", "\n".join(lines))
     return out_dir / "report.md"
 
 
-def student_gains(labels: np.ndarray, runs: dict, resamples: int, seed: int) -> dict[tuple, tuple]:
-    """{(a, b, metric): (point, low, high)} in fractions for each pair of PAIRS in runs; every
-    run is scored once on the same resamples (one seed), so each pair is a paired bootstrap."""
-    gains = {}
-    for key in SHORT:
-        values = {m: bootstrap_values(labels, run["logits"], key, resamples, seed) for m, run in runs.items()}
-        gains |= {(a, b, key): interval(values[a][0] - values[b][0], values[a][1] - values[b][1])
-                  for a, b in PAIRS if a in runs and b in runs}
-    return gains
+def run_gains(labels: np.ndarray, runs: dict[str, dict], resamples: int,
+              seed: int) -> dict[str, dict[tuple, tuple]]:
+    """{student: {(a, b, metric): (point, low, high)}} in fractions for each pair of PAIRS in
+    the student's runs {mode: run}. Every run is scored once (the teacher, in every student's
+    runs, too) on the same resamples (one seed), so each pair is a paired bootstrap."""
+    logits = {id(run["logits"]): run["logits"] for modes in runs.values() for run in modes.values()}
+    values = bootstrap_values(labels, logits, tuple(SHORT), resamples, seed)
+
+    def gain(modes: dict, a: str, b: str, key: str) -> tuple:
+        (point_a, on_a), (point_b, on_b) = (values[id(modes[m]["logits"]), key] for m in (a, b))
+        return interval(point_a - point_b, on_a - on_b)
+
+    return {name: {(a, b, key): gain(modes, a, b, key) for key in SHORT for a, b in PAIRS if a in modes and b in modes}
+            for name, modes in runs.items()}
 
 
 def table_columns(modes: list[str], pairs: list[tuple[str, str]]) -> list[str]:
@@ -125,11 +131,15 @@ def cache_table(study: list[dict], main_kd: dict[str, np.ndarray], labels: np.nd
     return columns, rows
 
 
-def bootstrap_note(images: int, resamples: int, seed: int) -> str:
+def bootstrap_note(images: int, resamples: int, seed: int, missed: int) -> str:
+    """What the table's intervals are; `missed`: how many of them do not hold their point."""
     return (f"Gains are in points, [low, high] their 95% interval: a paired bootstrap over the {images} test "
             f"images ({resamples} resamples, seed {seed}; each draws {images} images with replacement, the "
-            "same images for both runs), percentile interval of the difference. train s: training wall "
-            "time; cache pass s and cache forwards: the teacher's one-off pass that fills the cache.")
+            "same images for both runs), percentile interval of the difference. "
+            + (f"{missed} of the intervals do not hold their gain, as computed: with few test images a class, "
+               "a resample repeats or loses a class's positives, which biases its mAP. " if missed else "")
+            + "train s: training wall time; cache pass s and cache forwards: the teacher's one-off pass that "
+            "fills the cache.")
 
 
 def _csv(columns: list[str], rows: list[dict]) -> str:

@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import pickle
 import random
+from collections import Counter
 from pathlib import Path
 
 import h5py
@@ -14,10 +15,11 @@ import pytest
 from PIL import Image
 from support.hdf5 import write_h5
 
+from pipeline.checks import check_dataset
 from pipeline.data.files import read_image, tree_stats
 from pipeline.data.hdf5 import HDF5Source
 from pipeline.data.imagefolder import ImageFolder
-from pipeline.data.readers import carve_validation, open_source
+from pipeline.data.readers import carve_validation, open_source, split_counts
 from pipeline.data.source import BadImage, BadSource, Item
 from pipeline.data.stanford40 import Stanford40
 
@@ -163,6 +165,53 @@ def test_imagefolder_single_tree_holdout_is_stratified_and_seeded(tmp_path: Path
     assert ImageFolder(tmp_path, holdout=0.25, seed=3).items() == items
     assert ImageFolder(tmp_path, holdout=0.25, seed=4).items() != items
     assert {i.split for i in ImageFolder(tmp_path, holdout=0).items()} == {"train"}
+
+
+def test_imagefolder_train_and_val_only_scores_val_and_selects_on_a_part_of_train(tmp_path: Path) -> None:
+    """ImageNet as laid out: val/ is the test split; [data] val_fraction of train is carved for selection."""
+    image_tree(tmp_path / "train", per_class=10)
+    image_tree(tmp_path / "val")
+    items = open_source(f"imagefolder:{tmp_path}").items()
+    assert [(i.split, i.id.split("/")[0]) for i in items] == [("train", "train")] * 30 + [("test", "val")] * 9
+    carved = carve_validation(items, 0.2, seed=0)
+    assert [sum(i.split == s for i in carved) for s in ("train", "val", "test")] == [24, 6, 9]
+
+
+@pytest.mark.parametrize("splits", [("train",), ("val", "test"), ("test",)])
+def test_imagefolder_split_folders_without_train_or_test_images(tmp_path: Path, splits: tuple) -> None:
+    for split in splits:
+        image_tree(tmp_path / split)
+    with pytest.raises(BadSource, match="needs train/ and test/"):
+        ImageFolder(tmp_path)
+
+
+@pytest.mark.parametrize("splits", [("train", "test"), ("train", "val", "test"), ("train", "val"), ()])
+def test_imagefolder_is_checked_by_its_counts_without_making_items(tmp_path: Path, monkeypatch,
+                                                                    splits: tuple) -> None:
+    """The configuration check of ImageNet's 1.28 M files counts them: a million items cost seconds."""
+    for folder in [tmp_path / split for split in splits] or [tmp_path]:
+        image_tree(folder, per_class=5)
+    save(tmp_path / (splits[0] if splits else "") / "a.b" / "extra.png", noise((4, 4)))
+    source = ImageFolder(tmp_path, holdout=0.3)
+    counts = Counter((item.split, item.label) for item in source.items())
+    monkeypatch.setattr(ImageFolder, "items", lambda self: pytest.fail("the check made the items"))
+    assert split_counts(source) == counts
+    assert check_dataset("mine", f"imagefolder:{tmp_path} holdout=0.3") == ([], 3)
+
+
+def test_imagefolder_counts_once_a_process_until_a_folder_changes(tmp_path: Path, monkeypatch) -> None:
+    image_tree(tmp_path / "train")
+    image_tree(tmp_path / "val")
+    listings = []
+    listed = ImageFolder._class_images
+    monkeypatch.setattr(ImageFolder, "_class_images", lambda self: listings.append(1) or listed(self))
+    counts = ImageFolder(tmp_path).split_counts()
+    assert ImageFolder(tmp_path).split_counts() == counts and len(listings) == 2  # folders changed just now
+    for folder in [tmp_path, *tmp_path.iterdir(), *tmp_path.glob("*/*")]:
+        os.utime(folder, ns=(10 ** 18, 10 ** 18))  # as a data set's folders, unchanged for days
+    assert [ImageFolder(tmp_path).split_counts() for _ in range(2)] == [counts] * 2 and len(listings) == 3
+    save(tmp_path / "val" / "a.b" / "new.png", noise((4, 4)))
+    assert ImageFolder(tmp_path).split_counts() == counts + Counter({("test", 0): 1}) and len(listings) == 4
 
 
 def test_imagefolder_empty_class_folder(tmp_path: Path) -> None:

@@ -8,5 +8,7 @@
     python -m pipeline.bench.report     the report's intervals at 50,000 test images x 1,000 classes
 
 No benchmark imports another; they share harness.py (timing, metrics, the machine's figure,
-memory), fixtures.py (the data sets and teachers they make) and runs.py (students' runs).
+memory), fixtures.py (the data sets and teachers they make), folders.py (generated image
+folders; `python -m pipeline.bench.folders` writes one in ImageNet's layout and shape) and
+runs.py (students' runs).
 """

@@ -6,6 +6,10 @@ should grow with N, the memory should not.
 
     python -m pipeline.bench.scale --images 200000 --classes 1000 --out /tmp/scale/n200k
 
+`--layout imagenet` generates (or completes) a folder in ImageNet's layout and shape
+instead (pipeline/bench/folders.py), `--folder` where; `--parts` picks what is measured
+(the store builds and the teacher pass are hours at ImageNet's size).
+
 Reruns reuse the folder, the finished experiment and the teacher's weights under --out.
 The first run finishes the experiment once; at a thousand classes most of its time is
 the report's mAP bootstrap over the test images, not the no-op it prepares.
@@ -19,15 +23,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-import simplejpeg
 import torch
 
 import models
 from cache.storage.files import atomic_write_json
 from pipeline.bench.fixtures import random_teacher
+from pipeline.bench.folders import generate, generate_imagenet
 from pipeline.bench.harness import (
     ROOT,
     bytes_on_disk,
@@ -46,56 +51,31 @@ from pipeline.data.imagefolder import ImageFolder
 from pipeline.data.imagestore import ImageStore, write_image_store
 from pipeline.teacher.teacher_pass import TeacherJob, cache_teacher
 
-SHAPE = (40, 48)  # height, width of a generated image
 TEACHER = "convnext_atto"
 TINY_TEACHER = "convnext_atto depths=(1,1,1,1) dims=(8,16,32,64)"
 TINY_STUDENT = "vit_tiny_patch16_224 img_size=32 patch_size=8 embed_dim=32 depth=1 num_heads=2"
 GOALS = {"noop_runall_s": ("<=", 10.0)}
+LAYOUTS = {"flat": ("images", generate), "imagenet": ("imagenet", generate_imagenet)}  # folder name, generator
 NOTHING_TO_DO = "Did not run any tasks"  # Luigi's summary of a run that found everything done
-
-
-def smooth_images(rng: np.random.Generator, count: int) -> np.ndarray:
-    """`count` uint8 (H, W, 3) images: random colours on a coarse grid, interpolated
-    bilinearly, so they compress like photographs rather than like noise."""
-    coarse = rng.uniform(0, 255, (count, 4, 5, 3))
-    rows, cols = (np.clip(np.linspace(0, n - 1, side)[:, None] - np.arange(n), -1, 1) for n, side
-                  in zip(coarse.shape[1:3], SHAPE))
-    up_rows, up_cols = 1 - np.abs(rows), 1 - np.abs(cols)  # hat weights: linear interpolation
-    return np.einsum("hi,nijc,wj->nhwc", up_rows, coarse, up_cols, optimize=True).astype(np.uint8, order="C")
-
-
-def generate(folder: Path, images: int, classes: int, seed: int = 0) -> int:
-    """An ImageFolder of `images` JPEGs, `folder/cNNNN/NNNNNNN.jpg`, image i in class i mod
-    `classes`; returns the files written. Each class folder is written under a hidden name
-    and renamed into place whole, so a rerun skips the finished classes and redoes a
-    killed one; a class's pixels depend only on `seed` and its label."""
-    written, digits = 0, len(str(images - 1))
-    for label in range(classes):
-        final = folder / f"c{label:04d}"
-        if final.is_dir():
-            continue
-        partial = folder / f".{final.name}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        rng = np.random.default_rng([seed, label])
-        numbers = range(label, images, classes)
-        for number, image in zip(numbers, smooth_images(rng, len(numbers))):
-            (partial / f"{number:0{digits}d}.jpg").write_bytes(
-                simplejpeg.encode_jpeg(image, quality=85, colorspace="RGB"))
-        partial.rename(final)
-        written += len(numbers)
-    return written
 
 
 def listing_metrics(folder: Path, reps: int) -> dict:
     """Seconds of what every command pays on the folder before any work: the source's
-    listing, the configuration check of the data set (a second listing, and its
-    coverage), and the fingerprint PrepareDataset computes (a stat of every file)."""
-    spec = f"imagefolder:{folder}"
-    t = interleave(reps, listing=lambda: seconds(lambda: ImageFolder(folder).items()),
-                   config_check=lambda: seconds(lambda: check_dataset("scale", spec)),
-                   fingerprint=lambda: seconds(lambda: ImageFolder(folder).fingerprint()))
+    listing as items (what the store build reads), the configuration check of the data set
+    (a count of its images per split and class) and the fingerprint PrepareDataset computes
+    (a stat of every file); each in a fresh process, as each command is (a process keeps its
+    count)."""
+    t = interleave(reps, **{part: partial(in_fresh_process, listing_seconds, part, folder)
+                            for part in ("listing", "config_check", "fingerprint")})
     return {f"{name}_s": metric(f"{name}_s", values) for name, values in t.items()}
+
+
+def listing_seconds(part: str, folder: Path) -> float:
+    """Seconds of one of listing_metrics' parts, in this process."""
+    run = {"listing": lambda: ImageFolder(folder).items(),
+           "config_check": lambda: check_dataset("scale", f"imagefolder:{folder}"),
+           "fingerprint": lambda: ImageFolder(folder).fingerprint()}[part]
+    return seconds(run)
 
 
 def experiment(out: Path, folder: Path, classes: int, holdout: float | None = None) -> Path:
@@ -243,20 +223,30 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--holdout", type=float, help="test fraction of the experiment's folder (ImageFolder's "
                         "default if unset); a small one keeps the first run's report bootstrap short at large N")
     parser.add_argument("--json", type=Path, help="default: OUT/scale.json")
+    parser.add_argument("--layout", choices=list(LAYOUTS), default="flat",
+                        help="flat: N images; imagenet: ImageNet's train/ of N and val/ (folders.py)")
+    parser.add_argument("--folder", type=Path, help="the generated folder; default: OUT/<layout>-N-C")
+    parser.add_argument("--parts", choices=["listing", "noop", "stores"], nargs="+",
+                        default=["listing", "noop", "stores"], help="what to measure")
     args = parser.parse_args(argv)
-    folder = args.out / f"images-{args.images}-{args.classes}"
+    folder = args.folder or args.out / f"{LAYOUTS[args.layout][0]}-{args.images}-{args.classes}"
     tic, figure = time.perf_counter(), calibration()
     tic_generate = time.perf_counter()
-    written = generate(folder, args.images, args.classes)
+    written = LAYOUTS[args.layout][1](folder, args.images, args.classes)
     generated = {"generated_files": written, "generate_s": time.perf_counter() - tic_generate}
     log_step(f"generated {written} files in {folder} ({generated['generate_s']:.1f} s)")
-    metrics = listing_metrics(folder, args.reps)
-    noop, first = noop_metrics(experiment(args.out, folder, args.classes, args.holdout), args.reps)
-    metrics |= noop
-    stages = stores_and_pass(args.out, folder, args.images, args)
-    metrics |= {f"{stage}_{key}": metric(f"{stage}_{key}", value)
-                for stage, found in stages.items() for key, value in found.items()}
-    result = {"images": args.images, "classes": args.classes, "metrics": metrics, **generated, **first,
+    metrics, first = {}, {}
+    if "listing" in args.parts:
+        metrics |= listing_metrics(folder, args.reps)
+    if "noop" in args.parts:
+        noop, first = noop_metrics(experiment(args.out, folder, args.classes, args.holdout), args.reps)
+        metrics |= noop
+    if "stores" in args.parts:
+        stages = stores_and_pass(args.out, folder, sum(ImageFolder(folder).split_counts().values()), args)
+        metrics |= {f"{stage}_{key}": metric(f"{stage}_{key}", value)
+                    for stage, found in stages.items() for key, value in found.items()}
+    result = {"images": args.images, "classes": args.classes, "layout": args.layout, "metrics": metrics,
+              **generated, **first,
               "calibration_img_per_s": [figure, calibration()], "load_average": os.getloadavg(),
               "wall_seconds": time.perf_counter() - tic}
     print(table(metrics))

@@ -1,12 +1,12 @@
 """The check of a [datasets] line: the data set opens and has train and test images of every
-class. Judged by its item list: no image is decoded."""
+class. Judged by its images per split and class (readers.split_counts): no image is decoded."""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 
 from pipeline.checks.problems import Problem, attempt
-from pipeline.data.readers import open_source
-from pipeline.data.source import Item, Source
+from pipeline.data.readers import open_source, split_counts
+from pipeline.data.source import Source
 from pipeline.spec import parse_spec
 
 
@@ -15,23 +15,26 @@ def check_dataset(name: str, spec: str) -> tuple[list[Problem], int | None]:
     opened, problems = attempt("datasets", name, spec, _open_dataset, spec)
     if problems:
         return problems, None
-    source, items = opened
-    return [Problem("datasets", name, spec, fix) for fix in _coverage(source.classes, items)], len(source.classes)
+    source, counts = opened
+    return [Problem("datasets", name, spec, fix) for fix in _coverage(source.classes, counts)], len(source.classes)
 
 
-def _coverage(classes: list[str], items: list[Item]) -> list[str]:
-    """Why a data set would train for nothing or report misleadingly: an empty train or test
-    split; classes without any image, without test images or without training images."""
-    splits = Counter(item.split for item in items)
+def _coverage(classes: list[str], counts: Counter[tuple[str, int]]) -> list[str]:
+    """Why a data set of `counts` images per (split, label) would train for nothing or report
+    misleadingly: an empty train or test split; classes without any image, without test
+    images or without training images."""
+    splits = Counter()
+    for (split, _), n in counts.items():
+        splits[split] += n
     if empty := [split for split in ("train", "test") if not splits[split]]:
-        counts = ", ".join(f"{splits[split]} {split}" for split in ("train", "val", "test"))
-        return [f"no {' and no '.join(empty)} images ({counts}); give it train and test images (a source "
+        total = ", ".join(f"{splits[split]} {split}" for split in ("train", "val", "test"))
+        return [f"no {' and no '.join(empty)} images ({total}); give it train and test images (a source "
                 f"without a split holds out a `holdout=` fraction of each class as test)"]
-    fit = Counter(item.label for item in items if item.split != "test")
-    test = Counter(item.label for item in items if item.split == "test")
+    fit = {label for split, label in counts if split != "test"}
+    test = {label for split, label in counts if split == "test"}
     groups = defaultdict(list)  # (has training images, has test images) -> class names
     for label, name in enumerate(classes):
-        groups[bool(fit[label]), bool(test[label])].append(name)
+        groups[label in fit, label in test].append(name)
     return [f"{len(groups[has])} of {len(classes)} classes have {what}: {_few(groups[has])}{fix}"
             for has, (what, fix) in LACKING.items() if groups[has]]
 
@@ -49,9 +52,9 @@ def _few(names: list[str], shown: int = 5) -> str:
     return ", ".join(names[:shown]) + rest
 
 
-def _open_dataset(spec: str) -> tuple[Source, list[Item]]:
-    """The source and its items: listing them finds what only a full listing shows (e.g. an
-    empty class folder); it decodes no image."""
+def _open_dataset(spec: str) -> tuple[Source, Counter[tuple[str, int]]]:
+    """The source and its images per (split, label): counting them finds what only a full
+    listing shows (e.g. an empty class folder); it decodes no image."""
     source, options = parse_spec(spec)
     opened = open_source(source, **options)
-    return opened, opened.items()
+    return opened, split_counts(opened)

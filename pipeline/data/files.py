@@ -2,8 +2,10 @@
 file listing and digest that make a source's content fingerprint."""
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,25 +46,38 @@ def read_lines(path: Path) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cycle collector off for the block: a listing of a million files makes millions
+    of objects, none in a cycle, which the collector would rescan again and again."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def tree_stats(root: Path) -> Iterator[str]:
     """"<relative name> <size> <mtime_ns>" for every file under root, in a stable order: a
     folder's files by name, then its subfolders by name, depth first (os.walk's order; links
-    to folders are not followed). One scandir per folder and the entries' own stat: a third
-    of os.walk + os.stat + relpath's time on 200,000 files."""
+    to folders are not followed). One scandir per folder, and each file's stat relative to
+    its folder's descriptor (no path to resolve): most of the time is the stat calls'."""
     stack = [""]
     while stack:
         rel = stack.pop()
-        with os.scandir(os.path.join(root, rel)) as found:
-            entries = sorted(found, key=lambda entry: entry.name)
-        folders = []
-        for entry in entries:
-            if entry.is_dir():
-                if not entry.is_symlink():
-                    folders.append(f"{rel}{entry.name}/")
-                continue
-            stat = entry.stat()
-            yield f"{rel}{entry.name} {stat.st_size} {stat.st_mtime_ns}"
-        stack.extend(reversed(folders))
+        folder = os.open(os.path.join(root, rel), os.O_RDONLY | os.O_DIRECTORY)
+        try:  # the entries' methods may stat through the descriptor: all called before it closes
+            with os.scandir(folder) as found:
+                entries = sorted(found, key=lambda entry: entry.name)
+            lines = [f"{rel}{entry.name} {stat.st_size} {stat.st_mtime_ns}"
+                     for entry in entries if not entry.is_dir() for stat in [entry.stat()]]
+            stack.extend(f"{rel}{entry.name}/" for entry in reversed(entries)
+                         if entry.is_dir() and not entry.is_symlink())
+        finally:
+            os.close(folder)
+        yield from lines
 
 
 def source_fingerprint(kind: str, options: dict[str, Any], lines: Iterable[str]) -> str:

@@ -3,23 +3,30 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from itertools import repeat
 from pathlib import Path
 
 from PIL import Image
 
-from pipeline.data.files import read_image, source_fingerprint, tree_stats
+from pipeline.data.files import collector_paused, read_image, source_fingerprint, tree_stats
 from pipeline.data.source import SPLITS, BadSource, Item
-from pipeline.data.splits import move_fraction
+from pipeline.data.splits import move_fraction, moved_count
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+_counted: dict[tuple, tuple[list[int], Counter]] = {}  # (root, holdout, seed) -> (folder mtimes, split_counts)
+RECENT_NS = 2 * 10 ** 9  # a folder changed this recently may change again within its mtime's tick
 
 
 class ImageFolder:
     """Images in `root/<class>/<image>`, either under train/ and test/ (and optionally val/)
-    folders, which must hold the same classes, or in one tree whose items go to test with a
-    seeded, stratified `holdout` fraction per class and to train otherwise.
+    folders, or ImageNet's train/ and val/ (val/ read as test), which must hold the same
+    classes, or in one tree whose items go to test with a seeded, stratified `holdout`
+    fraction per class and to train otherwise.
 
     Classes are the sorted class folder names. Hidden entries and non-image files are ignored
     (their count is logged); a class folder without images raises BadSource."""
@@ -37,24 +44,25 @@ class ImageFolder:
     def items(self) -> list[Item]:
         """Per split folder, per class, images sorted by name; the id and key are the path
         relative to root."""
-        folders = self._split_folders()
-        items, ignored = [], 0
-        for split, folder in folders:
-            for label, name in enumerate(self.classes):
-                files = sorted(entry.name for entry in os.scandir(folder / name) if entry.is_file())
-                # String operations, not pathlib: a million files cost seconds in Path objects.
-                images = [f for f in files
-                          if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES]
-                ignored += len(files) - len(images)
-                if not images:
-                    raise BadSource(f"{folder / name}: class folder holds no images; add some, or remove the folder")
-                rel = (folder / name).relative_to(self.root).as_posix()
-                items += [Item(key, label, split, key) for key in (f"{rel}/{f}" for f in images)]
-        if ignored:
-            log.info("%s: ignored %d hidden or non-image files", self.root, ignored)
-        if len(folders) == 1:
-            items = move_fraction(items, "train", "test", self.holdout, self.seed)
-        return items
+        items: list[Item] = []
+        with collector_paused():
+            for split, label, rel, images in self._class_images():
+                keys = [f"{rel}/{name}" for name in sorted(images)]
+                items += map(Item, keys, repeat(label), repeat(split), keys)
+            return move_fraction(items, "train", "test", self.holdout, self.seed) if self._one_tree() else items
+
+    def split_counts(self) -> Counter[tuple[str, int]]:
+        """Images per (split, label), as items() has them, without making the items. Counted
+        once a process (the configuration check asks, then the auto order) while no folder's
+        mtime moves, which adding, removing or renaming a file does; not kept while a folder
+        is new, as a second change within its clock's tick would leave its mtime as it was."""
+        key, mtimes = (self.root, self.holdout, self.seed), self._folder_mtimes()
+        if key not in _counted or _counted[key][0] != mtimes:
+            counts = self._count()
+            if max(mtimes) > time.time_ns() - RECENT_NS:
+                return counts
+            _counted[key] = mtimes, counts
+        return Counter(_counted[key][1])
 
     def load(self, item: Item) -> Image.Image:
         return read_image(self.root / str(item.key))
@@ -63,14 +71,54 @@ class ImageFolder:
         return source_fingerprint("imagefolder", {"holdout": self.holdout, "seed": self.seed},
                                   tree_stats(self.root))
 
+    def _count(self) -> Counter[tuple[str, int]]:
+        """split_counts, counted from the class folders' listings."""
+        counts = Counter({(split, label): len(images) for split, label, _, images in self._class_images()})
+        if self._one_tree():
+            for (_, label), n in list(counts.items()):
+                test = moved_count(n, self.holdout)
+                counts["train", label], counts["test", label] = n - test, test
+        return +counts  # no zero counts, as counted from the items
+
+    def _folder_mtimes(self) -> list[int]:
+        """The mtimes of root, the split folders and the class folders."""
+        splits = [folder for _, folder in self._split_folders()]
+        folders = [self.root, *splits, *(folder / name for folder in splits for name in self.classes)]
+        return [os.stat(folder).st_mtime_ns for folder in folders]
+
+    def _one_tree(self) -> bool:
+        """No split folders: test is a seeded holdout of each class."""
+        return self._split_folders() == [("train", self.root)]
+
     def _split_folders(self) -> list[tuple[str, Path]]:
+        """(split, folder) pairs. ImageNet's train/ and val/ without test/ read val/ as the
+        test split, the one results are given on; model selection then holds out a part of
+        train (carve_validation)."""
         present = [split for split in SPLITS if (self.root / split).is_dir()]
         if not present:
             return [("train", self.root)]
+        if present == ["train", "val"]:
+            return [("train", self.root / "train"), ("test", self.root / "val")]
         if "train" not in present or "test" not in present:
-            raise BadSource(f"{self.root}: has {'/, '.join(present)}/ but needs both train/ and "
-                            f"test/ (or no split folders at all)")
+            raise BadSource(f"{self.root}: has {'/, '.join(present)}/ but needs train/ and test/, optionally "
+                            f"val/, or train/ and val/ (val/ is then the test split), or no split folders at all")
         return [(split, self.root / split) for split in present]
+
+    def _class_images(self) -> Iterator[tuple[str, int, str, list[str]]]:
+        """(split, label, class folder relative to root, its image names) for each class
+        folder; a folder without images raises BadSource. Logs the files ignored."""
+        ignored = 0
+        for split, folder in self._split_folders():
+            for label, name in enumerate(self.classes):
+                files = [entry.name for entry in os.scandir(folder / name) if entry.is_file()]
+                # String operations, not pathlib: a million files cost seconds in Path objects.
+                images = [f for f in files if not f.startswith(".") and f[f.rfind("."):].lower() in IMAGE_SUFFIXES]
+                ignored += len(files) - len(images)
+                if not images:
+                    raise BadSource(f"{folder / name}: class folder holds no images; add some, or remove the folder")
+                yield split, label, (folder / name).relative_to(self.root).as_posix(), images
+        if ignored:
+            log.info("%s: ignored %d hidden or non-image files", self.root, ignored)
 
     def _classes(self) -> list[str]:
         found = {split: sorted(entry.name for entry in os.scandir(folder)

@@ -8,6 +8,7 @@ and decode one image per `load`.
 from __future__ import annotations
 
 import inspect
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,15 @@ def open_source(spec: str, **options: Any) -> Source:
         raise BadSource(f"source {spec!r}: unknown option(s) {', '.join(unknown)}; "
                         f"{kind} accepts: {', '.join(accepted)}")
     return cls(*args, **options)
+
+
+def split_counts(source: Source) -> Counter[tuple[str, int]]:
+    """Images per (split, label) of `source`, as its items have them: what the configuration
+    check judges a data set by. An image folder counts its files without making its items,
+    a million at ImageNet's size."""
+    if isinstance(source, ImageFolder):
+        return source.split_counts()
+    return Counter((item.split, item.label) for item in source.items())
 
 
 def carve_validation(items: list[Item], fraction: float, seed: int) -> list[Item]:

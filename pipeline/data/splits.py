@@ -18,6 +18,11 @@ def move_fraction(items: list[Item], source: str, target: str, fraction: float, 
             by_label[item.label].append(item.id)
     moved = set()
     for label, ids in by_label.items():
-        k = min(round(fraction * len(ids)), len(ids) - 1)
+        k = moved_count(len(ids), fraction)
         moved.update(random.Random(f"{seed}:{label}").sample(sorted(ids), k))  # str seeds are stable
     return [Item(item.id, item.label, target, item.key) if item.id in moved else item for item in items]
+
+
+def moved_count(n: int, fraction: float) -> int:
+    """How many of a class's n items move_fraction moves."""
+    return min(round(fraction * n), n - 1)

@@ -62,12 +62,13 @@ class data(luigi.Config):  # noqa: N801
     shuffle_rows = luigi.BoolParameter(
         description="write the store's rows in a seeded random order, not the source's (an image folder's "
                     "is class by class); a recipe that mixes ([train] or [teacher] mixup or cutmix) and "
-                    "[train] order = shards get such a store whatever this says, as both draw an image's "
-                    "neighbours from a few shards; part of the store's fingerprint only when shuffled")
+                    "the shards order (auto's too) get such a store whatever this says, as both draw an "
+                    "image's neighbours from a few shards; part of the store's fingerprint only when shuffled")
     chunk_rows = ranged(Range(1), luigi.IntParameter(
-        description="images per chunk of the image store, the unit zarr reads, decodes and checks: 1 suits "
-                    "random reads from disk, 16 or more [train] order = shards (a shard read then decodes "
-                    "far fewer chunks); divides [compute] shard_rows; the pixels are the same either way, so "
+        description="images per chunk of the image store, the unit zarr reads, decodes and checks: 16 or more "
+                    "suits the shards order (a shard read then decodes far fewer chunks), 1 random reads from "
+                    "disk (each pays for its whole chunk), which [train] order = auto never makes; in memory "
+                    "either serves; divides [compute] shard_rows; the pixels are the same either way, so "
                     "not part of the store's fingerprint (a finished store keeps the chunks it has)"))
 
 
@@ -84,9 +85,11 @@ class compute(luigi.Config):  # noqa: N801
     memory_budget_gb = ranged(Range(0), luigi.FloatParameter(
         description="arrays up to this size are read into memory for training; larger ones are read from disk"))
     read_processes = ranged(Range(0), luigi.IntParameter(
-        description="with [train] order = shards, processes that read the shards of the image store and the "
-                    "cache from disk (zarr decodes one read's chunks on one thread); 0 = the loader's own "
-                    "thread; not part of any fingerprint"))
+        description="in the shards order, processes that make the windows' batches, that many windows at "
+                    "a time: read the store's and the cache's shards, decode a jpeg store's images and, on "
+                    "the CPU, render the views (each then holds a window's rendered images, order_window x "
+                    "shard_rows x 3 x image_size^2 x 4 bytes; a GPU renders them itself); 0 = the loader's "
+                    "own thread (on a GPU, jpeg then decodes there, by nvJPEG); not part of any fingerprint"))
     device = luigi.Parameter(
         description="where every model runs: auto (CUDA when present, else MPS, else CPU), cpu, cuda, "
                     "cuda:N or mps; not part of any fingerprint")
@@ -222,13 +225,14 @@ class train(RecipeKeys, luigi.Config):  # noqa: N801
     augment = luigi.BoolParameter(description="random crops and flips for baseline and online training")
     order = luigi.ChoiceParameter(
         choices=ORDERS,
-        description="each epoch's image order: random (a permutation of all, each batch read where it lies) "
-                    "or shards (the image store's shards shuffled and read whole, order_window at a time, "
-                    "the images of a window shuffled: reads from disk far faster, for a store or cache "
-                    "larger than [compute] memory_budget_gb; a batch then mixes only a window's images, so the "
-                    "store is written in a seeded random order, see [data] shuffle_rows); the views and "
-                    "targets of each image "
-                    "and epoch are the same in both; part of the fingerprints only when shards")
+        description="each epoch's image order: random (a permutation of all, each batch read where it lies), "
+                    "shards (the image store's shards shuffled and read whole, order_window at a time, "
+                    "the images of a window shuffled: reads from disk far faster; a batch then mixes only a "
+                    "window's images, so the store is written in a seeded random order, see [data] "
+                    "shuffle_rows), or auto: shards where the store's decoded images (images x "
+                    "[data] store_size^2 x 3 bytes) exceed [compute] memory_budget_gb, so it is read from "
+                    "disk, else random; the views and targets of each image and epoch are the same in all; "
+                    "part of the fingerprints, as resolved, only when shards")
     order_window = ranged(Range(1), luigi.IntParameter(
         description="shards order: shards per window, read whole and held in memory while in use"))
     modes = luigi.Parameter(

@@ -14,7 +14,7 @@ from tasks.base import FingerprintedTask, read_json
 from tasks.check import ConfigCheckedTask
 from tasks.config import (RecipeKeys, cache_study, datasets, kd, modes, recipe, students, study_caches,
                           teacher, train)
-from tasks.data import PrepareDataset
+from tasks.data import PrepareDataset, train_order
 from tasks.student import EvaluateStudent
 from tasks.teacher import CacheTeacher, EvaluateTeacher, cache_settings, cache_variant, teacher_weights
 
@@ -78,7 +78,8 @@ def run_settings_notes(dataset: str) -> list[str]:
     store, t = PrepareDataset(dataset).settings(), train()
     image_format = f"JPEG (quality {store['jpeg_quality']})" if store.get("image_format") == "jpeg" else "raw uint8"
     rows = "rows shuffled (seeded)" if store.get("shuffle_rows") else "rows in the source's order"
-    order = f"shards, {t.order_window} at a time" if t.order == "shards" else t.order
+    order = train_order(dataset)
+    order = f"shards, {t.order_window} at a time" if order == "shards" else order
     return [f"Image store: {image_format} at {store['size']} px, {rows}; each epoch's order: {order}.",
             f"Recipe of the students and of the cached views: {recipe_description(train())}; of the teacher's "
             f"fine-tuning: {recipe_description(teacher())}."]

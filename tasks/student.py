@@ -18,7 +18,7 @@ from pipeline.training.job import OnlineTeacher, TrainJob
 from pipeline.training.settings import TrainSettings, fingerprint_fields
 from tasks.base import Evaluation, FingerprintedTask, Training, memory_budget
 from tasks.config import compute, kd, students, teacher, train, train_settings
-from tasks.data import PrepareDataset
+from tasks.data import PrepareDataset, train_order
 from tasks.teacher import FEATURE_SETTINGS, CacheTeacher, teacher_weights
 
 
@@ -84,7 +84,7 @@ class TrainStudent(Training, StudentStep):
         return settings
 
     def train_settings(self) -> TrainSettings:
-        return train_settings()
+        return train_settings(order=train_order(self.dataset))
 
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(self.folder() / f"{self.student}-{self.mode}.safetensors")

@@ -26,7 +26,7 @@ from pipeline.training.settings import TrainSettings, fingerprint_fields
 from tasks.base import Evaluation, FingerprintedTask, Training, memory_budget, read_json
 from tasks.check import ConfigCheckedTask
 from tasks.config import compute, dask_scheduler, recipe, teacher, train, train_settings
-from tasks.data import PrepareDataset
+from tasks.data import PrepareDataset, train_order
 
 
 class TeacherCheckpoint(ConfigCheckedTask, luigi.ExternalTask):
@@ -63,7 +63,8 @@ class FineTuneTeacher(Training):
 
     def train_settings(self) -> TrainSettings:
         teacher_cfg = teacher()
-        return train_settings(teacher_cfg, epochs=teacher_cfg.epochs, lr=teacher_cfg.lr, seed=teacher_cfg.seed)
+        return train_settings(teacher_cfg, epochs=teacher_cfg.epochs, lr=teacher_cfg.lr, seed=teacher_cfg.seed,
+                              order=train_order(self.dataset))
 
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(self.folder() / "weights.safetensors")

@@ -48,6 +48,7 @@ def test_cluster_builds_the_store_and_cache_of_the_threads_scheduler(cluster, lu
     luigi_config("datasets", "demo", "synthetic seed=0 train_per_class=4 test_per_class=2 size=24")
     luigi_config("data", "store_size", "20")
     luigi_config("compute", "shard_rows", "8")
+    luigi_config("data", "chunk_rows", "8")  # a divisor of shard_rows
     luigi_config("compute", "workers", "2")
     luigi_config("teacher", "checkpoint", str(tmp_path / "teacher.safetensors"))
     folders = {}

@@ -1,7 +1,8 @@
 """The loader's read orders ([train] order): random and shards serve every training image
 once an epoch with the same view, label and teacher targets, from memory or from disk
-(budget 0; in shards order by the loader's thread or by reading processes), raw or jpeg;
-the shards order is seeded and walks whole shards; damage read in shards order is still named."""
+(budget 0; in shards order by the loader's thread or by reading processes, which decode and
+render too, batch for batch alike), raw or jpeg; the shards order is seeded and walks whole
+shards; damage read in shards order is still named."""
 from __future__ import annotations
 
 import shutil
@@ -16,10 +17,12 @@ from support.loaders import BATCH, assert_same, loader, served
 
 from cache.reader import TeacherCache
 from cache.storage.integrity import DamagedData
+from pipeline.data import imagestore
 from pipeline.data.imagestore import ImageStore, write_image_store
 from pipeline.data.readers import carve_validation
 from pipeline.data.synthetic import SyntheticSource
 from pipeline.spec import parse_spec
+from pipeline.training import loader as loader_module
 from pipeline.training.build import Distill, TrainSetup, build_run
 from pipeline.training.distributed import Ranks
 from pipeline.training.loader import ORDERS
@@ -59,6 +62,36 @@ def test_both_orders_serve_each_image_its_view_and_targets_from_memory_or_disk(t
         assert sorted(expected) == list(range(len(loaders[0].rows)))  # each row once
         for other in loaders[1:]:
             assert_same(served(other, epoch), expected)
+
+
+def test_read_processes_serve_the_batches_of_the_loader_s_thread(tiny_data, jpeg_store):
+    """Batch for batch, the same tensors and weights from 0, 1 or 2 processes."""
+    served_by = {processes: [list(loader(jpeg_store, tiny_data["cache"], 0, "shards", read_processes=processes)
+                                  .epoch(epoch)) for epoch in EPOCHS] for processes in (0, 1, 2)}
+    for processes in (1, 2):
+        for got, expected in zip(served_by[processes], served_by[0], strict=True):
+            assert len(got) == len(expected)
+            for a, b in zip(got, expected):
+                assert a.weight == b.weight
+                assert all((x is None and y is None) or torch.equal(x, y) for x, y in zip(a[:4], b[:4]))
+
+
+def test_read_processes_decode_and_render_what_they_read(tiny_data, jpeg_store, monkeypatch):
+    """The loader's thread only puts the processes' batch parts together."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the loader's thread decoded or rendered")
+
+    train = loader(jpeg_store, tiny_data["cache"], 0, "shards", read_processes=2)
+    monkeypatch.setattr(imagestore, "decode_jpeg", refuse)
+    monkeypatch.setattr(loader_module, "render", refuse)
+    assert sum(len(batch.labels) for batch in train.epoch(0)) == len(train.rows)
+
+
+def test_order_auto_is_shards_for_a_store_above_its_memory_budget_and_random_below(tiny_data):
+    for budget, resolved in ((0, "shards"), (MEMORY, "random")):
+        auto = loader(tiny_data["store"], tiny_data["cache"], budget, "auto")
+        assert auto.order == resolved
+        assert np.array_equal(auto.positions(1), loader(tiny_data["store"], None, budget, resolved).positions(1))
 
 
 def test_random_order_is_today_s(tiny_data):

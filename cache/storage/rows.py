@@ -3,8 +3,6 @@ every read checked; the image store and the teacher cache both read through it."
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import Executor
-from itertools import repeat
 from typing import Protocol
 
 import numpy as np
@@ -69,17 +67,13 @@ class Rows:
         out = self._read(index)
         return out if column is None else out[np.arange(len(index)), column]
 
-    def held(self, spans: Sequence[Span], pool: Executor | None = None) -> Rows | HeldRows:
+    def held(self, spans: Sequence[Span]) -> Rows | HeldRows:
         """Rows `spans` in memory, read like these Rows by their own indices (each must fall
         in a span): from disk one contiguous slice per span, which costs zarr far less per
-        row than reading the same rows chunk by chunk; with `pool`, spans read by its processes
-        (zarr decodes one read's chunks on one thread), spans that must not share a shard file
-        (where one process finds damage it deletes the file, under another's read); held in
-        memory already, these Rows."""
+        row than reading the same rows chunk by chunk; held in memory already, these Rows."""
         if isinstance(self._data, np.ndarray):
             return self
-        parts = (pool.map if pool else map)(read_span, repeat(self._data), spans)
-        return HeldRows(np.concatenate(list(parts)), spans, self.shape)
+        return HeldRows(np.concatenate([read_span(self._data, span) for span in spans]), spans, self.shape)
 
     def _read(self, index: np.ndarray) -> np.ndarray:
         if len(index) == 0:

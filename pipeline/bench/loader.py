@@ -1,8 +1,9 @@
 """The training loader reading from disk: samples/s of a kd loader (images and the teacher
 cache's replayed views) over an image store and cache read from disk (memory budget 0) in
-random order (today's path) and in shards order ([train] order), against the same loader
-in memory and a student's training step, at one or more data set sizes; peak memory of
-the shards order at each size.
+random order and in shards order ([train] order; made by the loader's thread, or by
+--read-processes processes, e.g. 1 2 to see them scale), against the same loader in memory
+and a student's training step, at one or more data set sizes; peak memory of the shards
+order at each size.
 
     python -m pipeline.bench.loader --images 20000 200000 --classes 1000 --size 32 --out /tmp/bl
 
@@ -13,6 +14,7 @@ measurements of this one run; repetitions interleaved, medians reported.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -96,10 +98,11 @@ def random_boxes(rng: np.random.Generator, shape: tuple, size: int) -> np.ndarra
 
 
 def serve(loader: TrainLoader, samples: int, epoch: int) -> float:
-    """Seconds for `loader` to serve its first `samples` samples of `epoch`."""
+    """Seconds for `loader` to serve `samples` samples from `epoch` on, into the next epochs
+    where one holds fewer (stopping inside an epoch costs the read processes' windows under way)."""
     def run() -> None:
         served = 0
-        for batch in loader.epoch(epoch):
+        for batch in itertools.chain.from_iterable(map(loader.epoch, itertools.count(epoch))):
             served += len(batch.labels)
             if served >= samples:
                 return
@@ -107,21 +110,21 @@ def serve(loader: TrainLoader, samples: int, epoch: int) -> float:
 
 
 def loaders(paths: dict[str, Path], cache: Path, args: argparse.Namespace) -> dict[str, Callable[[], TrainLoader]]:
-    """The loaders compared, by name: each format in random order from disk (today's path) and
-    in shards order from disk (read by the loader's thread, and by --read-processes processes),
-    raw in random order from memory."""
-    def make(fmt: str, budget: int, order: str, processes: int = 0) -> Callable[[], TrainLoader]:
-        return lambda: TrainLoader(ImageStore(paths[fmt], budget), args.size, args.batch_size, args.seed,
+    """The loaders compared, by name: each format in random order from disk (one image a
+    chunk: the default before [train] order = auto) and in shards order from disk, with one
+    image a chunk and --chunk-rows, made by the loader's thread and by each count of
+    --read-processes (name suffix _pN); raw in random order from memory."""
+    def make(store: str, budget: int, order: str, processes: int = 0) -> Callable[[], TrainLoader]:
+        return lambda: TrainLoader(ImageStore(paths[store], budget), args.size, args.batch_size, args.seed,
                                    TeacherCache(cache, budget), order=order, window=args.window,
                                    read_processes=processes)
     out = {}
     for fmt in args.formats:
         out[f"{fmt}_disk_random"] = make(fmt, 0, "random")
-        out[f"{fmt}_disk_shards"] = make(fmt, 0, "shards")
-        if args.read_processes:
-            out[f"{fmt}_disk_shards_p{args.read_processes}"] = make(fmt, 0, "shards", args.read_processes)
-        if args.chunk_rows > 1:
-            out[f"{fmt}_c{args.chunk_rows}_disk_shards"] = make(f"{fmt}_c{args.chunk_rows}", 0, "shards")
+        for store in [fmt, *([f"{fmt}_c{args.chunk_rows}"] if args.chunk_rows > 1 else [])]:
+            for processes in [0, *args.read_processes]:
+                out[f"{store}_disk_shards" + (f"_p{processes}" if processes else "")] = make(store, 0, "shards",
+                                                                                           processes)
     out["raw_memory_random"] = make("raw", MEMORY, "random")
     return out
 
@@ -130,7 +133,7 @@ def serving_peak_rss(paths: dict[str, Path], cache: Path, args: argparse.Namespa
     """Resident MB before, and the peak above it while serving `samples` in shards order from
     disk, read by this process."""
     torch.set_num_threads(args.threads)
-    loader = loaders(paths, cache, args)["raw_disk_shards"]()
+    loader = loaders(paths, cache, args)[f"{args.formats[0]}_disk_shards"]()
     memory = peak_rss(lambda: serve(loader, args.samples, 0))
     return {"before_mb": memory["before_mb"], "work_mb": memory["work_mb"]}
 
@@ -177,9 +180,12 @@ def report(results: dict[int, dict], args: argparse.Namespace) -> str:
                                                        "student_step"]) + " samples/s")
         for name in [k for k in r if "_disk_shards" in k]:
             shards, today = r[name], r[name.split("_")[0] + "_disk_random"]
-            lines.append(f"  {name}: / today's disk {shards / today:.1f}x, "
+            lines.append(f"  {name}: / random order from disk {shards / today:.1f}x, "
                          f"/ student step {shards / r['student_step']:.2f}x, "
                          f"/ memory {shards / r['raw_memory_random']:.2f}x")
+            if len(args.read_processes) > 1 and name.endswith(f"_p{args.read_processes[-1]}"):
+                fewest = name.replace(f"_p{args.read_processes[-1]}", f"_p{args.read_processes[0]}")
+                lines.append(f"  {name} / {fewest}: {shards / r[fewest]:.2f}x")
         rss = [m["work_mb"] for m in r["peak_rss_shards"]]
         lines.append(f"  peak RSS above baseline, shards order: {np.median(rss):.0f} MB (median of {rss})")
     sizes = sorted(results)
@@ -203,7 +209,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--formats", nargs="+", default=["raw", "jpeg"], choices=["raw", "jpeg"])
     parser.add_argument("--quality", type=int, default=90, help="of the jpeg store")
     parser.add_argument("--window", type=int, default=4, help="[train] order_window")
-    parser.add_argument("--read-processes", type=int, default=2, help="[compute] read_processes; 0 = none")
+    parser.add_argument("--read-processes", type=int, nargs="*", default=[2],
+                        help="[compute] read_processes counts, each beside the loader's thread (none: only it)")
     parser.add_argument("--chunk-rows", type=int, default=16,
                         help="[data] chunk_rows of the stores read in shards order beside one image a chunk; 1 = none")
     parser.add_argument("--batch-size", type=int, default=64)

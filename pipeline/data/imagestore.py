@@ -23,7 +23,6 @@ import copy
 import logging
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import Executor
 from functools import partial
 from pathlib import Path
 
@@ -186,10 +185,11 @@ class JpegRows:
                 bad_row(self.array, row, f"not a decodable {self.shape[1]}x{self.shape[2]} JPEG ({err})", err)
         return out
 
-    def held(self, spans: Sequence[Span], pool: Executor | None = None) -> JpegRows:
-        """As Rows.held: the encoded bytes of `spans` in memory, decoded on read."""
+    def held(self, spans: Sequence[Span]) -> JpegRows:
+        """As Rows.held: the encoded bytes of `spans` in memory, decoded on read (by whoever
+        reads: the loader's read processes, where it has them)."""
         held = copy.copy(self)
-        held.encoded = self.encoded.held(spans, pool)
+        held.encoded = self.encoded.held(spans)
         return held
 
     def decode_on(self, index: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -222,7 +222,8 @@ def pixels(images: Images, index: np.ndarray, device: torch.device) -> torch.Ten
 
 
 class ImageStore:
-    """A finished image store, read for training and evaluation."""
+    """A finished image store, read for training and evaluation: its images held in memory
+    where they fit `budget` bytes, else read from disk."""
 
     def __init__(self, path: str | Path, budget: int = DEFAULT_BUDGET):
         manifest = blocks.read_manifest(path)
@@ -231,7 +232,7 @@ class ImageStore:
                                     "run PrepareDataset for this data set")
         check_written(path)
         group = zarr.open_group(str(path), mode="r")
-        self.path, self.manifest = Path(path), manifest
+        self.path, self.manifest, self.budget = Path(path), manifest, budget
         self.classes: list[str] = manifest["classes"]
         self.size: int = manifest["size"]
         self.labels = read_all(group["labels"]).astype(np.int64)

@@ -1,10 +1,13 @@
 """Overlap producing items with consuming them: a background thread keeps a few ready
-(`prefetch`), or consumes them as they come (`consume_in_background`)."""
+(`prefetch`), or consumes them as they come (`consume_in_background`); an executor's
+workers make a few ahead (`ahead`)."""
 from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future, wait
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -75,3 +78,23 @@ def consume_in_background(items: Iterable[T], consume: Callable[[T], None], dept
         thread.join()
     if failed:
         raise failed[0]
+
+
+def ahead(executor: Executor, fn: Callable[..., T], calls: Iterable[tuple], depth: int) -> Iterator[T]:
+    """fn(*args) for each `args` of `calls`, run by `executor`, the results in order: `depth`
+    calls beyond the one awaited are under way (executor.map would submit them all, and hold
+    every result). An error is raised here, for its call's turn; a consumer that stops early
+    cancels the calls not yet started and waits for those under way, so that none is left
+    working for nobody beside what comes next."""
+    pending: deque[Future] = deque()
+    try:
+        for args in calls:
+            pending.append(executor.submit(fn, *args))
+            if len(pending) > depth:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
+        wait(pending)

@@ -4,11 +4,7 @@ targets: the views are drawn with the random order's permutation (`epoch_draw`),
 order is served."""
 from __future__ import annotations
 
-import weakref
-from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
-from functools import cached_property
-from multiprocessing import get_context
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -16,7 +12,7 @@ import numpy as np
 from cache.storage.rows import RowReader, Span
 from pipeline.data.imagestore import Images, ImageStore
 
-ORDERS = ("random", "shards")  # [train] order
+ORDERS = ("auto", "random", "shards")  # [train] order
 _SHARDS = 1  # names the shards order's own generator of an epoch: [seed, epoch, _SHARDS]
 
 
@@ -29,21 +25,33 @@ class BatchSources(NamedTuple):
     logits: RowReader | None
     features: RowReader | None
 
-    def held(self, rows: Sequence[Span], positions: Sequence[Span], pool: Executor | None) -> BatchSources:
+    def held(self, rows: Sequence[Span], positions: Sequence[Span]) -> BatchSources:
         """These sources' rows of store rows `rows` (whole shards) and training `positions` in
-        memory (Rows.held); the images, one chunk each and the bulk of the reading, by `pool` if given."""
+        memory (Rows.held)."""
         teacher = positions if self.params is not None else rows
-        return BatchSources(self.images.held(rows, pool), *(None if a is None else a.held(by)
-                                                            for a, by in ((self.params, positions),
-                                                                          (self.logits, teacher),
-                                                                          (self.features, teacher))))
+        return BatchSources(*(None if a is None else a.held(by) for a, by in ((self.images, rows),
+                                                                              (self.params, positions),
+                                                                              (self.logits, teacher),
+                                                                              (self.features, teacher))))
 
 
 class Window(NamedTuple):
-    """Training positions an epoch serves one after another, and what their batches read:
-    got at the window's first batch, dropped after its last (a batch may straddle two windows)."""
+    """Training positions an epoch serves one after another; their batches read what the
+    order's `hold(window)` gives, got at the window's first batch and dropped after its last
+    (a batch may straddle two windows). Plain arrays: a read process is sent it."""
     positions: np.ndarray                # training positions, in the order they are served
-    sources: Callable[[], BatchSources]
+    shards: np.ndarray | None = None     # training positions lo:hi of each of its store shards; None: all
+
+
+def resolved_order(order: str, pixels: int, budget: int) -> str:
+    """[train] order as served: `auto` is shards where a store of `pixels` bytes of decoded
+    images (images x side^2 x 3) exceeds the memory `budget`, so that a raw store is read from
+    disk, else random. Decoded bytes, not stored ones: they are known before a store is
+    written (the fingerprints need the order), and a jpeg store whose JPEGs would fit is
+    decoded on every read in either order, so shards costs it no speed."""
+    if order != "auto":
+        return order
+    return "shards" if pixels > budget else "random"
 
 
 def epoch_draw(seed: int, epoch: int, count: int, views: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
@@ -64,20 +72,21 @@ class RandomOrder:
 
     def windows(self, epoch: int) -> list[Window]:
         """The epoch's one window."""
-        return [Window(epoch_draw(self.seed, epoch, self.count)[0], lambda: self.sources)]
+        return [Window(epoch_draw(self.seed, epoch, self.count)[0])]
+
+    def hold(self, window: Window) -> BatchSources:
+        """What the window's batches read: every row where it lies."""
+        return self.sources
 
 
 class ShardsOrder:
     """Each epoch the store's shards (those with training rows) in a shuffled order, `window`
     at a time, a window's training positions shuffled: a draw of its own, from the epoch's
     generator [seed, epoch, 1]. A window's rows of the store and the cache are read whole, a
-    shard at a time (by `read_processes` processes if any, else by the loader's thread), and
-    held only while its batches are made."""
+    shard at a time, and held only while its batches are made."""
 
-    def __init__(self, seed: int, store: ImageStore, rows: np.ndarray, window: int, sources: BatchSources,
-                 read_processes: int = 0):
-        self.seed, self.store, self.rows, self.window = seed, store, rows, window
-        self.sources, self.read_processes = sources, read_processes
+    def __init__(self, seed: int, store: ImageStore, rows: np.ndarray, window: int, sources: BatchSources):
+        self.seed, self.store, self.rows, self.window, self.sources = seed, store, rows, window, sources
         shard_of = rows // store.images.shard_rows  # non-decreasing: rows are in store order
         self._shards = np.unique(shard_of)
         # Training positions lo:hi of each shard of self._shards.
@@ -91,21 +100,12 @@ class ShardsOrder:
         for start in range(0, len(shards), self.window):
             bounds = self._bounds[np.sort(shards[start:start + self.window])]
             positions = rng.permutation(np.concatenate([np.arange(lo, hi) for lo, hi in bounds]))
-            windows.append(Window(positions, lambda bounds=bounds: self._hold(bounds)))
+            windows.append(Window(positions, bounds))
         return windows
 
-    def _hold(self, bounds: np.ndarray) -> BatchSources:
-        """The sources of the training positions lo:hi of `bounds`, whole store shards, in memory."""
+    def hold(self, window: Window) -> BatchSources:
+        """What the window's batches read: its whole store shards and their cache rows, in memory."""
         size, end = self.store.images.shard_rows, len(self.store.labels)
-        shards = self.rows[bounds[:, 0]] // size
+        shards = self.rows[window.shards[:, 0]] // size
         rows = [(int(s) * size, min((int(s) + 1) * size, end)) for s in shards]
-        return self.sources.held(rows, [(int(lo), int(hi)) for lo, hi in bounds], self._pool)
-
-    @cached_property
-    def _pool(self) -> Executor | None:
-        """The processes that read windows, for this order's life; None: the loader's thread reads."""
-        if not self.read_processes:
-            return None
-        pool = ProcessPoolExecutor(self.read_processes, mp_context=get_context("forkserver"))
-        weakref.finalize(self, pool.shutdown, cancel_futures=True)
-        return pool
+        return self.sources.held(rows, [(int(lo), int(hi)) for lo, hi in window.shards])

@@ -18,7 +18,7 @@ class TrainSettings:
     image_size: int
     seed: int
     augment: bool
-    order: str          # TrainLoader's: random or shards
+    order: str          # TrainLoader's: auto, random or shards (the tasks give it resolved)
     order_window: int   # shards read at a time in shards order
     recipe: Recipe      # how random views are drawn: RandAugment, mixup, cutmix
     label_smoothing: float  # of the label term
@@ -35,7 +35,8 @@ BEFORE_ADDED = {"order": "random", "label_smoothing": 0.0}
 def fingerprint_fields(settings: TrainSettings) -> dict:
     """The settings as a run's fingerprint holds them: those added later only once changed
     (the recipe too), so that runs made before them keep their fingerprints; the window only
-    in shards order, the one that reads it."""
+    in shards order, the one that reads it. The order as resolved (tasks/data.py train_order):
+    a run whose auto is random is a random-order run."""
     values = asdict(settings)
     del values["recipe"]
     if settings.order == "random":

@@ -12,8 +12,7 @@ from pipeline.evaluation.report import write_report
 from pipeline.spec import parse_names
 from tasks.base import FingerprintedTask, read_json
 from tasks.check import ConfigCheckedTask
-from tasks.config import (RecipeKeys, cache_study, datasets, kd, modes, recipe, students, study_caches,
-                          teacher, train)
+from tasks.config import RecipeKeys, cache_study, datasets, kd, modes, recipe, students, study_caches, teacher, train
 from tasks.data import PrepareDataset, train_order
 from tasks.student import EvaluateStudent
 from tasks.teacher import CacheTeacher, EvaluateTeacher, cache_settings, cache_variant, teacher_weights

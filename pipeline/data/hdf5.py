@@ -81,7 +81,8 @@ class HDF5Source:
             splits_given = self.names["split"] in f
             splits = self._splits(f, n) if splits_given else ["train"] * n
         width = len(str(max(n - 1, 0)))
-        items = [Item(f"{row:0{width}d}", int(label), split, row) for row, (label, split) in enumerate(zip(labels, splits))]
+        items = [Item(f"{row:0{width}d}", int(label), split, row)
+                 for row, (label, split) in enumerate(zip(labels, splits))]
         return classes, items if splits_given else move_fraction(items, "train", "test", self.holdout, self.seed)
 
     def _class_names(self, f: h5py.File, labels: np.ndarray) -> list[str]:

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import pickle
 import random
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from pipeline.data.readers import carve_validation, open_source, split_counts
 from pipeline.data.source import BadImage, BadSource, Item
 from pipeline.data.stanford40 import Stanford40
 
-REAL_STANFORD = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "stanford40"
+ROOT = Path(__file__).resolve().parents[1]
+REAL_STANFORD = ROOT.parent / "shared" / "datasets" / "stanford40"
 
 
 def save(path: Path, image: Image.Image, **params) -> Path:
@@ -341,17 +343,27 @@ def test_hdf5_without_a_split_holds_out_a_seeded_test_fraction_as_imagefolder_do
     assert HDF5Source(given, holdout=0.5).fingerprint() == HDF5Source(given).fingerprint()  # no holdout made
 
 
-def _load_size(args: tuple[HDF5Source, Item]) -> tuple[int, int]:
-    source, item = args
+FORKED_LOADS = """
+import multiprocessing, sys
+from pipeline.data.hdf5 import HDF5Source
+
+def size(item):
     return source.load(item).size
 
+source = HDF5Source(sys.argv[1])
+items = source.items()
+source.load(items[0])  # the parent holds an open handle before forking
+with multiprocessing.get_context("fork").Pool(2) as pool:
+    print(pool.map(size, items))
+"""
 
-def test_hdf5_reopens_in_worker_processes(tmp_path: Path) -> None:
-    source = HDF5Source(write_h5(tmp_path / "d.h5"))
-    items = source.items()
-    source.load(items[0])  # the parent holds an open handle before forking
-    with multiprocessing.get_context("fork").Pool(2) as pool:
-        assert pool.map(_load_size, [(source, item) for item in items]) == [(5, 4)] * 6
+
+def test_hdf5_loads_in_forked_workers_of_a_parent_holding_a_handle(tmp_path: Path) -> None:
+    # In a fresh interpreter: forked from pytest, whose earlier tests leave threads (and
+    # their locks) behind, a worker can hang before it runs a line of ours.
+    done = subprocess.run([sys.executable, "-c", FORKED_LOADS, str(write_h5(tmp_path / "d.h5"))], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, check=True)
+    assert done.stdout.strip() == str([(5, 4)] * 6)
 
 
 @pytest.mark.parametrize("kwargs, dataset", [

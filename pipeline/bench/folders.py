@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -137,7 +138,8 @@ def generate_imagenet(folder: Path, images: int = IMAGENET_TRAIN, classes: int =
     None); `report(classes done, of)` after each class folder. Returns the files written."""
     jobs = imagenet_jobs(folder, images, classes, seed)
     written = 0
-    with ProcessPoolExecutor(processes or os.cpu_count()) as pool:
+    # forkserver: a fork of a process with threads (a test runner's, a notebook's) can hang
+    with ProcessPoolExecutor(processes or os.cpu_count(), mp_context=get_context("forkserver")) as pool:
         for done, count in enumerate(pool.map(write_imagenet_class, jobs), 1):
             written += count
             if report:

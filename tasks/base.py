@@ -15,6 +15,7 @@ import torch
 
 from cache.storage.files import atomic_write_json, atomic_write_with, naming_full_disk
 from cache.storage.fingerprint import digest
+from pipeline.runtime.cost import recorded_cost
 from pipeline.runtime.device import Precision, resolve_device, resolve_precision
 from pipeline.runtime.gpus import hold_device
 from pipeline.runtime.lock import folder_lock
@@ -69,7 +70,8 @@ class FingerprintedTask(ConfigCheckedTask, luigi.Task):
         with interrupt.running(self), folder_lock(self.folder()):
             # Another run may have finished this output while we waited for the lock.
             if not self.complete():
-                with self.device_held(), naming_full_disk(self.folder()):  # zarr's ENOSPC names no file
+                with (self.device_held(), naming_full_disk(self.folder()),  # zarr's ENOSPC names no file
+                      recorded_cost(self.folder() / "cost.json", task=self.task_id, family=self.task_family)):
                     self.work()
 
     def gpus(self) -> list[str]:

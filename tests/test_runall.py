@@ -35,6 +35,10 @@ def test_runall_reports_every_student_and_reruns_only_what_is_new(luigi_config):
     assert [r[0] for r in rows[1:]] == ["teacher", "vit"]
     assert all(0 <= float(v) <= 100 for v in rows[2][3:7])
     assert report.with_suffix(".png").stat().st_size > 1000
+    steps = [t for t in ran if not isinstance(t, RunAll)]
+    costs = [json.loads((t.folder() / "cost.json").read_text()) for t in steps]
+    assert [c["task"] for c in costs] == [t.task_id for t in steps]
+    assert all(c["seconds"] > 0 and c["peak_rss_mb"] > 100 for c in costs)  # torch alone takes more
 
     ok, ran = build(RunAll())
     assert ok and ran == []  # nothing changed: nothing runs

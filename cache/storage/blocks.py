@@ -165,23 +165,26 @@ class _Ticks(Callback):
             self.progress(self.done, len(self.rows), rows=self.rows_done)
 
 
-def _call(fn: Callable[[tuple], Any], block: tuple) -> Any:
-    return fn(block)
+def _call(fn: Callable[..., Any], block: tuple, *inputs: Any) -> Any:
+    return fn(block, *inputs)
 
 
-def run_blocks(fn: Callable[[tuple], Any], blocks: list, scheduler: str = "threads",
-               workers: int = 1, progress: Progress | None = None, stopwatch: Stopwatch | None = None) -> None:
+def run_blocks(fn: Callable[..., Any], blocks: list, scheduler: str = "threads",
+               workers: int = 1, progress: Progress | None = None, stopwatch: Stopwatch | None = None,
+               inputs: Callable[[tuple], Any] | None = None) -> None:
     """Run fn(block) for every (tag, start, stop) block on dask: a local scheduler
     ("threads", "processes", "synchronous") or a dask cluster given by its address
-    ("tcp://host:8786"). `progress` hears (0, n, rows=0) first, then each finished block;
-    `stopwatch` laps at each finished block."""
+    ("tcp://host:8786"). With `inputs`, fn(block, inputs(block)): what only that block reads
+    (its rows' items) travels with its task alone. `progress` hears (0, n, rows=0) first, then
+    each finished block; `stopwatch` laps at each finished block."""
     # Keys unique to this call: a dask cluster merges tasks of equal keys, so two runs on one
     # cluster at once (two data sets' stores, say) would otherwise share their blocks.
     run = uuid.uuid4().hex[:8]
-    # fn enters the graph once, as data every block reads: it may hold a data set's whole item
-    # list, which a cluster would otherwise receive once per block.
+    # fn enters the graph once, as data every block reads; a cluster receives it once. The local
+    # processes scheduler sends it with every block, so a block's own data belongs in `inputs`.
     shared = dask.delayed(fn, name=f"fn-{run}", traverse=False)
-    tasks = [dask.delayed(_call, pure=False)(shared, block, dask_key_name=f"block-{block_name(block)}-{run}")
+    tasks = [dask.delayed(_call, pure=False, traverse=False)(
+                 shared, block, *([inputs(block)] if inputs else []), dask_key_name=f"block-{block_name(block)}-{run}")
              for block in blocks]
     ticks = _Ticks({t.key: stop - start for t, (_, start, stop) in zip(tasks, blocks)}, progress, stopwatch)
     if progress and tasks:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from support.slow_runs import (
     SHARD_ROWS,
     SIZE,
     SOURCE,
+    SOURCE_ARGS,
     assert_same_files,
     save_teacher,
     teacher_job,
@@ -26,8 +28,8 @@ from cache.reader import TeacherCache
 from cache.storage import blocks
 from pipeline import inference
 from pipeline.data.imagestore import ImageStore, square
-from pipeline.data.source import SPLITS
-from pipeline.data.synthetic import CLASSES
+from pipeline.data.source import SPLITS, Item
+from pipeline.data.synthetic import CLASSES, SyntheticSource
 from tasks.data import PrepareDataset
 
 # The cache's encodings: every logit in float16 (the default), and top-3 logits with int8 features.
@@ -74,6 +76,31 @@ def test_store_holds_every_image_squared_with_its_label_id_and_split(reference):
 def test_parallel_store_equals_single_worker_store(reference, tmp_path, scheduler):
     write_store(tmp_path / "store.zarr", scheduler=scheduler, workers=2)
     assert_same_files(tmp_path / "store.zarr", reference["root"] / "store.zarr")
+
+
+class CountedKey(int):
+    """An item key that counts how often it is pickled, here in the process that sends it."""
+    pickled = 0
+
+    def __reduce__(self):
+        CountedKey.pickled += 1
+        return CountedKey, (int(self),)
+
+
+@dataclass
+class CountedSource(SyntheticSource):
+    def items(self) -> list[Item]:
+        return [replace(item, key=CountedKey(item.key)) for item in super().items()]
+
+
+@pytest.mark.slow
+def test_store_shards_sent_to_processes_carry_their_own_items_only(tmp_path):
+    # Each item once, not once a shard: all of them with every shard made the build's cost
+    # grow with N squared (235 images/s at 200,000 images, ~2,800 once fixed).
+    source = CountedSource(**SOURCE_ARGS)
+    CountedKey.pickled = 0
+    write_store(tmp_path / "store.zarr", source, scheduler="processes", workers=2)
+    assert CountedKey.pickled == len(source.items())
 
 
 @pytest.mark.slow

@@ -15,7 +15,9 @@ from support.build import build
 from support.config import TINY_CONVIT
 
 from cache.reader import TeacherCache
+from pipeline.bench.costs import cost_table, run_costs, task_name
 from tasks import Report, RunAll
+from tasks.config import paths
 from tasks.teacher import CacheTeacher
 
 pytestmark = pytest.mark.slow  # builds whole graphs
@@ -39,6 +41,8 @@ def test_runall_reports_every_student_and_reruns_only_what_is_new(luigi_config):
     costs = [json.loads((t.folder() / "cost.json").read_text()) for t in steps]
     assert [c["task"] for c in costs] == [t.task_id for t in steps]
     assert all(c["seconds"] > 0 and c["peak_rss_mb"] > 100 for c in costs)  # torch alone takes more
+    table = cost_table([run_costs(Path(paths().work), "demo")]).splitlines()
+    assert sorted(line.split(" | ")[0][2:] for line in table[2:]) == sorted(task_name(t.task_id, "demo") for t in steps)
 
     ok, ran = build(RunAll())
     assert ok and ran == []  # nothing changed: nothing runs

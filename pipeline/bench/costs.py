@@ -1,0 +1,78 @@
+"""What each task of finished runs cost, as one markdown table: a row per task, and for each
+run (a work folder, its data set at N images) the task's wall seconds, images/s (the data
+set's N over those seconds), peak resident MB (its process's or a child's, from the
+cost.json every task leaves) and the MB its output folder holds; then how the cost per image
+grew from the previous run's N to the last one's.
+
+    python -m pipeline.bench.costs /work/scale/runs-200k /work/scale/runs-1.28M --dataset imagenet
+
+Run RunAll with `--workers 2` or `--worker-force-multiprocessing` for peaks of each task's own.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pipeline.bench.harness import bytes_on_disk
+
+
+def run_costs(work: Path, dataset: str) -> tuple[int, dict[str, dict]]:
+    """The data set's image count in the run's store and, by task, its cost.json with the
+    output folder's bytes added."""
+    folder = work / dataset
+    manifests = sorted(folder.glob("store-*/store.zarr/manifest.json"))
+    if not manifests:
+        raise SystemExit(f"{folder}: no finished image store (store-*/store.zarr/manifest.json); "
+                         "is it the [paths] work of a finished RunAll, and --dataset its data set?")
+    images = json.loads(manifests[-1].read_text())["count"]
+    costs = {}
+    for path in sorted(folder.glob("*/cost.json")):
+        cost = json.loads(path.read_text())
+        costs[task_name(cost["task"], dataset)] = {**cost, "bytes": bytes_on_disk(path.parent)}
+    return images, costs
+
+
+def task_name(task_id: str, dataset: str) -> str:
+    """Luigi's task id without the data set and the hash: 'TrainStudent kd vit'."""
+    parts = task_id.split("_")
+    return " ".join(part for part in parts[:-1] if part != dataset)
+
+
+def cost_table(runs: list[tuple[int, dict[str, dict]]]) -> str:
+    """The markdown table this module's doc describes, runs in the order given."""
+    header = ["task"]
+    for n, _ in runs:
+        header += [f"s @ {n:,}", "img/s", "peak MB", "disk MB"]
+    if len(runs) > 1:
+        header.append("per-image cost, last / previous N")
+    names = list(dict.fromkeys(name for _, costs in runs for name in costs))
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name in names:
+        row = [name]
+        for n, costs in runs:
+            c = costs.get(name)
+            row += ([f"{c['seconds']:,.1f}", f"{n / c['seconds']:,.0f}",
+                     f"{max(c['peak_rss_mb'], c['children_peak_rss_mb']):,.0f}", f"{c['bytes'] / 1e6:,.1f}"]
+                    if c else ["", "", "", ""])
+        if len(runs) > 1:
+            (n0, before), (n1, after) = runs[-2], runs[-1]
+            grown = (after[name]["seconds"] / n1) / (before[name]["seconds"] / n0) \
+                if name in before and name in after else None
+            row.append(f"{grown:.2f}x" if grown else "")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.bench.costs", description=__doc__.split("\n\n")[0])
+    parser.add_argument("work", nargs="+", type=Path, help="[paths] work of finished RunAll runs, smallest N first")
+    parser.add_argument("--dataset", required=True, help="the data set's name in [datasets]")
+    args = parser.parse_args(argv)
+    text = cost_table([run_costs(work, args.dataset) for work in args.work])
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()

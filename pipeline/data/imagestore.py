@@ -23,7 +23,7 @@ import copy
 import logging
 import warnings
 from collections.abc import Sequence
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
@@ -237,8 +237,13 @@ class ImageStore:
         self.size: int = manifest["size"]
         self.labels = read_all(group["labels"]).astype(np.int64)
         self.split = read_all(group["split"])
-        self.ids = read_all(group["ids"])
         self.images = store_images(group["images"], budget)
+
+    @cached_property
+    def ids(self) -> np.ndarray:
+        """Each row's image id, read when first asked for: training and the teacher pass never
+        ask, and at a million images the ids take more memory than the labels and splits."""
+        return read_all(zarr.open_group(str(self.path), mode="r")["ids"])
 
     def rows(self, split: str) -> np.ndarray:
         """Store rows of one split, in store order (skipped images excluded)."""

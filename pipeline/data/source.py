@@ -12,7 +12,7 @@ from PIL import Image
 SPLITS = ("train", "val", "test")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Item:
     """One image of a data set; `key` is whatever the source needs to load it (a path, a row)."""
 

@@ -10,7 +10,7 @@ from pipeline.spec import parse_spec
 from pipeline.training.build import Distill, TrainSetup, build_run
 from pipeline.training.job import OnlineTeacher, TrainJob
 from pipeline.training.settings import TrainSettings
-from pipeline.training.train import fit
+from pipeline.training.train import fit, noted
 from pipeline.views.records import Recipe
 from tasks.config import train_settings
 
@@ -76,3 +76,11 @@ def test_a_job_reads_back_from_its_file_as_it_was(tmp_path):
     plain = TrainJob(TrainSetup(model=name, kwargs=kwargs, settings=SETTINGS), store="store.zarr", workdir="run",
                      weights="run/weights.safetensors", memory_budget=0, cache="cache.zarr")
     assert TrainJob.load(plain.save(tmp_path / "plain.json")) == plain
+
+
+def test_an_epoch_under_way_notes_its_batches_and_time_left():
+    notes = []
+    assert list(noted(iter(range(5)), notes.append, 5, every=0)) == list(range(5))  # batches unchanged
+    assert [note.split(",")[0] for note in notes] == [f"batches {i}/5" for i in range(1, 5)]  # not the last
+    assert all(", ETA " in note for note in notes)
+    assert list(noted(iter(range(5)), notes.clear, 5, every=3600)) == list(range(5)) and len(notes) == 4

@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from cache.storage.files import atomic_write_with
 from pipeline.inference import predict_rows
 from pipeline.runtime.prefetch import prefetch
+from pipeline.runtime.progress import duration
 from pipeline.training.build import TrainRun
 from pipeline.training.distributed import Ranks
 from pipeline.training.loader import Batch
@@ -86,7 +87,8 @@ def fit(run: TrainRun, workdir: Path, progress: Callable[..., object] | None = N
     epoch and ends with identical weights. In a data-parallel job every rank calls fit: each
     trains on its share of every batch, the gradients averaged (DistributedDataParallel);
     rank 0 validates and checkpoints, and its history is the job's; a job resumes from the
-    checkpoint with any number of ranks. `progress(done, total, text)` hears of each epoch."""
+    checkpoint with any number of ranks. `progress(done, total, text)` hears of each epoch and,
+    at most once a minute, of the batches done in the epoch under way."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     state = workdir / "train_state.pt"
@@ -95,7 +97,7 @@ def fit(run: TrainRun, workdir: Path, progress: Callable[..., object] | None = N
     if progress:
         progress(start, run.settings.epochs)  # where the rate and time left are measured from
     for epoch in range(start, run.settings.epochs):
-        history.append(run_epoch(run, loss_of, epoch))
+        history.append(run_epoch(run, loss_of, epoch, progress))
         checkpoint(state, run, history)
         if progress:
             progress(epoch + 1, run.settings.epochs, describe(history[-1]))
@@ -116,20 +118,37 @@ def schedule(run: TrainRun, epoch: int) -> Callable[[int], float]:
     return lambda i: lr_at(epoch * steps + i, total, warmup, run.settings.lr)
 
 
-def epoch_losses(run: TrainRun, loss_of: Callable[[Batch], torch.Tensor], epoch: int) -> list[float]:
+def epoch_losses(run: TrainRun, loss_of: Callable[[Batch], torch.Tensor], epoch: int,
+                 progress: Callable[..., object] | None = None) -> list[float]:
     """Train `epoch` (from 0), a step of `loss_of` per batch of the loader's views, the online
-    teacher's outputs added if the run has one; returns the steps' losses."""
+    teacher's outputs added if the run has one; returns the steps' losses. `progress` hears
+    of the batches done (an epoch over a million images is a long silence otherwise)."""
     run.net.train()
     batches = prefetch(run.loader.epoch(epoch))
+    if progress:
+        batches = noted(batches, lambda note: progress(epoch, run.settings.epochs, f"epoch {epoch + 1}: {note}"),
+                        len(run.loader))
     if run.teacher is not None:
         batches = teacher_targets(batches, run.teacher, run.autocast)
     return train_epoch(loss_of, run.opt, batches, schedule(run, epoch), run.scaler)
 
 
-def run_epoch(run: TrainRun, loss_of: Callable[[Batch], torch.Tensor], epoch: int) -> dict:
+def noted(batches: Iterable[Batch], note: Callable[[str], object], total: int, every: float = 60.0) -> Iterator[Batch]:
+    """The batches; after one is used, `note("batches i/total, ETA ...")` if `every` seconds
+    have passed since the epoch began or the last note."""
+    start = last = time.monotonic()
+    for i, batch in enumerate(batches, 1):
+        yield batch
+        if (now := time.monotonic()) - last >= every and i < total:
+            note(f"batches {i}/{total}, ETA {duration((now - start) / i * (total - i))}")
+            last = now
+
+
+def run_epoch(run: TrainRun, loss_of: Callable[[Batch], torch.Tensor], epoch: int,
+              progress: Callable[..., object] | None = None) -> dict:
     """Train `epoch` (from 0) and, on rank 0, validate: the epoch's history record."""
     tic = time.perf_counter()
-    losses = epoch_losses(run, loss_of, epoch)
+    losses = epoch_losses(run, loss_of, epoch, progress)
     record = {"epoch": epoch + 1, "loss": float(np.mean(batch_means(losses, run.ranks, run.device))),
               "seconds": round(time.perf_counter() - tic, 2)}
     val_rows = run.store.rows("val")

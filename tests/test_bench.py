@@ -13,6 +13,7 @@ from pipeline.bench import cache_vs_online as bench
 from pipeline.bench import encodings as bench_cache
 from pipeline.bench import loader as bench_loader
 from pipeline.bench import store as bench_store
+from pipeline.bench.costs import cost_table
 
 BENCHMARKS = ("cache_vs_online", "loader", "store", "encodings", "scale", "report")
 KEYS = {"teacher_pass_ratio", "cached_kd_overhead", "online_over_cached", "online_over_cached_theory",
@@ -112,3 +113,16 @@ def test_loader_bench_measures_every_path_at_each_size(tmp_path):
         assert all(r[name] > 0 for name in {*paths, "raw_memory_random", "student_step"})
         assert len(r["peak_rss_shards"]) == 1 and r["bytes_on_disk"]["cache"] > 0
     assert json.loads(out.read_text())["results"].keys() == {"300", "600"}
+
+
+def test_cost_table_shows_each_task_per_run_and_its_per_image_growth():
+    def cost(seconds, cpu):
+        return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": 500.0, "children_peak_rss_mb": 700.0,
+                "bytes": 2e6}
+    small = (1_000, {"TrainStudent kd vit": cost(10.0, 15.0)})
+    large = (10_000, {"TrainStudent kd vit": cost(120.0, 150.0), "Report": cost(5.0, 5.0)})
+    header, _, train, report = cost_table([small, large]).splitlines()
+    assert header.startswith("| task | s @ 1,000 | CPU s | img/s | peak MB | disk MB | s @ 10,000 |")
+    assert train == ("| TrainStudent kd vit | 10.0 | 15.0 | 100 | 700 | 2.0 | 120.0 | 150.0 | 83 | 700 | 2.0 "
+                     "| 1.20x (1.00x) |")
+    assert report == "| Report |  |  |  |  |  | 5.0 | 5.0 | 2,000 | 700 | 2.0 |  |"

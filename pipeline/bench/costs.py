@@ -1,6 +1,6 @@
 """What each task of finished runs cost, as one markdown table: a row per task, and for each
-run (a work folder, its data set at N images) the task's wall seconds, images/s (the data
-set's N over those seconds), peak resident MB (its process's or a child's, from the
+run (a work folder, its data set at N images) the task's wall and CPU seconds, images/s (the
+data set's N over the wall seconds), peak resident MB (its process's or a child's, from the
 cost.json every task leaves) and the MB its output folder holds; then how the cost per image
 grew from the previous run's N to the last one's.
 
@@ -43,25 +43,32 @@ def cost_table(runs: list[tuple[int, dict[str, dict]]]) -> str:
     """The markdown table this module's doc describes, runs in the order given."""
     header = ["task"]
     for n, _ in runs:
-        header += [f"s @ {n:,}", "img/s", "peak MB", "disk MB"]
+        header += [f"s @ {n:,}", "CPU s", "img/s", "peak MB", "disk MB"]
     if len(runs) > 1:
-        header.append("per-image cost, last / previous N")
+        header.append("per-image s (CPU s), last / previous N")
     names = list(dict.fromkeys(name for _, costs in runs for name in costs))
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name in names:
         row = [name]
         for n, costs in runs:
             c = costs.get(name)
-            row += ([f"{c['seconds']:,.1f}", f"{n / c['seconds']:,.0f}",
-                     f"{max(c['peak_rss_mb'], c['children_peak_rss_mb']):,.0f}", f"{c['bytes'] / 1e6:,.1f}"]
-                    if c else ["", "", "", ""])
+            row += ([f"{c['seconds']:,.1f}", f"{c['cpu_seconds']:,.1f}" if "cpu_seconds" in c else "",
+                     f"{n / c['seconds']:,.0f}", f"{max(c['peak_rss_mb'], c['children_peak_rss_mb']):,.0f}",
+                     f"{c['bytes'] / 1e6:,.1f}"] if c else [""] * 5)
         if len(runs) > 1:
-            (n0, before), (n1, after) = runs[-2], runs[-1]
-            grown = (after[name]["seconds"] / n1) / (before[name]["seconds"] / n0) \
-                if name in before and name in after else None
-            row.append(f"{grown:.2f}x" if grown else "")
+            row.append(growth(name, *runs[-2:]))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def growth(name: str, before: tuple[int, dict[str, dict]], after: tuple[int, dict[str, dict]]) -> str:
+    """How a task's seconds (and CPU seconds) an image grew from one run's N to the other's."""
+    (n0, costs0), (n1, costs1) = before, after
+    if name not in costs0 or name not in costs1:
+        return ""
+    ratio = {key: (costs1[name][key] / n1) / (costs0[name][key] / n0)
+             for key in ("seconds", "cpu_seconds") if key in costs0[name] and key in costs1[name]}
+    return f"{ratio['seconds']:.2f}x" + (f" ({ratio['cpu_seconds']:.2f}x)" if "cpu_seconds" in ratio else "")
 
 
 def main(argv: list[str] | None = None) -> str:

@@ -15,15 +15,17 @@ from cache.storage.files import atomic_write_json
 @contextmanager
 def recorded_cost(path: Path, **fields) -> Iterator[None]:
     """Write `path` (JSON) when the block ends without an exception: `fields`, wall seconds,
-    this process's peak resident MB during the block (its high-water mark is reset first, on
+    CPU seconds (this process's and its waited-for children's: what a shared or paused machine
+    does not inflate), this process's peak resident MB during the block (its high-water mark is reset first, on
     Linux) and the largest peak of any child process this process has waited for (read
     processes, dask workers, torchrun), which is the block's own where the process ran only
     this block (Luigi with --workers above 1 runs each task in a process of its own)."""
     _reset_peak()
-    started, tic = datetime.now(timezone.utc), time.perf_counter()
+    started, tic, cpu = datetime.now(timezone.utc), time.perf_counter(), _cpu_seconds()
     yield
     seconds = time.perf_counter() - tic
-    atomic_write_json(path, {**fields, "seconds": round(seconds, 3), "peak_rss_mb": _peak_mb(resource.RUSAGE_SELF),
+    atomic_write_json(path, {**fields, "seconds": round(seconds, 3), "cpu_seconds": round(_cpu_seconds() - cpu, 3),
+                             "peak_rss_mb": _peak_mb(resource.RUSAGE_SELF),
                              "children_peak_rss_mb": _peak_mb(resource.RUSAGE_CHILDREN),
                              "started": started.isoformat(timespec="seconds"), "host": socket.gethostname()},
                       indent=1)
@@ -34,6 +36,11 @@ def _reset_peak() -> None:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:  # elsewhere the peak is the process's so far
         pass
+
+
+def _cpu_seconds() -> float:
+    return sum(usage.ru_utime + usage.ru_stime
+               for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def _peak_mb(who: int) -> float:

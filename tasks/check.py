@@ -45,7 +45,8 @@ def config_problems() -> list[Problem]:
                 problems.append(Problem(name, key, MISSING, "every setting needs a value and luigi.cfg holds "
                                         "the defaults: restore the key in luigi.cfg"))
     if any(p.value == MISSING for p in problems):  # the checks of values need every value
-        return problems
+        # Keys missing and no luigi.cfg here: run from elsewhere, with an override file only.
+        return problems if Path("luigi.cfg").is_file() else [no_luigi_cfg()]
     for name, read in (("datasets", datasets), ("students", students)):
         try:
             settings[name] = read()
@@ -68,9 +69,14 @@ def file_problems() -> list[Problem]:
         problems.append(Problem("(files)", "LUIGI_CONFIG_PATH", path, f"no file {Path(path).absolute()}{many}, so "
                                 "Luigi would run luigi.cfg's experiment: name an existing config file, or unset it"))
     if not any(get_config().has_section(section.__name__) for section in SECTIONS):
-        problems.append(Problem("(files)", "luigi.cfg", "not found", f"Luigi read no luigi.cfg in {Path.cwd()}, and "
-                                "it holds every default: run from the checkout, where luigi.cfg is"))
+        problems.append(no_luigi_cfg())
     return problems
+
+
+def no_luigi_cfg() -> Problem:
+    return Problem("(files)", "luigi.cfg", "not found", f"Luigi read no luigi.cfg in {Path.cwd()}, and it holds "
+                   "every default (a LUIGI_CONFIG_PATH file only overrides some): run from the checkout, "
+                   "where luigi.cfg is")
 
 
 def declared_ranges() -> dict[str, dict[str, Range]]:

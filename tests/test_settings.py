@@ -67,6 +67,13 @@ def test_a_missing_key_is_named_before_any_work(luigi_config):
         check_config()
 
 
+def test_run_elsewhere_with_an_override_file_is_one_problem_not_one_per_key(no_config, tmp_path, monkeypatch):
+    get_config().read_dict({"data": {"store_size": "32"}})  # what a LUIGI_CONFIG_PATH file alone gives
+    monkeypatch.chdir(tmp_path)  # no luigi.cfg here
+    with pytest.raises(ConfigError, match=r"1 problem\(s\).*\n.*luigi.cfg = not found.*only overrides some"):
+        check_config()
+
+
 def test_docs_listing_is_current():
     text = DOC.read_text()
     assert with_listing(text) == text, "docs/configuration.md is stale: run `python -m tasks.settings_doc`"

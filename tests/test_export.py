@@ -61,7 +61,8 @@ def test_export_round_trips_the_cache_with_and_without_views(export, luigi_confi
     assert assert_round_trip(export.requires().cache_path(), h5_path) == AUG + EVAL
     with h5py.File(h5_path, "r") as f:
         assert f["eval/logits"].dtype == np.float16 and f["aug/params"].dtype == np.float32
-    assert sorted(p.name for p in h5_path.parent.iterdir() if p.name != LOCK) == ["cache.h5", "settings.json"]
+    written = sorted(p.name for p in h5_path.parent.iterdir() if p.name != LOCK)
+    assert written == ["cache.h5", "cost.json", "settings.json"]
 
     luigi_config("teacher", "views", "0")
     export = ExportCacheHDF5("demo")

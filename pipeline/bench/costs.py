@@ -18,25 +18,23 @@ from pipeline.bench.harness import bytes_on_disk
 
 
 def run_costs(work: Path, dataset: str) -> tuple[int, dict[str, dict]]:
-    """The data set's image count in the run's store and, by task, its cost.json with the
-    output folder's bytes added."""
+    """The data set's image count in the run's store and, by task in the order they started,
+    its cost.json with the output folder's bytes added."""
     folder = work / dataset
     manifests = sorted(folder.glob("store-*/store.zarr/manifest.json"))
     if not manifests:
         raise SystemExit(f"{folder}: no finished image store (store-*/store.zarr/manifest.json); "
                          "is it the [paths] work of a finished RunAll, and --dataset its data set?")
     images = json.loads(manifests[-1].read_text())["count"]
-    costs = {}
-    for path in sorted(folder.glob("*/cost.json")):
-        cost = json.loads(path.read_text())
-        costs[task_name(cost["task"], dataset)] = {**cost, "bytes": bytes_on_disk(path.parent)}
-    return images, costs
+    costs = [{**json.loads(path.read_text()), "bytes": bytes_on_disk(path.parent)}
+             for path in folder.glob("*/cost.json")]
+    return images, {task_name(cost["task"], dataset): cost for cost in sorted(costs, key=lambda c: c["started"])}
 
 
 def task_name(task_id: str, dataset: str) -> str:
     """Luigi's task id without the data set and the hash: 'TrainStudent kd vit'."""
     parts = task_id.split("_")
-    return " ".join(part for part in parts[:-1] if part != dataset)
+    return " ".join(part for part in parts[:-1] if part not in ("", dataset))
 
 
 def cost_table(runs: list[tuple[int, dict[str, dict]]]) -> str:

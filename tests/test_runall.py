@@ -40,7 +40,8 @@ def test_runall_reports_every_student_and_reruns_only_what_is_new(luigi_config):
     steps = [t for t in ran if not isinstance(t, RunAll)]
     costs = [json.loads((t.folder() / "cost.json").read_text()) for t in steps]
     assert [c["task"] for c in costs] == [t.task_id for t in steps]
-    assert all(c["seconds"] > 0 and c["cpu_seconds"] > 0 and c["peak_rss_mb"] > 100 for c in costs)  # torch takes more
+    assert all(c["seconds"] > 0 and c["cpu_seconds"] > 0 for c in costs)
+    assert all(100 < c["start_rss_mb"] <= c["peak_rss_mb"] for c in costs)  # torch alone takes more
     table = cost_table([run_costs(Path(paths().work), "demo")]).splitlines()
     assert sorted(line.split(" | ")[0][2:] for line in table[2:]) == sorted(task_name(t.task_id, "demo") for t in steps)
 

@@ -1,8 +1,9 @@
 """What each task of finished runs cost, as one markdown table: a row per task, and for each
 run (a work folder, its data set at N images) the task's wall and CPU seconds, images/s (the
 data set's N over the wall seconds), peak resident MB (its process's or a child's, from the
-cost.json every task leaves) and the MB its output folder holds; then how the cost per image
-grew from the previous run's N to the last one's.
+cost.json every task leaves; in brackets, how far its process rose above its start) and the
+MB its output folder holds; then how the cost per image grew from the previous run's N to
+the last one's.
 
     python -m pipeline.bench.costs /work/scale/runs-200k /work/scale/runs-1.28M --dataset imagenet
 
@@ -51,12 +52,18 @@ def cost_table(runs: list[tuple[int, dict[str, dict]]]) -> str:
         for n, costs in runs:
             c = costs.get(name)
             row += ([f"{c['seconds']:,.1f}", f"{c['cpu_seconds']:,.1f}" if "cpu_seconds" in c else "",
-                     f"{n / c['seconds']:,.0f}", f"{max(c['peak_rss_mb'], c['children_peak_rss_mb']):,.0f}",
-                     f"{c['bytes'] / 1e6:,.1f}"] if c else [""] * 5)
+                     f"{n / c['seconds']:,.0f}", peak(c), f"{c['bytes'] / 1e6:,.1f}"] if c else [""] * 5)
         if len(runs) > 1:
             row.append(growth(name, *runs[-2:]))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def peak(cost: dict) -> str:
+    """The larger of the task's process's and its children's peaks, MB; and, where recorded,
+    how far its process's peak rose above its resident memory at the start."""
+    text = f"{max(cost['peak_rss_mb'], cost['children_peak_rss_mb']):,.0f}"
+    return text + (f" (+{cost['peak_rss_mb'] - cost['start_rss_mb']:,.0f})" if "start_rss_mb" in cost else "")
 
 
 def growth(name: str, before: tuple[int, dict[str, dict]], after: tuple[int, dict[str, dict]]) -> str:

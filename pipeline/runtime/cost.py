@@ -16,16 +16,18 @@ from cache.storage.files import atomic_write_json
 def recorded_cost(path: Path, **fields) -> Iterator[None]:
     """Write `path` (JSON) when the block ends without an exception: `fields`, wall seconds,
     CPU seconds (this process's and its waited-for children's: what a shared or paused machine
-    does not inflate), this process's peak resident MB during the block (its high-water mark is reset first, on
-    Linux) and the largest peak of any child process this process has waited for (read
-    processes, dask workers, torchrun), which is the block's own where the process ran only
-    this block (Luigi with --workers above 1 runs each task in a process of its own)."""
+    does not inflate), this process's resident MB at the start and at its peak during the block
+    (its high-water mark is reset first, on Linux) and the largest peak of any child process
+    this process has waited for (read processes, dask workers, torchrun), which is the block's
+    own where the process ran only this block (Luigi with --workers above 1 runs each task in a
+    process of its own)."""
     _reset_peak()
+    start_mb = _peak_mb(resource.RUSAGE_SELF)  # the resident MB now, once the peak is reset
     started, tic, cpu = datetime.now(timezone.utc), time.perf_counter(), _cpu_seconds()
     yield
     seconds = time.perf_counter() - tic
     atomic_write_json(path, {**fields, "seconds": round(seconds, 3), "cpu_seconds": round(_cpu_seconds() - cpu, 3),
-                             "peak_rss_mb": _peak_mb(resource.RUSAGE_SELF),
+                             "start_rss_mb": start_mb, "peak_rss_mb": _peak_mb(resource.RUSAGE_SELF),
                              "children_peak_rss_mb": _peak_mb(resource.RUSAGE_CHILDREN),
                              "started": started.isoformat(timespec="seconds"), "host": socket.gethostname()},
                       indent=1)

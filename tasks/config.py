@@ -235,6 +235,9 @@ class train(RecipeKeys, luigi.Config):  # noqa: N801
                     "part of the fingerprints, as resolved, only when shards")
     order_window = ranged(Range(1), luigi.IntParameter(
         description="shards order: shards per window, read whole and held in memory while in use"))
+    checkpoint_minutes = ranged(Range(0), luigi.FloatParameter(
+        description="minutes between checkpoints within an epoch, from which a stopped run resumes "
+                    "(0 = at epoch ends only); not part of any fingerprint"))
     modes = luigi.Parameter(
         description="the modes every student trains in: baseline (labels only), kd (from the teacher "
                     "cache), online (the teacher run on every batch)")

@@ -69,7 +69,8 @@ def _stopped() -> str:
     task = _running[-1]
     if task.reached is None:
         return f"{task.task_id} stopped before its first progress report (its work so far is lost)"
-    return f"{task.task_id} stopped at {task.reached} (the epoch or shard in progress is lost)"
+    return (f"{task.task_id} stopped at {task.reached} "
+            "(the steps since the last checkpoint or the shard in progress are lost)")
 
 
 def _stop(signum: int, frame: object) -> None:

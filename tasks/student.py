@@ -17,7 +17,7 @@ from pipeline.training.build import Distill, TrainSetup
 from pipeline.training.job import OnlineTeacher, TrainJob
 from pipeline.training.settings import TrainSettings, fingerprint_fields
 from tasks.base import Evaluation, FingerprintedTask, Training, memory_budget
-from tasks.config import compute, kd, students, teacher, train, train_settings
+from tasks.config import kd, students, teacher, train, train_settings
 from tasks.data import PrepareDataset, train_order
 from tasks.teacher import FEATURE_SETTINGS, CacheTeacher, teacher_weights
 
@@ -102,8 +102,7 @@ class TrainStudent(Training, StudentStep):
         name, kwargs = parse_spec(student_spec(self.student))
         settings = self.train_settings()
         setup = TrainSetup(model=name, kwargs=kwargs, settings=settings, distill=self.distill(),
-                           precision=self.precision().name, compile=compute().compile,
-                           read_processes=compute().read_processes)
+                           **self.how_it_runs())
         job = TrainJob(setup, store=str(self.requires()["store"].store_path()), workdir=str(self.folder()),
                        weights=self.output().path, memory_budget=memory_budget(), cache=cache and str(cache),
                        teacher=online, device=str(self.device()))

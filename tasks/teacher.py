@@ -75,8 +75,7 @@ class FineTuneTeacher(Training):
         t = teacher()
         name, kwargs = parse_spec(t.model)
         settings = self.train_settings()
-        setup = TrainSetup(model=name, kwargs=kwargs, settings=settings, init=t.init, precision=self.precision().name,
-                           compile=compute().compile, read_processes=compute().read_processes)
+        setup = TrainSetup(model=name, kwargs=kwargs, settings=settings, init=t.init, **self.how_it_runs())
         job = TrainJob(setup, store=str(self.requires().store_path()), workdir=str(self.folder()),
                        weights=self.output().path, memory_budget=memory_budget(), device=str(self.device()))
         self.run_training(job, "teacher fine-tuning, epochs", settings.epochs)

@@ -34,11 +34,14 @@ DISTILL = Distill(alpha=0.7, temperature=4.0, beta=0.5, feature_loss="mse", hard
 TOLERANCE = 2e-5  # float sums in another order over 2 epochs of AdamW; measured 4e-6 to 6e-6
 
 
-def job(data: dict, folder: Path, mode: str, epochs: int = 2, device: str = "cpu") -> TrainJob:
+def job(data: dict, folder: Path, mode: str, epochs: int = 2, device: str = "cpu", batch_size: int = 16,
+        checkpoint_minutes: float = 0.0) -> TrainJob:
     name, kwargs = parse_spec(TINY_VIT)
-    settings = train_settings(epochs=epochs, batch_size=16, image_size=32, seed=0)
+    settings = train_settings(epochs=epochs, batch_size=batch_size, image_size=32, seed=0)
     online = OnlineTeacher(TEACHER, {}, str(data["weights"]))
-    return TrainJob(TrainSetup(model=name, kwargs=kwargs, settings=settings, distill=DISTILL), store=str(data["store"]),
+    setup = TrainSetup(model=name, kwargs=kwargs, settings=settings, distill=DISTILL,
+                       checkpoint_minutes=checkpoint_minutes)
+    return TrainJob(setup, store=str(data["store"]),
                     workdir=str(folder), weights=str(folder / "weights.safetensors"), memory_budget=1 << 30,
                     cache=str(data["cache"]) if mode == "kd" else None, teacher=online if mode == "online" else None,
                     device=device)
@@ -85,6 +88,18 @@ def test_one_launched_rank_is_the_plain_path(tiny_data, tmp_path, device):
     ranks(launched, processes=1)
     assert "rank 0 of 1" in (tmp_path / "one" / "ranks.log").read_text()
     assert_close(weights(plain), weights(launched), 1e-6)
+
+
+def test_ranks_checkpoint_within_an_epoch_together(tiny_data, tmp_path):
+    """Checkpoints as often as the ranks agree on one (every 8 steps): each a collective of
+    both ranks, which neither skips nor deadlocks in; the run ends where one process ends."""
+    one, two = (job(tiny_data, tmp_path / name, "kd", epochs=1, batch_size=2, checkpoint_minutes=1e-8)
+                for name in ("one", "two"))
+    one.run()
+    ranks(two)
+    assert re.findall(r"checkpoint after step (\d+) of epoch 1", (tmp_path / "two" / "ranks.log").read_text())[:2] == [
+        "8", "16"]
+    assert_close(weights(one), weights(two))
 
 
 def test_killed_rank_fails_the_job_by_name_and_the_rerun_resumes(tiny_data, tmp_path):

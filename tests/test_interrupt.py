@@ -31,8 +31,9 @@ def test_sigterm_logs_where_the_task_stopped_exits_143_and_a_rerun_resumes(tmp_p
     wait_for(proc, first, rf"{task}: epochs: 1/{EPOCHS} \(")
     proc.send_signal(signal.SIGTERM)  # to Luigi's process alone: it passes the signal on to its workers
     assert proc.wait(timeout=120) == 143, first.read_text()[-3000:]
-    line = re.search(rf"WARNING: SIGTERM: {task} stopped at epochs (\d+)/{EPOCHS} \(the epoch or shard in "
-                     r"progress is lost\); rerun the same command to resume \(exit code 143\)\n", first.read_text())
+    line = re.search(rf"WARNING: SIGTERM: {task} stopped at epochs (\d+)/{EPOCHS} \(the steps since the last "
+                     r"checkpoint or the shard in progress are lost\); rerun the same command to resume "
+                     r"\(exit code 143\)\n", first.read_text())
     assert line, first.read_text()[-3000:]
     stopped = int(line.group(1))
     assert 1 <= stopped < EPOCHS

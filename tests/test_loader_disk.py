@@ -13,7 +13,7 @@ import torch
 import zarr
 from support.config import TINY_VIT
 from support.damage import damage
-from support.loaders import BATCH, assert_same, loader, served
+from support.loaders import BATCH, assert_same, assert_same_batches, loader, served
 
 from cache.reader import TeacherCache
 from cache.storage.integrity import DamagedData
@@ -70,10 +70,26 @@ def test_read_processes_serve_the_batches_of_the_loader_s_thread(tiny_data, jpeg
                                   .epoch(epoch)) for epoch in EPOCHS] for processes in (0, 1, 2)}
     for processes in (1, 2):
         for got, expected in zip(served_by[processes], served_by[0], strict=True):
-            assert len(got) == len(expected)
-            for a, b in zip(got, expected):
-                assert a.weight == b.weight
-                assert all((x is None and y is None) or torch.equal(x, y) for x, y in zip(a[:4], b[:4]))
+            assert_same_batches(got, expected)
+
+
+@pytest.mark.parametrize("order,processes", [("random", 0), ("shards", 0), ("shards", 2)])
+def test_an_epoch_resumed_at_a_batch_serves_the_rest_and_reads_no_window_before_it(tiny_data, jpeg_store, order,
+                                                                                  processes, monkeypatch):
+    """What a run stopped within an epoch goes on with: the batches from the next one on."""
+    whole = list(loader(jpeg_store, tiny_data["cache"], 0, order, read_processes=processes, window=1).epoch(1))
+    start = len(whole) - 2
+    train = loader(jpeg_store, tiny_data["cache"], 0, order, read_processes=processes, window=1)
+    held = []
+    hold = type(train._order).hold
+    monkeypatch.setattr(type(train._order), "hold", lambda self, window: held.append(window) or hold(self, window))
+    assert_same_batches(list(train.epoch(1, start=start)), whole[start:])
+    if order == "shards" and not processes:  # the processes hold windows in their own copies
+        rest = set(train.positions(1)[start * BATCH:].tolist())
+        windows = train._order.windows(1)
+        assert [w.positions.tolist() for w in held] == [
+            w.positions.tolist() for w in windows if rest & set(w.positions.tolist())]
+        assert len(held) < len(windows)
 
 
 def test_read_processes_decode_and_render_what_they_read(tiny_data, jpeg_store, monkeypatch):

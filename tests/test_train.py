@@ -7,6 +7,7 @@ from support.config import TEACHER, TINY_VIT
 from cache.reader import TeacherCache
 from pipeline.data.imagestore import ImageStore
 from pipeline.spec import parse_spec
+from pipeline.training import train as train_module
 from pipeline.training.build import Distill, TrainSetup, build_run
 from pipeline.training.job import OnlineTeacher, TrainJob
 from pipeline.training.settings import TrainSettings
@@ -18,10 +19,10 @@ SETTINGS = train_settings(epochs=2, batch_size=16, image_size=32, seed=0)
 DISTILL = Distill(alpha=0.7, temperature=4.0, beta=0.0, feature_loss="mse", hard=False)
 
 
-def train(tiny_data, workdir, cache=False, settings=SETTINGS, precision="fp32", progress=None):
+def train(tiny_data, workdir, cache=False, settings=SETTINGS, precision="fp32", progress=None, checkpoint_minutes=0.0):
     name, model_kwargs = parse_spec(TINY_VIT)
     setup = TrainSetup(model=name, kwargs=model_kwargs, settings=settings, distill=DISTILL if cache else None,
-                       precision=precision)
+                       precision=precision, checkpoint_minutes=checkpoint_minutes)
     run = build_run(setup, ImageStore(tiny_data["store"]), TeacherCache(tiny_data["cache"]) if cache else None)
     return run.net, fit(run, workdir, progress)
 
@@ -65,6 +66,27 @@ def test_interrupted_training_resumes_to_the_same_weights(tiny_data, tmp_path, p
     assert [h["loss"] for h in resumed_history] == [h["loss"] for h in history]
 
 
+def test_a_run_stopped_within_an_epoch_resumes_after_its_last_step_saved(tiny_data, tmp_path, monkeypatch):
+    """Checkpoints every step (a minute of 0.6 us): stopped after the third step of epoch 2,
+    a rerun trains the rest of that epoch only, to the weights and losses of a run never stopped."""
+    whole, history = train(tiny_data, tmp_path / "whole", cache=True)
+    save, epoch, steps = train_module.save_state, train_module.train_epoch, []
+
+    def stop_at_epoch_2_step_3(path, run, history, underway):
+        save(path, run, history, underway)
+        if (len(history), len(underway.losses)) == (1, 3):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "save_state", stop_at_epoch_2_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_data, tmp_path / "resumed", cache=True, checkpoint_minutes=1e-8)
+    monkeypatch.setattr(train_module, "train_epoch", lambda *a, **kw: steps.append(kw["start"]) or epoch(*a, **kw))
+    resumed, resumed_history = train(tiny_data, tmp_path / "resumed", cache=True)
+    assert steps == [3]  # epoch 2 from its fourth step, nothing before it again
+    assert same_weights(whole, resumed)
+    assert [h["loss"] for h in resumed_history] == [h["loss"] for h in history]
+
+
 def test_a_job_reads_back_from_its_file_as_it_was(tmp_path):
     """The file each rank of a data-parallel job loads: its settings, recipe, loss and teacher typed again."""
     name, kwargs = parse_spec(TINY_VIT)
@@ -84,3 +106,6 @@ def test_an_epoch_under_way_notes_its_batches_and_time_left():
     assert [note.split(",")[0] for note in notes] == [f"batches {i}/5" for i in range(1, 5)]  # not the last
     assert all(", ETA " in note for note in notes)
     assert list(noted(iter(range(5)), notes.clear, 5, every=3600)) == list(range(5)) and len(notes) == 4
+    resumed = []
+    assert list(noted(iter(range(2)), resumed.append, 5, every=0, start=3)) == [0, 1]  # a resumed epoch's last two
+    assert [note.split(",")[0] for note in resumed] == ["batches 4/5"]

@@ -36,7 +36,8 @@ class TrainSetup:
     """What a run trains and how: a timm model (name and kwargs) starting from `init`
     ("scratch", "pretrained" for timm's weights, or a weights file), its schedule, its loss
     (`distill`; None: labels only), the precision it trains in (a [compute] precision name),
-    its forward torch.compiled if `compile`, and TrainLoader's `read_processes`."""
+    its forward torch.compiled if `compile`, TrainLoader's `read_processes`, and the minutes
+    between checkpoints within an epoch (0: at its end only)."""
     model: str
     kwargs: dict
     settings: TrainSettings
@@ -45,6 +46,7 @@ class TrainSetup:
     precision: str = "fp32"
     compile: bool = False
     read_processes: int = 0
+    checkpoint_minutes: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -142,10 +142,11 @@ class TrainLoader:
     def __len__(self) -> int:
         return -(-len(self.rows) // self.batch_size)
 
-    def epoch(self, epoch: int) -> Iterator[Batch]:
-        """The batches of `epoch`, its training positions in the order of `positions(epoch)`."""
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        """The batches of `epoch`, its training positions in the order of `positions(epoch)`;
+        from batch `start` on (a resumed epoch's: what comes before is not read)."""
         views = self.draw(epoch)[1]
-        yield from self._batches(self._order.windows(epoch), views, epoch)
+        yield from self._batches(self._order.windows(epoch), views, epoch, start)
 
     def positions(self, epoch: int) -> np.ndarray:
         """Training positions (indices into the train split's rows) in the order `epoch` serves them."""
@@ -155,22 +156,26 @@ class TrainLoader:
         """The random order of `epoch`, then the view of each training position (orders.epoch_draw)."""
         return epoch_draw(self.seed, epoch, len(self.rows), self.cache.views if self._replay else 0)
 
-    def _batches(self, windows: list[Window], views: np.ndarray | None, epoch: int) -> Iterator[Batch]:
-        """Batches of `batch_size` over the windows' positions one after another, each joined
-        from its parts in each window it straddles (`_made`)."""
+    def _batches(self, windows: list[Window], views: np.ndarray | None, epoch: int, start: int) -> Iterator[Batch]:
+        """Batches of `batch_size` over the windows' positions one after another, from batch
+        `start` on, each joined from its parts in each window it straddles (`_made`); a window
+        with none of them is not made."""
         order = np.concatenate([w.positions for w in windows])
         window_of = np.repeat(np.arange(len(windows)), [len(w.positions) for w in windows])
         weights: list[float] = []
         cuts: list[list[tuple[int, Part]]] = [[] for _ in windows]  # per window: (batch, its part there)
-        for start in range(0, len(order), self.batch_size):
-            places, weight = self.ranks.share(np.arange(start, min(start + self.batch_size, len(order))))
+        for b, first in enumerate(range(0, len(order), self.batch_size)):
+            places, weight = self.ranks.share(np.arange(first, min(first + self.batch_size, len(order))))
+            weights.append(weight)
+            if b < start:
+                continue
             ks = window_of[places]
             for k in np.unique(ks).tolist():
                 pos = order[places[ks == k]]
-                cuts[k].append((len(weights), (pos, None if views is None else views[pos])))
-            weights.append(weight)
-        made = self._made([(w, [part for _, part in cut], epoch) for w, cut in zip(windows, cuts)])
-        numbered = ((b, part) for cut, parts in zip(cuts, made) for (b, _), part in zip(cut, parts))
+                cuts[k].append((b, (pos, None if views is None else views[pos])))
+        kept = [(w, cut) for w, cut in zip(windows, cuts) if cut]
+        made = self._made([(w, [part for _, part in cut], epoch) for w, cut in kept])
+        numbered = ((b, part) for (_, cut), parts in zip(kept, made) for (b, _), part in zip(cut, parts))
         for b, group in groupby(numbered, key=itemgetter(0)):
             yield _cat([part for _, part in group])._replace(weight=weights[b])
 

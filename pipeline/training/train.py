@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -61,15 +62,24 @@ def teacher_targets(batches: Iterable[Batch], teacher: torch.nn.Module,
         yield batch._replace(teacher_logits=logits.float(), teacher_features=features.float())
 
 
+class Underway(NamedTuple):
+    """An epoch as far as it went: its steps' losses (each the mean over the ranks) and its
+    seconds; what a checkpoint taken within the epoch holds, and a resumed epoch goes on from."""
+    losses: list[float] = []
+    seconds: float = 0.0
+
+
 def train_epoch(loss_of: Callable[[Batch], torch.Tensor], opt: torch.optim.Optimizer,
                 batches: Iterable[Batch], lr: Callable[[int], float],
-                scaler: torch.amp.GradScaler | None = None) -> list[float]:
-    """One optimizer step per batch, step i at learning rate lr(i); returns the losses.
-    `scaler` (fp16) scales the loss; None steps plainly. Shared by fit and the benchmark,
-    so both time the same step."""
+                scaler: torch.amp.GradScaler | None = None, start: int = 0,
+                after_step: Callable[[list[torch.Tensor]], object] | None = None) -> list[float]:
+    """One optimizer step per batch, the batches being steps `start`, start + 1, ... of the
+    epoch, step i at learning rate lr(i); returns their losses. `scaler` (fp16) scales the
+    loss; None steps plainly. `after_step` hears of the losses so far after each step. Shared
+    by fit and the benchmark, so both time the same step."""
     scaler = scaler or torch.amp.GradScaler("cpu", enabled=False)
     losses = []
-    for i, batch in enumerate(batches):
+    for i, batch in enumerate(batches, start):
         for group in opt.param_groups:
             group["lr"] = lr(i)
         loss = loss_of(batch)
@@ -78,26 +88,32 @@ def train_epoch(loss_of: Callable[[Batch], torch.Tensor], opt: torch.optim.Optim
         scaler.step(opt)
         scaler.update()
         losses.append(loss.detach())  # read once at the end: a GPU runs ahead meanwhile
+        if after_step:
+            after_step(losses)
     return torch.stack(losses).tolist() if losses else []
 
 
 def fit(run: TrainRun, workdir: Path, progress: Callable[..., object] | None = None) -> list[dict]:
     """Train the run to its last epoch and return its per-epoch history: each epoch trained,
-    validated and checkpointed in `workdir`, where a rerun resumes from the last finished
-    epoch and ends with identical weights. In a data-parallel job every rank calls fit: each
-    trains on its share of every batch, the gradients averaged (DistributedDataParallel);
-    rank 0 validates and checkpoints, and its history is the job's; a job resumes from the
-    checkpoint with any number of ranks. `progress(done, total, text)` hears of each epoch and,
-    at most once a minute, of the batches done in the epoch under way."""
+    validated and checkpointed in `workdir`, and checkpointed within an epoch every
+    `checkpoint_minutes` of the setup (an epoch over a million images takes an hour); a
+    rerun resumes from the last checkpoint and ends with identical weights. In a
+    data-parallel job every rank calls fit: each trains on its share of every batch, the
+    gradients averaged (DistributedDataParallel); rank 0 validates and checkpoints, and its
+    history is the job's; a job resumes from the checkpoint with any number of ranks.
+    `progress(done, total, text)` hears of each epoch and, at most once a minute, of the
+    batches done in the epoch under way."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     state = workdir / "train_state.pt"
-    start, history = resume(state, run)
+    start, history, underway = resume(state, run)
     loss_of = step_loss(run)  # after the resume: DDP starts every rank from rank 0's weights
     if progress:
         progress(start, run.settings.epochs)  # where the rate and time left are measured from
     for epoch in range(start, run.settings.epochs):
-        history.append(run_epoch(run, loss_of, epoch, progress))
+        history.append(run_epoch(run, loss_of, epoch, progress, underway,
+                                 lambda so_far: checkpoint(state, run, history, so_far)))
+        underway = Underway()
         checkpoint(state, run, history)
         if progress:
             progress(epoch + 1, run.settings.epochs, describe(history[-1]))
@@ -119,38 +135,77 @@ def schedule(run: TrainRun, epoch: int) -> Callable[[int], float]:
 
 
 def epoch_losses(run: TrainRun, loss_of: Callable[[Batch], torch.Tensor], epoch: int,
-                 progress: Callable[..., object] | None = None) -> list[float]:
+                 progress: Callable[..., object] | None = None, underway: Underway = Underway(),
+                 save: Callable[[Underway], object] | None = None) -> Underway:
     """Train `epoch` (from 0), a step of `loss_of` per batch of the loader's views, the online
-    teacher's outputs added if the run has one; returns the steps' losses. `progress` hears
-    of the batches done (an epoch over a million images is a long silence otherwise)."""
+    teacher's outputs added if the run has one, from the step after those `underway` holds
+    (trained before a stop); returns the whole epoch's. `progress` hears of the batches done
+    (an epoch over a million images is a long silence otherwise); `save` gets the epoch so
+    far every `checkpoint_minutes` of the setup."""
     run.net.train()
-    batches = prefetch(run.loader.epoch(epoch))
+    tic, done = time.perf_counter(), len(underway.losses)
+    batches = prefetch(run.loader.epoch(epoch, start=done))
     if progress:
         batches = noted(batches, lambda note: progress(epoch, run.settings.epochs, f"epoch {epoch + 1}: {note}"),
-                        len(run.loader))
+                        len(run.loader), start=done)
     if run.teacher is not None:
         batches = teacher_targets(batches, run.teacher, run.autocast)
-    return train_epoch(loss_of, run.opt, batches, schedule(run, epoch), run.scaler)
+
+    def so_far(losses: list[float]) -> Underway:
+        return Underway(underway.losses + batch_means(losses, run.ranks, run.device),
+                        underway.seconds + time.perf_counter() - tic)
+
+    due = every(60 * run.setup.checkpoint_minutes, run.ranks, run.device)
+
+    def saved(losses: list[torch.Tensor]) -> None:
+        if save and due(len(losses)):
+            save(so_far(torch.stack(losses).tolist()))
+
+    return so_far(train_epoch(loss_of, run.opt, batches, schedule(run, epoch), run.scaler,
+                               start=done, after_step=saved))
 
 
-def noted(batches: Iterable[Batch], note: Callable[[str], object], total: int, every: float = 60.0) -> Iterator[Batch]:
-    """The batches; after one is used, `note("batches i/total, ETA ...")` if `every` seconds
-    have passed since the epoch began or the last note."""
-    start = last = time.monotonic()
-    for i, batch in enumerate(batches, 1):
+def every(seconds: float, ranks: Ranks, device: torch.device, sync_steps: int = 8) -> Callable[[int], bool]:
+    """A clock asked after each step (with the steps done) that says True once `seconds`
+    have passed since it last did (or began); 0 seconds: never. In a data-parallel job it
+    answers every rank alike, as rank 0's clock says, and asks it after every `sync_steps`
+    steps only: the broadcast makes the host wait for the device."""
+    last = time.monotonic()
+
+    def due(steps: int) -> bool:
+        nonlocal last
+        if seconds <= 0 or (ranks.launched and steps % sync_steps):
+            return False
+        said = time.monotonic() - last >= seconds
+        if ranks.launched:
+            flag = torch.tensor(float(said), device=device)
+            dist.broadcast(flag, 0)  # every rank checkpoints after the same step, or none does
+            said = bool(flag.item())
+        if said:
+            last = time.monotonic()
+        return said
+    return due
+
+
+def noted(batches: Iterable[Batch], note: Callable[[str], object], total: int, every: float = 60.0,
+          start: int = 0) -> Iterator[Batch]:
+    """The batches, those of an epoch after its first `start`; after one is used,
+    `note("batches i/total, ETA ...")` if `every` seconds have passed since they began or the last note."""
+    began = last = time.monotonic()
+    for i, batch in enumerate(batches, start + 1):
         yield batch
         if (now := time.monotonic()) - last >= every and i < total:
-            note(f"batches {i}/{total}, ETA {duration((now - start) / i * (total - i))}")
+            note(f"batches {i}/{total}, ETA {duration((now - began) / (i - start) * (total - i))}")
             last = now
 
 
 def run_epoch(run: TrainRun, loss_of: Callable[[Batch], torch.Tensor], epoch: int,
-              progress: Callable[..., object] | None = None) -> dict:
-    """Train `epoch` (from 0) and, on rank 0, validate: the epoch's history record."""
-    tic = time.perf_counter()
-    losses = epoch_losses(run, loss_of, epoch, progress)
-    record = {"epoch": epoch + 1, "loss": float(np.mean(batch_means(losses, run.ranks, run.device))),
-              "seconds": round(time.perf_counter() - tic, 2)}
+              progress: Callable[..., object] | None = None, underway: Underway = Underway(),
+              save: Callable[[Underway], object] | None = None) -> dict:
+    """Train `epoch` (from 0), going on from `underway`, and, on rank 0, validate: the
+    epoch's history record."""
+    trained = epoch_losses(run, loss_of, epoch, progress, underway, save)
+    record = {"epoch": epoch + 1, "loss": float(np.mean(trained.losses)), "seconds": round(trained.seconds, 2)}
     val_rows = run.store.rows("val")
     if len(val_rows) and run.ranks.main:
         record["val_top1"] = val_top1(run, val_rows)
@@ -163,11 +218,15 @@ def val_top1(run: TrainRun, rows: np.ndarray) -> float:
     return float(np.mean(logits.argmax(1) == run.store.labels[rows]))
 
 
-def checkpoint(path: Path, run: TrainRun, history: list[dict]) -> None:
-    """Rank 0 logs the epoch just ended and saves the run's state after it to `path`."""
+def checkpoint(path: Path, run: TrainRun, history: list[dict], underway: Underway | None = None) -> None:
+    """Rank 0 saves the run's state to `path`: after the epoch just ended (and logs it), or
+    after the steps of the epoch `underway`."""
     if run.ranks.main:
-        log.info("epoch %s", history[-1])
-        save_state(path, run, history)
+        if underway is None:
+            log.info("epoch %s", history[-1])
+        else:
+            log.info("checkpoint after step %d of epoch %d", len(underway.losses), len(history) + 1)
+        save_state(path, run, history, underway or Underway())
     if run.ranks.launched:
         dist.barrier()  # no rank runs ahead of the checkpoint it would resume from
 
@@ -194,19 +253,20 @@ def describe(record: dict) -> str:
     return f"loss {record['loss']:.4f}{val}, {record['seconds']:.1f} s"
 
 
-def save_state(path: Path, run: TrainRun, history: list[dict]) -> None:
-    """The run's state after the last epoch of `history`: what resume reads back."""
+def save_state(path: Path, run: TrainRun, history: list[dict], underway: Underway) -> None:
+    """The run's state after the epochs of `history` and the steps `underway` of the next:
+    what resume reads back."""
     state = {"net": run.net.state_dict(), "loss": run.loss_fn.state_dict(), "opt": run.opt.state_dict(),
-             "scaler": run.scaler.state_dict(), "epoch": history[-1]["epoch"], "history": json.dumps(history),
-             "rng": torch.get_rng_state()}
+             "scaler": run.scaler.state_dict(), "epoch": len(history), "history": json.dumps(history),
+             "underway": json.dumps(underway._asdict()), "rng": torch.get_rng_state()}
     atomic_write_with(path, lambda file: torch.save(state, file))
 
 
-def resume(path: Path, run: TrainRun) -> tuple[int, list[dict]]:
-    """The epochs done and their history, the run restored to its state after them, if
-    `path` holds a checkpoint; (0, []) if not."""
+def resume(path: Path, run: TrainRun) -> tuple[int, list[dict], Underway]:
+    """The epochs done, their history and the steps done of the next, the run restored to
+    its state after them, if `path` holds a checkpoint; (0, [], Underway()) if not."""
     if not path.exists():
-        return 0, []
+        return 0, [], Underway()
     state = torch.load(path, map_location="cpu", weights_only=True)
     run.net.load_state_dict(state["net"])
     run.loss_fn.load_state_dict(state["loss"])
@@ -214,5 +274,7 @@ def resume(path: Path, run: TrainRun) -> tuple[int, list[dict]]:
     if state.get("scaler"):  # fp16 only; a disabled scaler's state is empty
         run.scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["rng"])
-    log.info("resuming %s after epoch %d", path.parent, state["epoch"])
-    return state["epoch"], json.loads(state["history"])
+    underway = Underway(**json.loads(state.get("underway", "{}")))  # none in checkpoints of before
+    steps = f", step {len(underway.losses)} of the next" if underway.losses else ""
+    log.info("resuming %s after epoch %d%s", path.parent, state["epoch"], steps)
+    return state["epoch"], json.loads(state["history"]), underway

@@ -31,3 +31,11 @@ def assert_same(got: dict, expected: dict) -> None:
     for p, row in expected.items():
         for a, b in zip(got[p], row):
             assert (a is None and b is None) or torch.equal(a, b), p
+
+
+def assert_same_batches(got: list, expected: list) -> None:
+    """Batch for batch, the same tensors and weights."""
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        assert a.weight == b.weight
+        assert all((x is None and y is None) or torch.equal(x, y) for x, y in zip(a[:4], b[:4]))

@@ -100,6 +100,8 @@ def test_scale_bench_reports_every_metric(tmp_path):
 def test_scale_bench_measures_an_imagenet_layout_folder_where_named(tmp_path):
     folder = tmp_path / "imagenet"
     result = bench_scale.main(["--layout", "imagenet", "--images", "200", "--classes", "10", "--folder", str(folder),
-                               "--out", str(tmp_path / "out"), "--parts", "listing", "--reps", "1"])
-    assert set(result["metrics"]) == {"listing_s", "config_check_s", "fingerprint_s"}
+                               "--out", str(tmp_path / "out"), "--parts", "listing", "metadata", "--reps", "1"])
+    assert set(result["metrics"]) == {"listing_s", "config_check_s", "fingerprint_s", "metadata_mb",
+                                      "metadata_bytes_per_image"}
+    assert result["metrics"]["metadata_mb"]["median"] >= 0
     assert result["generated_files"] == 210 and sorted(path.name for path in folder.iterdir()) == ["train", "val"]

@@ -21,7 +21,7 @@ from pipeline.data.files import read_image, tree_stats
 from pipeline.data.hdf5 import HDF5Source
 from pipeline.data.imagefolder import ImageFolder
 from pipeline.data.readers import carve_validation, open_source, split_counts
-from pipeline.data.source import BadImage, BadSource, Item
+from pipeline.data.source import BadImage, BadSource, Item, Items
 from pipeline.data.stanford40 import Stanford40
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -404,9 +404,21 @@ def test_open_source_passes_options_and_rejects_unknown_ones(tmp_path: Path) -> 
     assert len(open_source("synthetic", train_per_class=2, test_per_class=1).items()) > 0
 
 
-def split_items() -> list[Item]:
+def split_items() -> Items:
     train = [Item(f"{c}-{n}", c, "train", n) for c in range(3) for n in range(10)]
-    return train + [Item(f"t{c}", c, "test", 0) for c in range(3)]
+    return Items.of(train + [Item(f"t{c}", c, "test", 0) for c in range(3)])
+
+
+def test_items_are_columns_that_give_back_each_item() -> None:
+    listed = list(split_items())
+    items = Items.of(listed)
+    assert list(items) == listed and items[4] == listed[4] and len(items) == len(listed)
+    assert list(items[2:5]) == listed[2:5] and list(items[np.array([7, 0])]) == [listed[7], listed[0]]
+    assert items.labels.dtype == np.int32 and items.splits.dtype == np.uint8 and items.keys.dtype == np.int64
+    assert pickle.loads(pickle.dumps(items[3:9])) == items[3:9]  # what a store shard's task is sent
+    named = Items.of([Item("a/b.jpg", 1, "test", "a/b.jpg")])
+    assert named[0] == Item("a/b.jpg", 1, "test", "a/b.jpg")
+    assert Items(named.ids, named.labels, named.splits, None) == named  # no keys: the ids are
 
 
 def test_carve_validation_is_stratified_seeded_and_deterministic() -> None:
@@ -417,14 +429,14 @@ def test_carve_validation_is_stratified_seeded_and_deterministic() -> None:
     assert [i.split for i in carved[-3:]] == ["test"] * 3
     assert carve_validation(items, 0.2, seed=1) == carved
     assert carve_validation(items, 0.2, seed=2) != carved
-    shuffled = random.Random(0).sample(items, len(items))
+    shuffled = Items.of(random.Random(0).sample(list(items), len(items)))
     assert set(carve_validation(shuffled, 0.2, seed=1)) == set(carved)  # order of input is irrelevant
 
 
 def test_carve_validation_leaves_zero_fraction_and_existing_val_alone() -> None:
     items = split_items()
     assert carve_validation(items, 0.0, seed=1) == items
-    with_val = items[:-1] + [Item("v", 0, "val", 0)]
+    with_val = Items.of([*items[:-1], Item("v", 0, "val", 0)])
     assert carve_validation(with_val, 0.5, seed=1) == with_val
 
 

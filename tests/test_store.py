@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from cache.reader import TeacherCache
 from cache.storage import blocks
 from pipeline import inference
 from pipeline.data.imagestore import ImageStore, square
-from pipeline.data.source import SPLITS, Item
+from pipeline.data.source import SPLITS, Items
 from pipeline.data.synthetic import CLASSES, SyntheticSource
 from tasks.data import PrepareDataset
 
@@ -78,19 +78,20 @@ def test_parallel_store_equals_single_worker_store(reference, tmp_path, schedule
     assert_same_files(tmp_path / "store.zarr", reference["root"] / "store.zarr")
 
 
-class CountedKey(int):
-    """An item key that counts how often it is pickled, here in the process that sends it."""
+class CountedItems(Items):
+    """Items that count the rows pickled, here in the process that sends them."""
     pickled = 0
 
     def __reduce__(self):
-        CountedKey.pickled += 1
-        return CountedKey, (int(self),)
+        CountedItems.pickled += len(self)
+        return CountedItems, (self.ids, self.labels, self.splits, self.keys)
 
 
 @dataclass
 class CountedSource(SyntheticSource):
-    def items(self) -> list[Item]:
-        return [replace(item, key=CountedKey(item.key)) for item in super().items()]
+    def items(self) -> CountedItems:
+        items = super().items()
+        return CountedItems(items.ids, items.labels, items.splits, items.keys)
 
 
 @pytest.mark.slow
@@ -98,9 +99,9 @@ def test_store_shards_sent_to_processes_carry_their_own_items_only(tmp_path):
     # Each item once, not once a shard: all of them with every shard made the build's cost
     # grow with N squared (235 images/s at 200,000 images, ~2,800 once fixed).
     source = CountedSource(**SOURCE_ARGS)
-    CountedKey.pickled = 0
+    CountedItems.pickled = 0
     write_store(tmp_path / "store.zarr", source, scheduler="processes", workers=2)
-    assert CountedKey.pickled == len(source.items())
+    assert CountedItems.pickled == len(source.items())
 
 
 @pytest.mark.slow

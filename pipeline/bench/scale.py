@@ -49,6 +49,7 @@ from pipeline.bench.harness import (
 from pipeline.checks import check_dataset
 from pipeline.data.imagefolder import ImageFolder
 from pipeline.data.imagestore import ImageStore, write_image_store
+from pipeline.data.readers import carve_validation, shuffle_items
 from pipeline.teacher.teacher_pass import TeacherJob, cache_teacher
 
 TEACHER = "convnext_atto"
@@ -149,6 +150,15 @@ def noop_metrics(config: Path, reps: int) -> tuple[dict, dict]:
             {"first_runall_s": first, "first_runall_did_work": NOTHING_TO_DO not in first_output})
 
 
+def metadata_memory(folder: Path) -> dict:
+    """Peak memory above the start of a fresh process (MB, and bytes an image) of the items
+    PrepareDataset holds through a store build: the folder listed, a validation part carved
+    and the rows shuffled (tasks/data.py)."""
+    items: list = []
+    found = peak_rss(lambda: items.append(shuffle_items(carve_validation(ImageFolder(folder).items(), 0.01, 0), 0)))
+    return {"metadata_mb": found["work_mb"], "metadata_bytes_per_image": found["work_mb"] * 2**20 / len(items[0])}
+
+
 def build_store(folder: Path, path: Path, size: int, quality: int | None, workers: int) -> dict:
     """Seconds of write_image_store over the listed folder (the listing not counted)."""
     source = ImageFolder(folder)
@@ -226,7 +236,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--layout", choices=list(LAYOUTS), default="flat",
                         help="flat: N images; imagenet: ImageNet's train/ of N and val/ (folders.py)")
     parser.add_argument("--folder", type=Path, help="the generated folder; default: OUT/<layout>-N-C")
-    parser.add_argument("--parts", choices=["listing", "noop", "stores"], nargs="+",
+    parser.add_argument("--parts", choices=["listing", "metadata", "noop", "stores"], nargs="+",
                         default=["listing", "noop", "stores"], help="what to measure")
     args = parser.parse_args(argv)
     folder = args.folder or args.out / f"{LAYOUTS[args.layout][0]}-{args.images}-{args.classes}"
@@ -238,6 +248,8 @@ def main(argv: list[str] | None = None) -> dict:
     metrics, first = {}, {}
     if "listing" in args.parts:
         metrics |= listing_metrics(folder, args.reps)
+    if "metadata" in args.parts:
+        metrics |= {key: metric(key, value) for key, value in in_fresh_process(metadata_memory, folder).items()}
     if "noop" in args.parts:
         noop, first = noop_metrics(experiment(args.out, folder, args.classes, args.holdout), args.reps)
         metrics |= noop

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.data.files import source_fingerprint
-from pipeline.data.source import SPLITS, BadImage, BadSource, Item
+from pipeline.data.source import SPLITS, BadImage, BadSource, Item, Items, strings
 from pipeline.data.splits import move_fraction
 
 
@@ -34,7 +34,7 @@ class HDF5Source:
         self._pid = 0
         self.classes, _ = self._index()
 
-    def items(self) -> list[Item]:
+    def items(self) -> Items:
         """One item per row, in row order; the key is the row."""
         return self._index()[1]
 
@@ -64,7 +64,7 @@ class HDF5Source:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_file": None, "_pid": 0}
 
-    def _index(self) -> tuple[list[str], list[Item]]:
+    def _index(self) -> tuple[list[str], Items]:
         with self._open() as f:
             images = self._dataset(f, "images")
             if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
@@ -81,8 +81,8 @@ class HDF5Source:
             splits_given = self.names["split"] in f
             splits = self._splits(f, n) if splits_given else ["train"] * n
         width = len(str(max(n - 1, 0)))
-        items = [Item(f"{row:0{width}d}", int(label), split, row)
-                 for row, (label, split) in enumerate(zip(labels, splits))]
+        items = Items(strings(f"{row:0{width}d}" for row in range(n)), labels.astype(np.int32),
+                      np.array([SPLITS.index(split) for split in splits], np.uint8), np.arange(n, dtype=np.int64))
         return classes, items if splits_given else move_fraction(items, "train", "test", self.holdout, self.seed)
 
     def _class_names(self, f: h5py.File, labels: np.ndarray) -> list[str]:

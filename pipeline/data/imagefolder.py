@@ -6,13 +6,13 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterator
-from itertools import repeat
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from pipeline.data.files import collector_paused, read_image, source_fingerprint, tree_stats
-from pipeline.data.source import SPLITS, BadSource, Item
+from pipeline.data.source import SPLITS, BadSource, Item, Items, strings
 from pipeline.data.splits import move_fraction, moved_count
 
 log = logging.getLogger(__name__)
@@ -41,15 +41,22 @@ class ImageFolder:
             raise BadSource(f"{self.root} is not a folder")
         self.classes = self._classes()
 
-    def items(self) -> list[Item]:
-        """Per split folder, per class, images sorted by name; the id and key are the path
-        relative to root."""
-        items: list[Item] = []
-        with collector_paused():
+    def items(self) -> Items:
+        """Per split folder, per class, images sorted by name; the id (and key) is the path
+        relative to root. The paths go into their array as they are listed, a class folder
+        at a time: a million of them are never a list."""
+        folders: list[tuple[int, int, int]] = []  # (split, label, images) of each class folder
+
+        def paths() -> Iterator[str]:
             for split, label, rel, images in self._class_images():
-                keys = [f"{rel}/{name}" for name in sorted(images)]
-                items += map(Item, keys, repeat(label), repeat(split), keys)
-            return move_fraction(items, "train", "test", self.holdout, self.seed) if self._one_tree() else items
+                folders.append((SPLITS.index(split), label, len(images)))
+                yield from (f"{rel}/{name}" for name in sorted(images))
+
+        with collector_paused():
+            ids = strings(paths())
+        splits, labels, counts = np.array(folders, dtype=np.int64).reshape(-1, 3).T
+        items = Items(ids, np.repeat(labels, counts).astype(np.int32), np.repeat(splits, counts).astype(np.uint8), None)
+        return move_fraction(items, "train", "test", self.holdout, self.seed) if self._one_tree() else items
 
     def split_counts(self) -> Counter[tuple[str, int]]:
         """Images per (split, label), as items() has them, without making the items. Counted

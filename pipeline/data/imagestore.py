@@ -37,7 +37,7 @@ from zarr.errors import UnstableSpecificationWarning
 from cache.storage import blocks
 from cache.storage.integrity import CHECKSUMMED, bad_row, check_written, read_all
 from cache.storage.rows import DEFAULT_BUDGET, RowReader, Rows, Span
-from pipeline.data.source import SPLITS, BadImage, Item, Source
+from pipeline.data.source import SPLITS, BadImage, Items, Source
 from pipeline.runtime.device import to_device
 
 STORE_VERSION = 2  # 2: crc32c on every chunk
@@ -67,7 +67,7 @@ def decode_jpeg(data: bytes, out: np.ndarray) -> None:
 
 
 def _write_shard(source: Source, path: str, size: int, skip_bad: bool, jpeg_quality: int | None,
-                 block: tuple, items: list[Item]) -> None:
+                 block: tuple, items: Items) -> None:
     """One shard's work, the block's own `items`; dask gets it as a partial, picklable for
     process and cluster workers. Its marker records the images that do not decode, whatever
     on_bad_image says: with `fail` the build stops once every shard is done, naming them all."""
@@ -87,7 +87,7 @@ def _write_shard(source: Source, path: str, size: int, skip_bad: bool, jpeg_qual
     blocks.mark_done(path, block, skipped)
 
 
-def write_image_store(source: Source, items: list[Item], path: str | Path, size: int,
+def write_image_store(source: Source, items: Items, path: str | Path, size: int,
                       attrs: dict, on_bad_image: str = "fail", scheduler: str = "threads",
                       workers: int = 1, shard_rows: int = 256, progress=None,
                       jpeg_quality: int | None = None, chunk_rows: int = 1) -> dict:
@@ -118,10 +118,9 @@ def write_image_store(source: Source, items: list[Item], path: str | Path, size:
     skipped = [s for info in blocks.block_infos(path, work) for s in info]
     if skipped and on_bad_image == "fail":
         raise BadImage(_undecodable(skipped, n))
-    split = np.array([SPLITS.index(item.split) for item in items], dtype=np.uint8)
+    split = items.splits.copy()
     split[[s["row"] for s in skipped]] = SKIPPED
-    for name, data in (("labels", np.array([item.label for item in items], dtype=np.int32)),
-                       ("split", split), ("ids", np.array([item.id for item in items], dtype=np.dtypes.StringDType()))):
+    for name, data in (("labels", items.labels), ("split", split), ("ids", items.ids)):
         group.create_array(name, data=data, overwrite=True, **CHECKSUMMED)
     manifest = {**attrs, "version": STORE_VERSION, "classes": list(source.classes), "size": size,
                 "count": n, "skipped": skipped, "image_format": "raw" if jpeg_quality is None else "jpeg",

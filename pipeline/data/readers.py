@@ -16,7 +16,7 @@ import numpy as np
 
 from pipeline.data.hdf5 import HDF5Source
 from pipeline.data.imagefolder import ImageFolder
-from pipeline.data.source import BadSource, Item, Source
+from pipeline.data.source import SPLITS, BadSource, Items, Source
 from pipeline.data.splits import move_fraction
 from pipeline.data.stanford40 import Stanford40
 
@@ -52,21 +52,22 @@ def split_counts(source: Source) -> Counter[tuple[str, int]]:
     a million at ImageNet's size."""
     if isinstance(source, ImageFolder):
         return source.split_counts()
-    return Counter((item.split, item.label) for item in source.items())
+    items = source.items()
+    return Counter(zip((SPLITS[s] for s in items.splits.tolist()), items.labels.tolist()))
 
 
-def carve_validation(items: list[Item], fraction: float, seed: int) -> list[Item]:
+def carve_validation(items: Items, fraction: float, seed: int) -> Items:
     """`items` with a seeded, stratified `fraction` of each class's train items moved to "val".
 
     Unchanged when `fraction` is 0 or when some items already are "val". Each class keeps at
     least one train item. The result depends only on the item ids, labels and `seed`, not on
     the input order, which it preserves."""
-    if any(item.split == "val" for item in items):
+    if (items.splits == SPLITS.index("val")).any():
         return items
     return move_fraction(items, "train", "val", fraction, seed)
 
 
-def shuffle_items(items: list[Item], seed: int) -> list[Item]:
+def shuffle_items(items: Items, seed: int) -> Items:
     """`items` in a seeded random order: neighbouring rows of a store written in it are
     of any class, which reading the store a few shards at a time needs."""
-    return [items[i] for i in np.random.default_rng([seed, 1]).permutation(len(items))]
+    return items[np.random.default_rng([seed, 1]).permutation(len(items))]

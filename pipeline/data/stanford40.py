@@ -9,7 +9,7 @@ from pathlib import Path
 from PIL import Image
 
 from pipeline.data.files import read_image, read_lines, source_fingerprint, tree_stats
-from pipeline.data.source import BadSource, Item
+from pipeline.data.source import BadSource, Item, Items
 
 
 class Stanford40:
@@ -28,7 +28,7 @@ class Stanford40:
         self.context = context
         self.classes = self._read_actions()
 
-    def items(self) -> list[Item]:
+    def items(self) -> Items:
         """train.txt then test.txt, each in file order; BadSource for a name whose action is not
         in actions.txt, a missing image (or annotation, with crop_person), or an image listed twice."""
         folders = {"JPEGImages": ".jpg", **({"XMLAnnotations": ".xml"} if self.crop_person else {})}
@@ -50,7 +50,7 @@ class Stanford40:
                 if stem in items:
                     raise BadSource(f"{split_file}: {name} is listed twice in the split files")
                 items[stem] = Item(stem, label[action], split, name)
-        return list(items.values())
+        return Items.of(items.values())
 
     def load(self, item: Item) -> Image.Image:
         image = read_image(self.root / "JPEGImages" / str(item.key))

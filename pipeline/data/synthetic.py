@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from cache.storage.fingerprint import digest
-from pipeline.data.source import Item
+from pipeline.data.source import Item, Items
 
 GENERATOR_VERSION = 2
 SUPERSAMPLE = 3  # draw at 3x, then box-downsample: smooth, antialiased limbs
@@ -220,13 +220,13 @@ class SyntheticSource:
         if self.size < 8 or self.train_per_class < 0 or self.test_per_class < 0:
             raise ValueError(f"bad SyntheticSource arguments: {self}")
 
-    def items(self) -> list[Item]:
+    def items(self) -> Items:
         k = len(self.classes)
         n_train = self.train_per_class * k
         train = [Item(f"train_{i:05d}", i % k, "train", i) for i in range(n_train)]
         test = [Item(f"test_{i:05d}", (n_train + i) % k, "test", n_train + i)
                 for i in range(self.test_per_class * k)]
-        return train + test
+        return Items.of(train + test)
 
     def load(self, item: Item) -> Image.Image:
         return Image.fromarray(render(self.seed, int(item.key), item.label, self.size), "RGB")

@@ -7,7 +7,7 @@ import luigi
 
 from cache.storage.fingerprint import changed_settings
 from pipeline.data.imagestore import STORE_VERSION, write_image_store
-from pipeline.data.readers import carve_validation, open_source, shuffle_items, split_counts
+from pipeline.data.readers import carve_validation, open_source, shuffled_order, split_counts
 from pipeline.spec import parse_spec
 from pipeline.training.orders import resolved_order
 from tasks.base import FingerprintedTask, memory_budget
@@ -80,15 +80,14 @@ class PrepareDataset(FingerprintedTask):
     def work(self) -> None:
         data_cfg, compute_cfg = data(), compute()
         items = carve_validation(self.source.items(), data_cfg.val_fraction, data_cfg.seed)
-        if shuffled_store(self.dataset):
-            items = shuffle_items(items, data_cfg.seed)
+        order = shuffled_order(len(items), data_cfg.seed) if shuffled_store(self.dataset) else None
         progress = self.progress(-(-len(items) // compute_cfg.shard_rows), "image store, shards")
         self.write_settings()
         with dask_scheduler() as scheduler:
             write_image_store(self.source, items, self.folder() / "store.zarr", data_cfg.store_size,
                               {"dataset": self.dataset, "fingerprint": self.fingerprint(), **self.settings()},
                               data_cfg.on_bad_image, scheduler, compute_cfg.workers, compute_cfg.shard_rows,
-                              progress, jpeg_quality(), data_cfg.chunk_rows)
+                              progress, jpeg_quality(), data_cfg.chunk_rows, order)
         progress.close()
 
     def store_path(self):

@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import zarr
 
 import models
 from cache.storage.files import atomic_write_json
@@ -48,8 +50,8 @@ from pipeline.bench.harness import (
 )
 from pipeline.checks import check_dataset
 from pipeline.data.imagefolder import ImageFolder
-from pipeline.data.imagestore import ImageStore, write_image_store
-from pipeline.data.readers import carve_validation, shuffle_items
+from pipeline.data.imagestore import ImageStore, write_image_store, write_rows
+from pipeline.data.readers import carve_validation, shuffled_order
 from pipeline.teacher.teacher_pass import TeacherJob, cache_teacher
 
 TEACHER = "convnext_atto"
@@ -152,11 +154,19 @@ def noop_metrics(config: Path, reps: int) -> tuple[dict, dict]:
 
 def metadata_memory(folder: Path) -> dict:
     """Peak memory above the start of a fresh process (MB, and bytes an image) of the items
-    PrepareDataset holds through a store build: the folder listed, a validation part carved
-    and the rows shuffled (tasks/data.py)."""
-    items: list = []
-    found = peak_rss(lambda: items.append(shuffle_items(carve_validation(ImageFolder(folder).items(), 0.01, 0), 0)))
-    return {"metadata_mb": found["work_mb"], "metadata_bytes_per_image": found["work_mb"] * 2**20 / len(items[0])}
+    PrepareDataset holds through a store build: the folder listed, a validation part carved,
+    the rows' shuffled order drawn (tasks/data.py), and the labels, splits and ids the
+    store's arrays get in that order (write_image_store's end, written to a scratch store)."""
+    def held() -> int:
+        items = carve_validation(ImageFolder(folder).items(), 0.01, 0)
+        order = shuffled_order(len(items), 0)
+        with tempfile.TemporaryDirectory() as scratch:
+            write_rows(zarr.open_group(scratch, mode="w"), items, order, [])
+        return len(items)
+
+    count: list[int] = []
+    found = peak_rss(lambda: count.append(held()))
+    return {"metadata_mb": found["work_mb"], "metadata_bytes_per_image": found["work_mb"] * 2**20 / count[0]}
 
 
 def build_store(folder: Path, path: Path, size: int, quality: int | None, workers: int) -> dict:

@@ -42,6 +42,7 @@ from pipeline.runtime.device import to_device
 
 STORE_VERSION = 2  # 2: crc32c on every chunk
 SKIPPED = 255
+IDS_CHUNK = 65536  # ids a chunk of the store's `ids` array (about 3 MB)
 IMAGE_FORMATS = ("raw", "jpeg")
 NAMED = 20  # undecodable images an error names; the rest it counts
 log = logging.getLogger(__name__)
@@ -90,8 +91,9 @@ def _write_shard(source: Source, path: str, size: int, skip_bad: bool, jpeg_qual
 def write_image_store(source: Source, items: Items, path: str | Path, size: int,
                       attrs: dict, on_bad_image: str = "fail", scheduler: str = "threads",
                       workers: int = 1, shard_rows: int = 256, progress=None,
-                      jpeg_quality: int | None = None, chunk_rows: int = 1) -> dict:
-    """Write (or resume) the store at `path`; return its manifest. `on_bad_image` is
+                      jpeg_quality: int | None = None, chunk_rows: int = 1, order: np.ndarray | None = None) -> dict:
+    """Write (or resume) the store at `path` of `items`, its rows `order` (a permutation of
+    the items' rows; None: as given); return its manifest. `on_bad_image` is
     "fail" (stop once every shard is done, naming each image that does not decode) or "skip"
     (record the files and leave their rows out). With `jpeg_quality` every image is kept as a
     JPEG of that quality, else as raw pixels. `chunk_rows` images make a chunk (it divides
@@ -100,6 +102,7 @@ def write_image_store(source: Source, items: Items, path: str | Path, size: int,
     if on_bad_image not in ("fail", "skip"):
         raise ValueError(f"on_bad_image = {on_bad_image!r}: use 'fail' or 'skip'")
     path, n = str(path), len(items)
+    order = np.arange(n) if order is None else order
     shard_rows = blocks.resumed_shard_rows(path, shard_rows)
     group = zarr.open_group(path, mode="a")
     if "images" not in group:
@@ -113,15 +116,12 @@ def write_image_store(source: Source, items: Items, path: str | Path, size: int,
     # Each shard's task carries its own items only: all of them, sent with every shard's task,
     # cost more than its images' decoding at 200,000 images (dask's processes scheduler).
     write = partial(_write_shard, source, path, size, on_bad_image == "skip", jpeg_quality)
-    blocks.run_blocks(write, todo, scheduler, workers, progress, inputs=lambda block: items[block[1]:block[2]])
+    blocks.run_blocks(write, todo, scheduler, workers, progress, inputs=lambda block: items[order[block[1]:block[2]]])
 
     skipped = [s for info in blocks.block_infos(path, work) for s in info]
     if skipped and on_bad_image == "fail":
         raise BadImage(_undecodable(skipped, n))
-    split = items.splits.copy()
-    split[[s["row"] for s in skipped]] = SKIPPED
-    for name, data in (("labels", items.labels), ("split", split), ("ids", items.ids)):
-        group.create_array(name, data=data, overwrite=True, **CHECKSUMMED)
+    split = write_rows(group, items, order, [s["row"] for s in skipped])
     manifest = {**attrs, "version": STORE_VERSION, "classes": list(source.classes), "size": size,
                 "count": n, "skipped": skipped, "image_format": "raw" if jpeg_quality is None else "jpeg",
                 "jpeg_quality": jpeg_quality,
@@ -129,6 +129,24 @@ def write_image_store(source: Source, items: Items, path: str | Path, size: int,
     group.attrs.update(manifest)
     blocks.finish(path, manifest, work)
     return manifest
+
+
+def write_rows(group: zarr.Group, items: Items, order: np.ndarray, skipped: list[int]) -> np.ndarray:
+    """A store's per-row arrays, its rows `items` in `order`: labels, split (SKIPPED at the
+    rows `skipped`) and ids; returns the split. The ids are gathered and written a chunk of
+    IDS_CHUNK at a time: zarr's chunks of its own choosing (a third of a million ids at
+    ImageNet's size) cost 100 MB each to encode, and a million ids gathered at once are a
+    second copy of them."""
+    split = items.splits[order]
+    split[skipped] = SKIPPED
+    for name, data in (("labels", items.labels[order]), ("split", split)):
+        group.create_array(name, data=data, overwrite=True, **CHECKSUMMED)
+    step = min(IDS_CHUNK, max(1, len(order)))
+    ids = group.create_array("ids", shape=(len(order),), dtype=items.ids.dtype, chunks=(step,), overwrite=True,
+                             **CHECKSUMMED)
+    for start in range(0, len(order), step):
+        ids[start:start + step] = items.ids[order[start:start + step]]
+    return split
 
 
 def _undecodable(bad: list[dict], n: int) -> str:

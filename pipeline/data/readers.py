@@ -1,5 +1,5 @@
 """`open_source`, which picks a data set reader from a spec string, and what every source's items
-go through before they are stored: `carve_validation` and `shuffle_items`.
+go through before they are stored: `carve_validation` and `shuffled_order`.
 
 The readers (stanford40, imagefolder, hdf5 and synthetic) keep only paths and options (so they
 pickle cheaply for dask workers), list their items by reading the data set's own index files,
@@ -67,7 +67,9 @@ def carve_validation(items: Items, fraction: float, seed: int) -> Items:
     return move_fraction(items, "train", "val", fraction, seed)
 
 
-def shuffle_items(items: Items, seed: int) -> Items:
-    """`items` in a seeded random order: neighbouring rows of a store written in it are
-    of any class, which reading the store a few shards at a time needs."""
-    return items[np.random.default_rng([seed, 1]).permutation(len(items))]
+def shuffled_order(count: int, seed: int) -> np.ndarray:
+    """A seeded random order of `count` items, the rows of a shuffled store: neighbouring rows
+    are then of any class, which reading the store a few shards at a time needs. An order,
+    not the items reordered: a store build gathers each shard's items, and never holds a
+    second copy of a million ids."""
+    return np.random.default_rng([seed, 1]).permutation(count)

@@ -109,7 +109,7 @@ def open_cached(dataset: str | None = None, *, store: str | Path | None = None, 
     if (dataset is None) == (store is None):
         raise ValueError("open_cached: give a data set name or a store path (and a cache path), not both")
     if dataset is not None:
-        from tasks.outputs import finished_outputs  # luigi.cfg is the tasks' to read
+        from tasks.outputs import finished_outputs  # luigi.cfg is the tasks' to read; by path, no Luigi
         store, cache, budget = finished_outputs(dataset)
     else:
         budget = DEFAULT_BUDGET

@@ -18,6 +18,7 @@ LAYERS = [
     ["pipeline.checks"],
     ["pipeline.bench"],
     ["tasks"],
+    ["pipeline.api"],  # the loader API users import: the work's loader, and the tasks' outputs by name
 ]
 PACKAGES = ("cache", "models", "pipeline", "tasks")
 

@@ -166,7 +166,8 @@ class Training(FingerprintedTask):
     def how_it_runs(self) -> dict:
         """TrainSetup's settings of how the run goes, none of them part of its result's fingerprint."""
         return {"precision": self.precision().name, "compile": compute().compile,
-                "read_processes": compute().read_processes, "checkpoint_minutes": train().checkpoint_minutes}
+                "read_processes": compute().read_processes, "checkpoint_minutes": train().checkpoint_minutes,
+                "logger": train().logger}
 
     def run_training(self, job: TrainJob, text: str, epochs: int) -> None:
         """Run `job` here or, data-parallel, as ranks; its epochs reported as `text` either way."""

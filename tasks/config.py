@@ -21,6 +21,7 @@ from pipeline.data.imagestore import IMAGE_FORMATS
 from pipeline.runtime import cluster, gpus
 from pipeline.runtime.cluster import SlurmSettings
 from pipeline.runtime.device import PRECISIONS
+from pipeline.runtime.tensorboard import LOGGERS
 from pipeline.spec import parse_caches, parse_names, parse_randaugment
 from pipeline.training.loader import ORDERS
 from pipeline.training.settings import TrainSettings
@@ -238,6 +239,11 @@ class train(RecipeKeys, luigi.Config):  # noqa: N801
     checkpoint_minutes = ranged(Range(0), luigi.FloatParameter(
         description="minutes between checkpoints within an epoch, from which a stopped run resumes "
                     "(0 = at epoch ends only); not part of any fingerprint"))
+    logger = luigi.ChoiceParameter(
+        choices=LOGGERS,
+        description="where every training run logs its epochs (loss, learning rate, images/s, val top-1) and the "
+                    "report its test metrics: tensorboard (event files beside each run's weights: "
+                    "`tensorboard --logdir work/DATASET`) or none; not part of any fingerprint")
     modes = luigi.Parameter(
         description="the modes every student trains in: baseline (labels only), kd (from the teacher "
                     "cache), online (the teacher run on every batch)")

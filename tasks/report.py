@@ -9,6 +9,7 @@ import numpy as np
 
 from pipeline.data.imagestore import ImageStore
 from pipeline.evaluation.report import write_report
+from pipeline.runtime.tensorboard import write_hparams
 from pipeline.spec import parse_names
 from tasks.base import FingerprintedTask, read_json
 from tasks.check import ConfigCheckedTask
@@ -55,8 +56,11 @@ class Report(FingerprintedTask):
         if "online" in modes():
             notes.append("online: the same loss with the teacher run on every batch, on the student's own fresh "
                          "random views (the reference the cache is judged against).")
+        teacher_row = self.teacher_results()
         path = write_report(self.folder(), f"{self.dataset}: students without and with distillation", notes,
-                            self.teacher_results(), store.labels[store.rows("test")], rows, study)
+                            teacher_row, store.labels[store.rows("test")], rows, study)
+        if train().logger == "tensorboard":
+            write_hparams(self.folder(), hparam_runs(teacher_row, rows))
         print(f"report written to {path}")
 
     def teacher_results(self) -> dict:
@@ -94,6 +98,19 @@ def recipe_description(section: RecipeKeys) -> str:
     if section.label_smoothing:
         parts.append(f"label smoothing {section.label_smoothing}")
     return "crop and flip, " + ", ".join(parts) if parts else "crop and flip only"
+
+
+def hparam_runs(teacher: dict, students: list[dict]) -> dict[str, tuple[dict, dict]]:
+    """The report's runs for TensorBoard's HParams table: name -> (who, test top-1 and mAP)."""
+    def scores(metrics: dict) -> dict:
+        return {key: metrics[key] for key in ("top1", "mAP")}
+    runs = {"teacher": ({"student": "teacher", "model": teacher["model"], "mode": "teacher"},
+                        scores(teacher["metrics"]))}
+    for row in students:
+        for mode, run in row["runs"].items():
+            runs[f"{row['name']}-{mode}"] = ({"student": row["name"], "model": row["model"], "mode": mode},
+                                             scores(run["metrics"]))
+    return runs
 
 
 def student_results(name: str, runs: dict) -> dict:

@@ -16,9 +16,11 @@ from support.config import TINY_CONVIT
 
 from cache.reader import TeacherCache
 from pipeline.bench.costs import cost_table, run_costs, task_name
+from pipeline.runtime.tensorboard import EVENTS
 from tasks import Report, RunAll
 from tasks.config import paths
-from tasks.teacher import CacheTeacher
+from tasks.student import TrainStudent
+from tasks.teacher import CacheTeacher, FineTuneTeacher
 
 pytestmark = pytest.mark.slow  # builds whole graphs
 
@@ -44,6 +46,10 @@ def test_runall_reports_every_student_and_reruns_only_what_is_new(luigi_config):
     assert all(100 < c["start_rss_mb"] <= c["peak_rss_mb"] for c in costs)  # torch alone takes more
     table = cost_table([run_costs(Path(paths().work), "demo")]).splitlines()
     assert sorted(line.split(" | ")[0][2:] for line in table[2:]) == sorted(task_name(t.task_id, "demo") for t in steps)
+    trained = [t for t in ran if isinstance(t, TrainStudent | FineTuneTeacher)]
+    assert all(any((t.folder() / EVENTS).glob("events.out.tfevents.*")) for t in trained)  # [train] logger
+    hparam_runs = sorted(p.name for p in (report.parent / EVENTS).iterdir() if p.is_dir())
+    assert hparam_runs == ["teacher", "vit-baseline", "vit-kd"]
 
     ok, ran = build(RunAll())
     assert ok and ran == []  # nothing changed: nothing runs

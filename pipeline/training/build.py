@@ -36,8 +36,9 @@ class TrainSetup:
     """What a run trains and how: a timm model (name and kwargs) starting from `init`
     ("scratch", "pretrained" for timm's weights, or a weights file), its schedule, its loss
     (`distill`; None: labels only), the precision it trains in (a [compute] precision name),
-    its forward torch.compiled if `compile`, TrainLoader's `read_processes`, and the minutes
-    between checkpoints within an epoch (0: at its end only)."""
+    its forward torch.compiled if `compile`, TrainLoader's `read_processes`, the minutes
+    between checkpoints within an epoch (0: at its end only), and the run log its epochs
+    go to (runtime.tensorboard's LOGGERS)."""
     model: str
     kwargs: dict
     settings: TrainSettings
@@ -47,6 +48,7 @@ class TrainSetup:
     compile: bool = False
     read_processes: int = 0
     checkpoint_minutes: float = 0.0
+    logger: str = "none"
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, closing, nullcontext
 from pathlib import Path
 from typing import NamedTuple
 
@@ -22,6 +22,7 @@ from cache.storage.files import atomic_write_with
 from pipeline.inference import predict_rows
 from pipeline.runtime.prefetch import prefetch
 from pipeline.runtime.progress import duration
+from pipeline.runtime.tensorboard import epoch_log
 from pipeline.training.build import TrainRun
 from pipeline.training.distributed import Ranks
 from pipeline.training.loader import Batch
@@ -102,7 +103,8 @@ def fit(run: TrainRun, workdir: Path, progress: Callable[..., object] | None = N
     gradients averaged (DistributedDataParallel); rank 0 validates and checkpoints, and its
     history is the job's; a job resumes from the checkpoint with any number of ranks.
     `progress(done, total, text)` hears of each epoch and, at most once a minute, of the
-    batches done in the epoch under way."""
+    batches done in the epoch under way; rank 0 logs each epoch as the setup's `logger` asks
+    (TensorBoard events in `workdir`)."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     state = workdir / "train_state.pt"
@@ -110,13 +112,16 @@ def fit(run: TrainRun, workdir: Path, progress: Callable[..., object] | None = N
     loss_of = step_loss(run)  # after the resume: DDP starts every rank from rank 0's weights
     if progress:
         progress(start, run.settings.epochs)  # where the rate and time left are measured from
-    for epoch in range(start, run.settings.epochs):
-        history.append(run_epoch(run, loss_of, epoch, progress, underway,
-                                 lambda so_far: checkpoint(state, run, history, so_far)))
-        underway = Underway()
-        checkpoint(state, run, history)
-        if progress:
-            progress(epoch + 1, run.settings.epochs, describe(history[-1]))
+    with closing(epoch_log(run.setup.logger if run.ranks.main else "none", workdir)) as events:
+        for epoch in range(start, run.settings.epochs):
+            history.append(run_epoch(run, loss_of, epoch, progress, underway,
+                                     lambda so_far: checkpoint(state, run, history, so_far)))
+            underway = Underway()
+            checkpoint(state, run, history)
+            events.epoch(history[-1], run.opt.param_groups[0]["lr"],
+                         len(run.loader.rows) / max(history[-1]["seconds"], 1e-9))
+            if progress:
+                progress(epoch + 1, run.settings.epochs, describe(history[-1]))
     return history
 
 

@@ -13,10 +13,10 @@ from pipeline.runtime.tensorboard import write_hparams
 from pipeline.spec import parse_names
 from tasks.base import FingerprintedTask, read_json
 from tasks.check import ConfigCheckedTask
-from tasks.config import RecipeKeys, cache_study, datasets, kd, modes, recipe, students, study_caches, teacher, train
+from tasks.config import RecipeKeys, cache_study, datasets, kd, modes, recipe, students, teacher, train
 from tasks.data import PrepareDataset, train_order
 from tasks.student import EvaluateStudent
-from tasks.teacher import CacheTeacher, EvaluateTeacher, cache_settings, cache_variant, teacher_weights
+from tasks.teacher import CacheTeacher, EvaluateTeacher, cache_settings, study_variants, teacher_weights
 
 
 class Report(FingerprintedTask):
@@ -27,14 +27,11 @@ class Report(FingerprintedTask):
 
     def requires(self):
         ds, study = self.dataset, parse_names(cache_study().students)
-        # The main cache first, the reference of every gain; a listed cache equal to it is it.
-        caches = study_caches()
-        variants = dict.fromkeys(["", *(cache_variant({**cache_settings(), **c}) for c in caches)]) if caches else {}
         return {"teacher": EvaluateTeacher(ds), "weights": teacher_weights(ds), "cache": CacheTeacher(ds),
                 "students": {s: {m: EvaluateStudent(ds, s, m) for m in modes()} for s in students()},
                 "study": {v: {"cache": CacheTeacher(ds, v),
                               "students": {s: EvaluateStudent(ds, s, "kd", v) for s in study}}
-                          for v in variants}}
+                          for v in study_variants()}}
 
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(self.folder() / "report.md")

@@ -25,7 +25,7 @@ from pipeline.training.job import TrainJob
 from pipeline.training.settings import TrainSettings, fingerprint_fields
 from tasks.base import Evaluation, FingerprintedTask, Training, memory_budget, read_json
 from tasks.check import ConfigCheckedTask
-from tasks.config import compute, dask_scheduler, recipe, teacher, train, train_settings
+from tasks.config import compute, dask_scheduler, recipe, study_caches, teacher, train, train_settings
 from tasks.data import PrepareDataset, train_order
 
 
@@ -189,6 +189,13 @@ def cache_variant(settings: dict) -> str:
     """The variant parameter naming a cache of these settings: only where they differ from
     [teacher]'s, so that a study's cache equal to the main one is the main one."""
     return cache_text(changed_settings(settings, cache_settings()))
+
+
+def study_variants() -> list[str]:
+    """The variants of the [cache_study] caches, the main cache's ("") first, the reference of
+    every gain, each once (a listed cache equal to the main one is it); none without a study."""
+    caches = study_caches()
+    return list(dict.fromkeys(["", *(cache_variant({**cache_settings(), **c}) for c in caches)])) if caches else []
 
 
 def cached_stages() -> tuple[int, ...]:

@@ -1,0 +1,66 @@
+"""A cache against the live teacher (VerifyData --teacher-sample): a sample of its views
+rendered again and run through the teacher agrees within each encoding's bound, and a cache
+made by another teacher fails, naming the view."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from support.build import build
+from support.config import TEACHER
+
+import models
+from cache.reader import TeacherCache
+from pipeline.data.imagestore import ImageStore
+from pipeline.teacher.live_check import check_cache
+from pipeline.teacher.teacher_pass import cache_teacher
+from tasks.teacher import CacheTeacher, teacher_weights
+from tasks.verify import TeacherCheckFailed, VerifyData
+
+
+def teacher(tiny_data, seed: int | None = None):
+    net = models.create(TEACHER, len(ImageStore(tiny_data["store"]).classes))
+    if seed is None:
+        return models.load_weights(net, tiny_data["weights"])
+    torch.manual_seed(seed)
+    return models.create(TEACHER, len(ImageStore(tiny_data["store"]).classes))
+
+
+@pytest.fixture(scope="module", params=[(0, "float16"), (3, "int8"), (5, "int4")],
+                ids=["full", "top3-int8", "top5-int4"])
+def encoded(tiny_data, tmp_path_factory, request):
+    """The tiny cache made again in another encoding."""
+    topk, dtype = request.param
+    if topk == 0:
+        return tiny_data["cache"]
+    out = tmp_path_factory.mktemp("encoded") / "cache.zarr"
+    job = dataclasses.replace(tiny_data["job"], out=str(out), topk=topk, feature_dtype=dtype)
+    store = ImageStore(tiny_data["store"])
+    cache_teacher(job, store.rows("train"), len(store.labels), teacher(tiny_data).num_features,
+                  {"identity": tiny_data["identity"]}, "synchronous", 1, 16)
+    return out
+
+
+def test_a_cache_agrees_with_its_teacher_within_its_encoding_s_bound(tiny_data, encoded):
+    found = check_cache(TeacherCache(encoded), ImageStore(tiny_data["store"]), teacher(tiny_data), 16)
+    assert [f.what for f in found] == ["log-probabilities", "features"]
+    assert all(f.within and 0 <= f.largest <= f.bound for f in found), found
+
+
+def test_a_cache_of_another_teacher_is_beyond_its_bound(tiny_data, encoded):
+    found = check_cache(TeacherCache(encoded), ImageStore(tiny_data["store"]), teacher(tiny_data, seed=7), 16)
+    assert not any(f.within for f in found)
+    assert all(f.largest > f.bound and "view" in f.view for f in found)
+
+
+@pytest.mark.slow
+def test_verify_data_checks_the_caches_against_the_teacher_and_fails_on_another(luigi_config):
+    assert build(CacheTeacher("demo"))[0]
+    assert build(VerifyData("demo", teacher_sample=8))[0]
+    weights = teacher_weights("demo").output().path
+    torch.manual_seed(7)
+    models.save_weights(models.create(TEACHER, len(ImageStore(CacheTeacher("demo").requires()["store"]
+                                                             .store_path()).classes)), weights)
+    with pytest.raises(TeacherCheckFailed, match=r"log-probabilities: largest difference .* at .*view"):
+        VerifyData("demo", teacher_sample=8).run()

@@ -258,7 +258,7 @@ def describe(record: dict) -> str:
     return f"loss {record['loss']:.4f}{val}, {record['seconds']:.1f} s"
 
 
-def save_state(path: Path, run: TrainRun, history: list[dict], underway: Underway) -> None:
+def save_state(path: Path, run: TrainRun, history: list[dict], underway: Underway = Underway()) -> None:
     """The run's state after the epochs of `history` and the steps `underway` of the next:
     what resume reads back."""
     state = {"net": run.net.state_dict(), "loss": run.loss_fn.state_dict(), "opt": run.opt.state_dict(),

@@ -11,6 +11,7 @@ from PIL import Image
 
 from pipeline.data.imagestore import ImageStore, square, write_image_store
 from pipeline.data.readers import carve_validation, open_source
+from pipeline.data.source import Items
 from pipeline.data.stanford40 import Stanford40
 
 ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "stanford40"
@@ -52,8 +53,8 @@ def test_every_person_box_lies_inside_its_image(source, items):
 
 
 def test_store_of_real_images_holds_their_person_crops(source, items, tmp_path):
-    sample = [next(i for i in items if i.label == label and i.split == split)
-              for label in range(40) for split in ("train", "test")]
+    sample = Items.of(next(i for i in items if i.label == label and i.split == split)
+                      for label in range(40) for split in ("train", "test"))
     write_image_store(source, sample, tmp_path / "store.zarr", 32, {}, workers=2, shard_rows=16)
     store = ImageStore(tmp_path / "store.zarr")
     expected = np.stack([square(source.load(item), 32) for item in sample])

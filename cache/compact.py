@@ -1,18 +1,31 @@
-"""Compact encodings of teacher outputs: top-k logits and int8 vectors.
+"""Compact encodings of teacher outputs: top-k logits with their tail, sampled tails and
+quantized vectors.
 
 Top-k: per view, the K largest logits (float16, largest first), their class indices (the
-smallest unsigned integer type that holds every class) and the logsumexp of the other
-C - K logits (float16; -inf when K = C). `topk_decode` rebuilds full logits in which the
-top-k keep their values and every other class gets the same logit, tail - log(C - K), so
-that at temperature 1 the rebuilt distribution has the top-k probabilities and the tail's
-total mass exactly, the mass spread evenly over the tail (as FKD and TinyViT do). At
-another temperature the top-k keep their order and the tail its place below them; how
-far that distribution is from the full one is measured (tests/test_compact.py, docs).
+smallest unsigned integer type that holds every class) and the tail, the other C - K
+logits, as one number: T * logsumexp(tail / T) at the tail's temperature T (float16; -inf
+when K = C). `topk_decode` rebuilds full logits in which the top-k keep their values and
+every other class gets the same logit, so that at temperature T the rebuilt distribution
+has the top-k probabilities and the tail's total mass exactly, the mass spread evenly over
+the tail. With T = 1 (`tail = flat`, as FKD and TinyViT do) that holds at 1 only: at the
+distillation temperature a flat tail rebuilt from its mass at 1 holds more mass than the
+real one (the power-mean inequality); `tempered` stores it at the distillation temperature.
+Either way the ranking inside the tail is lost.
 
-Int8 and int4: each vector (a view's pooled features, or one channel of a stage's map) is
-stored as integer codes q with one float16 scale s, x = q * s, s = max|x| / top with top =
-127 (int8) or 7 (int4), so every element is within s / 2 of its float32 value. Int4 codes
-are packed two to a byte along the last axis (uint8, the last axis halved, rounded up).
+Sampled tail: beside the top-k, S classes drawn with replacement from the tail's own
+distribution at T (sorted; `sample_tail`). The rebuilt distribution at T keeps the top-k
+and the tail's mass exactly and gives each drawn class the tail's mass times the share of
+the draws it got, every other class none (a logit far below the rest, `FLOOR`): its
+expectation over the draws is the teacher's distribution, so the KL loss against it is an
+unbiased estimate of the full loss's gradient (its value exceeds the full one's by a
+constant of the view, the draws' entropy bias, which no student can change).
+
+Int8 and int4: each vector (a view's logits, its pooled features, or one channel of a
+stage's map) is stored as integer codes q with one float16 scale s, x = q * s, s = max|x| /
+top with top = 127 (int8) or 7 (int4), so every element is within s / 2 of its float32
+value. Int4 codes are packed two to a byte along the last axis (uint8, the last axis halved,
+rounded up). Logits are centred first (`offset`, the midpoint of a view's range), which no
+softmax sees: a rounded offset moves every logit of a view alike.
 """
 from __future__ import annotations
 
@@ -28,27 +41,90 @@ def index_dtype(classes: int) -> np.dtype:
     return np.dtype(next(t for t in (np.uint8, np.uint16, np.uint32) if classes <= np.iinfo(t).max + 1))
 
 
-def topk_encode(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+FLOOR = -1e4  # the logit of a class a sampled tail drew no share for: below any softmax's reach
+
+
+def topk_encode(logits: np.ndarray, k: int, temperature: float = 1.0
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(values, indices, tail) of float32 logits (..., C): the k largest per row, largest
-    first, and the logsumexp of the rest."""
+    first, and T * logsumexp(rest / T) at `temperature` T. k = 0 keeps no class: the tail
+    is every class."""
     classes = logits.shape[-1]
-    if not 0 < k <= classes:
+    if not 0 <= k <= classes:
         raise ValueError(f"topk = {k} for {classes} classes: use 1 to {classes}, or 0 for every class")
     t = torch.as_tensor(logits, dtype=torch.float32)
     values, indices = t.topk(k, dim=-1)
     rest = t.scatter(-1, indices, float("-inf"))
-    tail = torch.logsumexp(rest, dim=-1)
+    tail = temperature * torch.logsumexp(rest / temperature, dim=-1)
     return (values.numpy().astype(np.float16), indices.numpy().astype(index_dtype(classes)),
             tail.numpy().astype(np.float16))
 
 
-def topk_decode(values: np.ndarray, indices: np.ndarray, tail: np.ndarray, classes: int) -> np.ndarray:
-    """Full float32 logits (..., C) rebuilt from topk_encode's output (see the module's docstring)."""
-    k = values.shape[-1]
-    fill = tail.astype(np.float32) - np.float32(np.log(classes - k)) if classes > k else tail.astype(np.float32)
-    out = np.repeat(fill[..., None], classes, axis=-1)
+def sample_tail(logits: np.ndarray, kept: np.ndarray, temperature: float, uniforms: np.ndarray) -> np.ndarray:
+    """Classes drawn with replacement from the tail of float32 logits (..., C), the classes
+    outside `kept` (..., k), at `temperature`: one per uniform number in [0, 1) of
+    `uniforms` (..., S), sorted, in the index type of C classes."""
+    t = torch.tensor(np.asarray(logits, dtype=np.float64)) / temperature
+    t = t.scatter(-1, torch.tensor(np.asarray(kept, dtype=np.int64)), float("-inf"))
+    probs = torch.softmax(t, dim=-1)
+    cdf = probs.cumsum(-1)
+    drawn = torch.searchsorted(cdf, torch.as_tensor(uniforms, dtype=torch.float64) * cdf[..., -1:], right=True)
+    # A uniform at the very top of the rounded cdf: the last class with any mass.
+    last = (probs > 0).cumsum(-1).argmax(-1, keepdim=True)
+    drawn = torch.minimum(drawn, last).sort(-1).values
+    return drawn.numpy().astype(index_dtype(logits.shape[-1]))
+
+
+def tail_uniforms(seed: int, split: str, rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The uniform numbers that draw the sampled tails of store `rows` of `split` (eval or
+    aug): `shape` (views and samples, or samples) a row, from a generator of the row's own,
+    so that any block of rows, in any run of the pass, draws the same classes."""
+    stream = ("eval", "aug").index(split)
+    return np.stack([np.random.default_rng([seed, 3, stream, int(r)]).random(shape) for r in rows]) \
+        if len(rows) else np.zeros((0, *shape))
+
+
+def topk_decode(values: np.ndarray, indices: np.ndarray, tail: np.ndarray, classes: int,
+                temperature: float = 1.0, samples: np.ndarray | None = None) -> np.ndarray:
+    """Full float32 logits (..., C) rebuilt from topk_encode's output and, for a sampled
+    tail, sample_tail's draws (see the module's docstring); `values` and `indices` may keep
+    no class (last axis 0)."""
+    k, tail = values.shape[-1], tail.astype(np.float32)
+    if samples is not None:
+        counts = np.zeros((*tail.shape, classes), np.float32)
+        _add_counts(counts, samples.astype(np.int64))
+        with np.errstate(divide="ignore"):
+            share = np.log(counts / samples.shape[-1])
+        out = np.where(counts > 0, tail[..., None] + np.float32(temperature) * share, np.float32(FLOOR))
+    else:
+        fill = tail - np.float32(temperature * np.log(classes - k)) if classes > k else tail
+        out = np.repeat(fill[..., None], classes, axis=-1)
     np.put_along_axis(out, indices.astype(np.int64), values.astype(np.float32), axis=-1)
     return out
+
+
+def _add_counts(counts: np.ndarray, drawn: np.ndarray) -> None:
+    """counts[..., c] += how often c is in drawn[..., :], in place."""
+    flat = counts.reshape(-1, counts.shape[-1])
+    rows = np.repeat(np.arange(len(flat)), drawn.shape[-1])
+    np.add.at(flat, (rows, drawn.reshape(-1)), 1)
+
+
+def quantize_logits(logits: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(codes, scales, offsets float16) of float32 logits (..., C): centred on the midpoint
+    of each view's range, then quantized as one vector."""
+    logits = np.asarray(logits, dtype=np.float32)
+    empty = logits.shape[-1] == 0 or logits.size == 0
+    offsets = np.zeros(logits.shape[:-1], np.float32) if empty else (logits.max(-1) + logits.min(-1)) / 2
+    offsets = offsets.astype(np.float16)
+    codes, scales = quantize(logits - offsets[..., None].astype(np.float32), dtype)
+    return codes, scales, offsets
+
+
+def dequantize_logits(codes: np.ndarray, scales: np.ndarray, offsets: np.ndarray,
+                      length: int | None = None) -> np.ndarray:
+    """float32 logits from quantize_logits' output (`length`: as dequantize's)."""
+    return dequantize(codes, scales, length) + offsets.astype(np.float32)[..., None]
 
 
 def quantize(x: np.ndarray, dtype: str = "int8", vector_dims: int = 1) -> tuple[np.ndarray, np.ndarray]:

@@ -14,12 +14,19 @@ from cache.storage.rows import DEFAULT_BUDGET, Rows, Span
 
 
 class TopKLogits:
-    """Full float32 logits (..., C) of a top-k split, rebuilt on read (cache/compact.py);
-    read like Rows (a RowReader, cache/storage/rows.py)."""
+    """Full float32 logits (..., C) of a top-k or sampled split, rebuilt on read
+    (cache/compact.py topk_decode); read like Rows (a RowReader, cache/storage/rows.py).
+    `parts`: tail, and values and indices (absent where no class is kept exactly), samples
+    (a sampled tail's)."""
 
-    def __init__(self, values: Rows, indices: Rows, tail: Rows, classes: int):
-        self.values, self.indices, self.tail, self.classes = values, indices, tail, classes
-        self.shape = (*values.shape[:-1], classes)
+    def __init__(self, parts: dict[str, Rows], classes: int, temperature: float = 1.0):
+        self.parts, self.classes, self.temperature = parts, classes, temperature
+        self.shape = (*parts["tail"].shape, classes)
+
+    @property
+    def indices(self) -> Rows | None:
+        """The classes kept exactly."""
+        return self.parts.get("indices")
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -28,21 +35,24 @@ class TopKLogits:
         return self.take(index)
 
     def take(self, index: np.ndarray, column: np.ndarray | None = None) -> np.ndarray:
-        parts = (part.take(index, column) for part in (self.values, self.indices, self.tail))
-        return topk_decode(*parts, self.classes)
+        got = {name: part.take(index, column) for name, part in self.parts.items()}
+        none_kept = np.zeros((*got["tail"].shape, 0), np.float32)
+        return topk_decode(got.get("values", none_kept), got.get("indices", none_kept), got["tail"], self.classes,
+                           self.temperature, got.get("samples"))
 
     def held(self, spans: Sequence[Span]) -> TopKLogits:
         """As Rows.held, each part."""
-        return TopKLogits(*(part.held(spans) for part in (self.values, self.indices, self.tail)), self.classes)
+        return TopKLogits({name: part.held(spans) for name, part in self.parts.items()}, self.classes,
+                          self.temperature)
 
 
 class QuantizedVectors:
-    """float32 vectors of int8 or packed int4 codes and their scales, dequantized on read
-    (`length`: the unpacked last axis of int4 codes); read like Rows (a RowReader,
-    cache/storage/rows.py)."""
+    """float32 vectors of int8 or packed int4 codes and their scales (and, for logits, their
+    offsets), dequantized on read (`length`: the unpacked last axis of int4 codes); read like
+    Rows (a RowReader, cache/storage/rows.py)."""
 
-    def __init__(self, codes: Rows, scales: Rows, length: int | None = None):
-        self.codes, self.scales, self.length = codes, scales, length
+    def __init__(self, codes: Rows, scales: Rows, length: int | None = None, offsets: Rows | None = None):
+        self.codes, self.scales, self.length, self.offsets = codes, scales, length, offsets
         self.shape = codes.shape if length is None else (*codes.shape[:-1], length)
 
     def __len__(self) -> int:
@@ -52,31 +62,41 @@ class QuantizedVectors:
         return self.take(index)
 
     def take(self, index: np.ndarray, column: np.ndarray | None = None) -> np.ndarray:
-        return dequantize(self.codes.take(index, column), self.scales.take(index, column), self.length)
+        x = dequantize(self.codes.take(index, column), self.scales.take(index, column), self.length)
+        return x if self.offsets is None else x + self.offsets.take(index, column).astype(np.float32)[..., None]
 
     def held(self, spans: Sequence[Span]) -> QuantizedVectors:
-        """As Rows.held, codes and scales."""
-        return QuantizedVectors(self.codes.held(spans), self.scales.held(spans), self.length)
+        """As Rows.held, codes, scales and offsets."""
+        return QuantizedVectors(self.codes.held(spans), self.scales.held(spans), self.length,
+                                None if self.offsets is None else self.offsets.held(spans))
 
 
-def logits_of(group: zarr.Group, split: str, budget: int = DEFAULT_BUDGET) -> Rows | TopKLogits:
+# Where each part of a top-k or sampled split is stored (cache/schema.py).
+_SPARSE_PARTS = {"values": "topk_values", "indices": "topk_indices", "tail": "tail_logsumexp",
+                 "samples": "sample_indices"}
+
+
+def logits_of(group: zarr.Group, split: str, budget: int = DEFAULT_BUDGET) -> Rows | TopKLogits | QuantizedVectors:
     """A split's logits (eval or aug), full whatever the stored encoding."""
     if f"{split}/logits" in group:
-        return Rows(group[f"{split}/logits"], budget)
-    parts = [group[f"{split}/{name}"] for name in ("topk_values", "topk_indices", "tail_logsumexp")]
-    return TopKLogits(*(Rows(part, budget) for part in parts), parts[1].attrs["classes"])
+        return vectors_of(group, f"{split}/logits", budget)
+    parts = {part: Rows(group[f"{split}/{name}"], budget)
+             for part, name in _SPARSE_PARTS.items() if f"{split}/{name}" in group}
+    classes = group[f"{split}/{'topk_indices' if 'indices' in parts else 'sample_indices'}"].attrs["classes"]
+    return TopKLogits(parts, classes, group[f"{split}/tail_logsumexp"].attrs.get("temperature", 1.0))
 
 
 def vectors_of(group: zarr.Group, name: str, budget: int = DEFAULT_BUDGET) -> Rows | QuantizedVectors | None:
-    """Stored feature vectors (e.g. aug/features), float whatever the stored encoding; None
-    for a cache without features."""
+    """Stored vectors (e.g. aug/features, or int8 logits), float whatever the stored
+    encoding; None for a cache without them."""
     if name not in group:
         return None
     rows = Rows(group[name], budget)
-    scales = f"{name}_scales"
+    scales, offsets = f"{name}_scales", f"{name}_offsets"
     if scales not in group:
         return rows
-    return QuantizedVectors(rows, Rows(group[scales], budget), group[name].attrs.get("length"))
+    return QuantizedVectors(rows, Rows(group[scales], budget), group[name].attrs.get("length"),
+                            Rows(group[offsets], budget) if offsets in group else None)
 
 
 class CacheMismatch(ValueError):

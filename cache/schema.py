@@ -13,11 +13,15 @@
 
 With [teacher] topk = K, each split keeps its top-k logits instead of `logits`:
     topk_values float16 (..., K), topk_indices uint8/16/32 (..., K), tail_logsumexp float16 (...)
+the tail's at the temperature in tail_logsumexp's attributes (1 unless `tail = tempered` or
+`sampled`); with `tail = sampled` also sample_indices uint8/16/32 (..., S), S classes drawn
+from the tail (with topk = 0 the tail is every class and the top-k arrays are absent).
+With [teacher] logit_dtype = int8 or int4 (topk = 0), `logits` are codes with
+`logits_scales` and `logits_offsets` float16 (...). cache/compact.py has the encodings.
 With [teacher] feature_dtype = int8, `features` and `stages/k` are int8 codes, each with
 `<name>_scales` float16 (one per vector: (N,), (T, V), (N, Ck)); int4 the same, the codes
 packed two to a byte (uint8, last axis halved; its length in the array's attributes);
-with none, neither is kept. cache/compact.py has both
-encodings; `encode_outputs` is the one place that names the arrays.
+with none, neither is kept. `encode_outputs` is the one place that names the arrays.
 
 A shard holds `shard_rows` images in every array: one shard is one writer's unit of
 work. Chunks inside a shard hold about CHUNK_ROWS outputs (fewer images when each has
@@ -26,16 +30,67 @@ V views): one chunk is one small read. Every chunk carries a crc32c checksum
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import zarr
 
-from cache.compact import quantize, topk_encode
+from cache.compact import quantize, quantize_logits, sample_tail, topk_encode
+from cache.storage.fingerprint import changed_settings
 from cache.storage.integrity import CHECKSUMMED
 
 FORMAT_VERSION = 3  # 2: crc32c on every chunk; 3: top-k logits and int8 features as options
 CHUNK_ROWS = 64
+TAILS = ("flat", "tempered", "sampled")
+LOGIT_DTYPES = ("float16", "int8", "int4")
+
+
+@dataclass(frozen=True)
+class LogitCoding:
+    """How a cache stores each view's logits ([teacher] topk, tail, samples, logit_dtype;
+    the tail's temperature is [kd]'s where the tail is tempered or sampled, else 1)."""
+    topk: int = 0            # the K largest kept exactly; 0 = every logit, unless sampled
+    tail: str = "flat"       # the rest as its mass at 1 spread flat, at `temperature`, or sampled
+    samples: int = 0         # sampled: classes drawn from the tail per view
+    dtype: str = "float16"   # every logit (topk = 0, tail not sampled): float16, int8 or int4
+    temperature: float = 1.0
+
+    @classmethod
+    def of(cls, topk: int, tail: str, samples: int, dtype: str, temperature: float) -> LogitCoding:
+        """The coding these settings ask for, those that do not apply at their defaults, so
+        that they never tell two equal caches apart."""
+        if tail == "sampled":
+            return cls(topk, tail, samples, temperature=temperature)
+        if not topk:
+            return cls(dtype=dtype)
+        return cls(topk, tail, temperature=temperature if tail == "tempered" else 1.0)
+
+    def identity(self) -> dict:
+        """The settings beside topk a cache's identity holds: only those that differ from
+        before they existed (top-k's flat tail, float16 logits), so older caches keep theirs."""
+        now = {"tail": self.tail, "samples": self.samples, "logit_dtype": self.dtype,
+               "tail_temperature": self.temperature}
+        return changed_settings(now, {"tail": "flat", "samples": 0, "logit_dtype": "float16", "tail_temperature": 1.0})
+
+    def describe(self) -> str:
+        """For people: 'every class, int8', 'top-10, tail at T 4', 'top-10 + 32 sampled at T 4'."""
+        if self.dense:
+            return f"every class, {self.dtype}"
+        at = f" at T {self.temperature:g}"
+        kept = f"top-{self.topk}" if self.topk else ""
+        if self.sampled:
+            return f"{kept + ' + ' if kept else ''}{self.samples} sampled{at}"
+        return f"{kept}, {'flat tail' if self.tail == 'flat' else 'tail' + at}"
+
+    @property
+    def sampled(self) -> bool:
+        return self.tail == "sampled"
+
+    @property
+    def dense(self) -> bool:
+        """Every logit stored, as `dtype`."""
+        return not self.topk and not self.sampled
 
 
 def _array(group: zarr.Group, name: str, shape: tuple, dtype: str | np.dtype, shard_rows: int, views: int = 1,
@@ -53,26 +108,41 @@ def _chunk_rows(shard_rows: int, views: int) -> int:
     return max(d for d in range(1, target + 1) if shard_rows % d == 0)
 
 
-def encode_outputs(logits: np.ndarray, features: np.ndarray, maps: dict[int, np.ndarray], topk: int,
-                   feature_dtype: str) -> dict[str, np.ndarray]:
+def encode_outputs(logits: np.ndarray, features: np.ndarray, maps: dict[int, np.ndarray], coding: LogitCoding,
+                   feature_dtype: str, uniforms: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The arrays one split (eval/ or aug/) stores, by name, for float32 teacher outputs with
-    any leading dimensions: logits (..., C), features (..., D), stage maps (..., Ck, Hk, Wk)."""
-    out = {}
-    if topk:
-        out["topk_values"], out["topk_indices"], out["tail_logsumexp"] = topk_encode(logits, topk)
-    else:
-        out["logits"] = logits.astype(np.float16)
+    any leading dimensions: logits (..., C), features (..., D), stage maps (..., Ck, Hk, Wk);
+    `uniforms` (..., S) in [0, 1) draw a sampled tail's classes."""
+    out = _logit_arrays(logits, coding, uniforms)
     out.update(_vectors("features", features, 1, feature_dtype))
     for stage, stage_maps in maps.items():
         out.update(_vectors(f"stages/{stage}", stage_maps, 2, feature_dtype))  # one vector per channel
     return out
 
 
-def _attributes(name: str, classes: int, unpacked: dict[str, int]) -> dict | None:
-    # Top-k indices say how many classes the logits they rebuild have; packed int4 codes
-    # how long their last axis was.
-    if name == "topk_indices":
+def _logit_arrays(logits: np.ndarray, coding: LogitCoding, uniforms: np.ndarray | None) -> dict[str, np.ndarray]:
+    if coding.dense:
+        if coding.dtype == "float16":
+            return {"logits": logits.astype(np.float16)}
+        codes, scales, offsets = quantize_logits(logits, coding.dtype)
+        return {"logits": codes, "logits_scales": scales, "logits_offsets": offsets}
+    values, indices, tail = topk_encode(logits, coding.topk, coding.temperature)
+    out = {"topk_values": values, "topk_indices": indices} if coding.topk else {}
+    out["tail_logsumexp"] = tail
+    if coding.sampled:
+        if uniforms is None:
+            uniforms = np.zeros((*logits.shape[:-1], coding.samples))  # an empty split: shapes only
+        out["sample_indices"] = sample_tail(logits, indices, coding.temperature, uniforms)
+    return out
+
+
+def _attributes(name: str, classes: int, coding: LogitCoding, unpacked: dict[str, int]) -> dict | None:
+    # Class indices say how many classes the logits they rebuild have, the tail its temperature;
+    # packed int4 codes how long their last axis was.
+    if name in ("topk_indices", "sample_indices"):
         return {"classes": classes}
+    if name == "tail_logsumexp":
+        return {"temperature": coding.temperature}
     return {"length": unpacked[name]} if name in unpacked else None
 
 
@@ -87,7 +157,8 @@ def _vectors(name: str, x: np.ndarray, vector_dims: int, dtype: str) -> dict[str
 
 def create_cache(path: str | Path, n: int, train_rows: np.ndarray, views: int, classes: int,
                  dim: int, shard_rows: int, attrs: dict, stage_shapes: dict | None = None,
-                 topk: int = 0, feature_dtype: str = "float16", record_width: int = 5) -> zarr.Group:
+                 coding: LogitCoding = LogitCoding(), feature_dtype: str = "float16",
+                 record_width: int = 5) -> zarr.Group:
     """Create (or reopen, to resume) the cache's arrays; attrs are set once.
     `stage_shapes` maps a stage index to the (C, H, W) of its feature maps; `record_width`
     is the numbers of a view's record."""
@@ -96,18 +167,20 @@ def create_cache(path: str | Path, n: int, train_rows: np.ndarray, views: int, c
     maps = {stage: np.zeros((0, *shape), np.float32) for stage, shape in (stage_shapes or {}).items()}
     packed = {"features": dim, **{f"stages/{s}": shape[-1] for s, shape in (stage_shapes or {}).items()}
               } if feature_dtype == "int4" else {}
+    if coding.dense and coding.dtype == "int4":
+        packed["logits"] = classes
     for name, empty in encode_outputs(np.zeros((0, classes), np.float32), np.zeros((0, dim), np.float32),
-                                      maps, topk, feature_dtype).items():
+                                      maps, coding, feature_dtype).items():
         _array(group, f"eval/{name}", (n, *empty.shape[1:]), empty.dtype, shard_rows,
-               attributes=_attributes(name, classes, packed))
+               attributes=_attributes(name, classes, coding, packed))
     if views:
         # Rewritten on every open: a rebuild after damage (cache/storage/integrity.py) may have deleted its chunk.
         group.create_array("aug/rows", data=np.asarray(train_rows, dtype="int64"), overwrite=True, **CHECKSUMMED)
         _array(group, "aug/params", (t, views, record_width), "float32", shard_rows, views)
         for name, empty in encode_outputs(np.zeros((0, views, classes), np.float32),
-                                          np.zeros((0, views, dim), np.float32), {}, topk, feature_dtype).items():
+                                          np.zeros((0, views, dim), np.float32), {}, coding, feature_dtype).items():
             _array(group, f"aug/{name}", (t, *empty.shape[1:]), empty.dtype, shard_rows, views,
-                   _attributes(name, classes, packed))
+                   _attributes(name, classes, coding, packed))
     if "identity" not in group.attrs:
         group.attrs.update({**attrs, "format_version": FORMAT_VERSION})
     return group

@@ -52,6 +52,16 @@ class Cached:
         return self.store.classes
 
     @property
+    def temperature(self) -> float | None:
+        """The temperature its teacher targets are exact at, where the cache kept a tail at
+        the distillation temperature or sampled it there: give the loss this one. None where
+        any temperature does (every logit, or a flat tail: exact at 1 only, as always)."""
+        if self.cache is None:
+            return None
+        logits = self.cache.eval_logits
+        return logits.temperature if getattr(logits, "temperature", 1.0) != 1.0 else None
+
+    @property
     def image_size(self) -> int:
         """The stored images' side, the default side of the rendered views."""
         return self.store.size

@@ -55,7 +55,8 @@ def parse_randaugment(text: str) -> tuple[int, int]:
     return count, magnitude
 
 
-CACHE_KEYS = {"views": int, "topk": int, "feature_dtype": str}  # [teacher] keys a cache of a study may change
+# [teacher] keys a cache of a study may change
+CACHE_KEYS = {"views": int, "topk": int, "tail": str, "samples": int, "logit_dtype": str, "feature_dtype": str}
 
 
 def parse_caches(text: str) -> list[dict]:

@@ -16,6 +16,7 @@ from luigi.cmdline_parser import CmdlineParser
 from luigi.configuration import get_config
 
 from cache.compact import FEATURE_DTYPES
+from cache.schema import LOGIT_DTYPES, TAILS
 from pipeline.checks import Range
 from pipeline.data.imagestore import IMAGE_FORMATS
 from pipeline.runtime import cluster, gpus
@@ -199,12 +200,23 @@ class teacher(RecipeKeys, luigi.Config):  # noqa: N801
     views = ranged(Range(0), luigi.IntParameter(
         description="random views cached per training image; 0 = the eval view only"))
     topk = ranged(Range(0), luigi.IntParameter(
-        description="cache only the K largest logits of each view, with the logsumexp of the rest; "
-                    "0 = every class"))
+        description="cache only the K largest logits of each view, with the rest as `tail` says; "
+                    "0 = every class (as logit_dtype), or with tail = sampled, none kept exactly"))
+    tail = luigi.ChoiceParameter(
+        choices=TAILS,
+        description="the logits outside the top-k: flat (their logsumexp, spread evenly), tempered (the same "
+                    "at [kd] temperature, so the rebuilt tail has its true mass there) or sampled (`samples` "
+                    "classes drawn from it at [kd] temperature: an unbiased kd target)")
+    samples = ranged(Range(0, 65535), luigi.IntParameter(
+        description="with tail = sampled, classes drawn from each view's tail"))
+    logit_dtype = luigi.ChoiceParameter(
+        choices=LOGIT_DTYPES,
+        description="every logit (topk = 0) as float16, or int8 or int4 with a float16 scale and offset per view")
     feature_dtype = luigi.ChoiceParameter(
-        choices=FEATURE_DTYPES,
+        choices=("auto", *FEATURE_DTYPES),
         description="cached features and stage maps as float16, int8 or int4 (with one float16 scale per "
-                    "vector), or none (no features: for [kd] beta = 0)")
+                    "vector), or none (no features: for [kd] beta = 0); auto = float16 where [kd] beta > 0 "
+                    "or stages are asked for, else none")
     stages = luigi.Parameter(
         description="also cache the eval view's feature maps of these stages, e.g. 1,2 (timm feature "
                     "indices); empty = none")
@@ -271,10 +283,11 @@ class kd(luigi.Config):  # noqa: N801
 
 class cache_study(luigi.Config):  # noqa: N801
     """What a cache may leave out: kd runs of a few students from caches that differ from
-    [teacher]'s in views, top-k logits or feature dtype, each against the main cache's kd run."""
+    [teacher]'s in views, how the logits are kept or feature dtype, each against the main cache's kd run."""
     caches = luigi.Parameter(
         description="the caches compared, one per line or separated by ';', each as [teacher] keys "
-                    "views, topk, feature_dtype, e.g. views=0; topk=5; feature_dtype=int8; empty = no study")
+                    "views, topk, tail, samples, logit_dtype, feature_dtype, e.g. views=0; topk=5; "
+                    "topk=10 tail=sampled samples=32; logit_dtype=int8; empty = no study")
     students = luigi.Parameter(description="the students of the study, e.g. vit,swin")
 
 

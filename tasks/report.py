@@ -16,7 +16,7 @@ from tasks.check import ConfigCheckedTask
 from tasks.config import RecipeKeys, cache_study, datasets, kd, modes, recipe, students, teacher, train
 from tasks.data import PrepareDataset, train_order
 from tasks.student import EvaluateStudent
-from tasks.teacher import CacheTeacher, EvaluateTeacher, cache_settings, study_variants, teacher_weights
+from tasks.teacher import CacheTeacher, EvaluateTeacher, cache_settings, logit_coding, study_variants, teacher_weights
 
 
 class Report(FingerprintedTask):
@@ -133,15 +133,16 @@ def cache_results(study: dict, images: int) -> dict:
     cache = study["cache"]
     size = sum(f.stat().st_size for f in cache.cache_path().rglob("*") if f.is_file())
     cost = cache.cost()
-    return {"cache": cache.cache_settings(), "main": cache.variant == "", "bytes_per_image": size / images,
+    return {"cache": cache.cache_settings(), "logits": cache.coding().describe(), "main": cache.variant == "",
+            "bytes_per_image": size / images,
             "pass_seconds": cost.get("seconds"), "forwards": cost.get("forwards"),
             "students": {name: evaluation(task.output()) for name, task in study["students"].items()}}
 
 
 def cache_description(settings: dict) -> str:
-    """'8 views per training image, top-5 logits, int8 features'."""
-    logits = f"top-{settings['topk']} logits" if settings["topk"] else "every logit"
-    return f"{settings['views']} views per training image, {logits}, {settings['feature_dtype']} features"
+    """'8 views per training image, logits: top-5, flat tail; int8 features'."""
+    return (f"{settings['views']} views per training image, logits: {logit_coding(settings).describe()}; "
+            f"{settings['feature_dtype']} features")
 
 
 def training_seconds(history: list[dict]) -> float | None:

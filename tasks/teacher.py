@@ -12,20 +12,20 @@ import torch
 
 import models
 from cache.reader import TeacherCache
-from cache.schema import FORMAT_VERSION
+from cache.schema import FORMAT_VERSION, LogitCoding
 from cache.storage.blocks import Stopwatch
 from cache.storage.files import atomic_write_json
 from cache.storage.fingerprint import changed_settings, digest, file_sha256
 from pipeline.data.imagestore import ImageStore
 from pipeline.evaluation.metrics import classification_metrics
-from pipeline.spec import cache_text, parse_cache, parse_spec, parse_stages
+from pipeline.spec import CACHE_KEYS, cache_text, parse_cache, parse_spec, parse_stages
 from pipeline.teacher.teacher_pass import TeacherJob, cache_teacher
 from pipeline.training.build import INITS, TrainSetup
 from pipeline.training.job import TrainJob
 from pipeline.training.settings import TrainSettings, fingerprint_fields
 from tasks.base import Evaluation, FingerprintedTask, Training, memory_budget, read_json
 from tasks.check import ConfigCheckedTask
-from tasks.config import compute, dask_scheduler, recipe, study_caches, teacher, train, train_settings
+from tasks.config import compute, dask_scheduler, kd, recipe, study_caches, teacher, train, train_settings
 from tasks.data import PrepareDataset, train_order
 
 
@@ -97,8 +97,12 @@ class CacheTeacher(FingerprintedTask):
                                                       "e.g. 'topk=5 views=32' (cache_variant)")
 
     def cache_settings(self) -> dict:
-        """views, topk and feature_dtype of this cache."""
+        """The [teacher] keys of this cache (cache_settings)."""
         return cache_settings(self.variant)
+
+    def coding(self) -> LogitCoding:
+        """How this cache keeps its logits."""
+        return logit_coding(self.cache_settings())
 
     def gpu_count(self) -> int:
         # With [compute] scheduler = gpus, one dask worker process per GPU runs the pass.
@@ -118,7 +122,9 @@ class CacheTeacher(FingerprintedTask):
     def pass_settings(self) -> dict:
         """How the pass sees and records the images: the part of settings() that identity()
         repeats, written once."""
-        return {"image_size": train().image_size, **self.cache_settings(), "seed": teacher().seed,
+        c = self.cache_settings()
+        return {"image_size": train().image_size, "views": c["views"], "topk": c["topk"],
+                "feature_dtype": c["feature_dtype"], **self.coding().identity(), "seed": teacher().seed,
                 "stages": list(cached_stages()), "format_version": FORMAT_VERSION,
                 **recipe(train()).fingerprint_fields()}
 
@@ -144,9 +150,11 @@ class CacheTeacher(FingerprintedTask):
         store = ImageStore(self.requires()["store"].store_path(), budget=0)
         name, kwargs = parse_spec(teacher().model)
         net = models.create(name, len(store.classes), **kwargs)
+        settings = self.cache_settings()
         job = TeacherJob(store=str(store.path), out=str(self.cache_path()), model=name,
                          kwargs_json=json.dumps(kwargs), weights=self.input()["teacher"].path,
-                         classes=len(store.classes), image_size=train().image_size, **self.cache_settings(),
+                         classes=len(store.classes), image_size=train().image_size, views=settings["views"],
+                         coding=self.coding(), feature_dtype=settings["feature_dtype"],
                          seed=teacher().seed, batch_size=train().batch_size * 4, threads=c.threads,
                          stages=cached_stages(), device=c.device, precision=self.precision().name,
                          compile=c.compile, recipe=recipe(train()))
@@ -179,10 +187,20 @@ FEATURE_SETTINGS = ("feature_dtype", "stages")
 
 
 def cache_settings(variant: str = "") -> dict:
-    """views, topk and feature_dtype of [teacher], with those `variant` gives in their place."""
+    """The cache keys of [teacher] (spec.CACHE_KEYS), with those `variant` gives in their
+    place; feature_dtype auto resolved: float16 where [kd] beta > 0 or stage maps are
+    cached, else none (no loss would read them)."""
     teacher_cfg = teacher()
-    return {"views": teacher_cfg.views, "topk": teacher_cfg.topk, "feature_dtype": teacher_cfg.feature_dtype,
-            **parse_cache(variant)}
+    settings = {key: getattr(teacher_cfg, key) for key in CACHE_KEYS} | parse_cache(variant)
+    if settings["feature_dtype"] == "auto":
+        settings["feature_dtype"] = "float16" if kd().beta > 0 or teacher_cfg.stages.strip() else "none"
+    return settings
+
+
+def logit_coding(settings: dict) -> LogitCoding:
+    """How a cache of these settings keeps its logits; a tempered or sampled tail at [kd] temperature."""
+    return LogitCoding.of(settings["topk"], settings["tail"], settings["samples"], settings["logit_dtype"],
+                          kd().temperature)
 
 
 def cache_variant(settings: dict) -> str:

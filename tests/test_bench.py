@@ -71,25 +71,38 @@ def test_bench_refuses_an_absent_device_before_any_work(capsys):
 def test_cache_bench_sizes_every_encoding(tmp_path):
     """Every encoding at each view count, its bytes and loader speed; the compact ones smaller."""
     out = tmp_path / "cache-bench.json"
-    result = bench_cache.main(["--classes", "300", "--per-class", "1", "--views", "2", "--topk", "0", "5",
+    specs = {f"feature_dtype={d} topk=5" for d in ("float16", "int8", "int4", "none")} | {
+        "feature_dtype=int8", "feature_dtype=int4", "feature_dtype=none logit_dtype=int8",
+        "feature_dtype=none logit_dtype=int4", "feature_dtype=none samples=8 tail=sampled topk=5",
+        "feature_dtype=none samples=8 tail=sampled"}
+    result = bench_cache.main(["--classes", "300", "--per-class", "1", "--views", "2", "--caches", *sorted(specs),
                                "--reps", "1", "--threads", "1", "--json", str(out)])
     caches = result["caches"]
-    assert sorted(caches) == sorted(f"V2-{k}-{d}" for k in ("all", "k5") for d in ("float16", "int8", "int4", "none"))
-    size = {name: c["bytes_per_image"] for name, c in caches.items()}
-    assert size["V2-k5-none"] < size["V2-k5-int4"] < size["V2-k5-int8"] < size["V2-k5-float16"] < size["V2-all-float16"]
-    assert size["V2-all-int4"] < size["V2-all-int8"] < size["V2-all-float16"]
+    assert sorted(caches) == sorted(f"V2 {c}" for c in {bench_cache.FULL, *specs})
+    size = {name.removeprefix("V2 "): c["bytes_per_image"] for name, c in caches.items()}
+    top5 = [size[f"feature_dtype={d} topk=5"] for d in ("none", "int4", "int8", "float16")]
+    assert top5 == sorted(top5) and top5[-1] < size[bench_cache.FULL]
+    assert size["feature_dtype=int4"] < size["feature_dtype=int8"] < size[bench_cache.FULL]
+    assert size["feature_dtype=none logit_dtype=int4"] < size["feature_dtype=none logit_dtype=int8"] \
+        < size["feature_dtype=none topk=0"] if "feature_dtype=none topk=0" in size else True
+    assert size["feature_dtype=none topk=5"] < size["feature_dtype=none samples=8 tail=sampled topk=5"] \
+        < size["feature_dtype=none logit_dtype=int8"]
     assert all(c["loader_samples_per_s"] > 0 for c in caches.values())
     assert json.loads(out.read_text())["metrics"].keys() == result["metrics"].keys()
 
 
-def test_topk_gap_is_zero_at_every_class_and_grows_as_k_falls(tiny_data):
+def test_coding_gap_is_zero_at_every_class_and_grows_as_k_falls(tiny_data):
     cache = TeacherCache(tiny_data["cache"])
     classes = cache.aug_logits.shape[-1]
-    gaps = bench_cache.topk_gap(cache, [1, 3, classes], [1.0, 4.0])
-    assert sorted(gaps) == sorted(f"K{k} T{t}" for k in (1, 3, classes) for t in (1, 4))
-    assert gaps[f"K{classes} T4"] == {"tv median": 0, "tv p95": 0, "kl median": 0, "kl p95": 0}
-    for t in (1, 4):
-        assert gaps[f"K1 T{t}"]["tv median"] > gaps[f"K3 T{t}"]["tv median"] > 0
+    specs = [f"topk={k}" for k in (1, 3, classes)] + ["topk=1 tail=tempered", "logit_dtype=int8"]
+    gaps = bench_cache.coding_gap(cache, specs, 4.0)
+    assert sorted(gaps) == sorted(["top-1, flat tail T4", "top-3, flat tail T4", f"top-{classes}, flat tail T4",
+                                   "top-1, tail at T 4 T4", "every class, int8 T4"])
+    assert gaps[f"top-{classes}, flat tail T4"] == {"tv median": 0, "tv p95": 0, "kl median": 0, "kl p95": 0}
+    assert gaps["top-1, flat tail T4"]["tv median"] > gaps["top-3, flat tail T4"]["tv median"] > 0
+    # At T the tempered tail holds its true mass: nearer than the flat one rebuilt from its mass at 1.
+    assert gaps["top-1, tail at T 4 T4"]["kl median"] < gaps["top-1, flat tail T4"]["kl median"]
+    assert 0 < gaps["every class, int8 T4"]["kl p95"] < 1e-3
 
 
 def test_store_bench_sizes_raw_and_jpeg(tmp_path):

@@ -8,10 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from support.config import TEACHER
+from support.logits import probabilities, teacher_like_logits
 
 import models
 from cache.compact import dequantize, index_dtype, quantize, topk_decode, topk_encode
 from cache.reader import CacheMismatch, TeacherCache
+from cache.schema import LogitCoding
 from cache.storage.integrity import DamagedData, verify
 from pipeline.data.imagestore import ImageStore
 from pipeline.teacher.teacher_pass import cache_teacher
@@ -19,21 +21,6 @@ from pipeline.training.build import Distill, TrainSetup, build_run
 from pipeline.training.loader import TrainLoader
 from pipeline.training.losses import DistillationLoss
 from tasks.config import train_settings
-
-
-def teacher_like_logits(n: int, classes: int, seed: int = 0) -> np.ndarray:
-    """Logits with one confident class and a few runners-up per row over a broad tail, as a
-    trained teacher's (top-1 probability about 0.5 to 0.99 at T = 1)."""
-    rng = np.random.default_rng(seed)
-    logits = rng.normal(0, 1, (n, classes))
-    rows = np.arange(n)[:, None]
-    logits[rows, rng.random((n, classes)).argsort(1)[:, :5]] += rng.uniform(3, 7, (n, 5))
-    logits[rows[:, 0], rng.integers(classes, size=n)] += rng.uniform(7, 12, n)
-    return logits.astype(np.float32)
-
-
-def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    return torch.softmax(torch.as_tensor(logits, dtype=torch.float64) / temperature, -1).numpy()
 
 
 def test_index_dtype_is_the_smallest_that_holds_every_class():
@@ -116,7 +103,7 @@ def test_quantized_vectors_are_within_half_a_step_of_their_values(dtype, top, wi
 def compact(tiny_data, tmp_path_factory):
     """The tiny teacher's cache with top-3 logits and int8 features, beside the conftest's full one."""
     job = dataclasses.replace(tiny_data["job"], out=str(tmp_path_factory.mktemp("compact") / "cache.zarr"),
-                              topk=3, feature_dtype="int8")
+                              coding=LogitCoding(topk=3), feature_dtype="int8")
     store = ImageStore(tiny_data["store"])
     identity = {**tiny_data["identity"], "topk": 3, "feature_dtype": "int8"}
     cache_teacher(job, store.rows("train"), len(store.labels), TeacherCache(tiny_data["cache"]).eval_features.shape[1],
@@ -177,7 +164,8 @@ def test_loss_from_a_top_k_cache_equals_the_loss_from_a_hand_built_target(compac
 
 
 def test_a_cache_without_features_serves_logits_only(tiny_data, tmp_path):
-    job = dataclasses.replace(tiny_data["job"], out=str(tmp_path / "cache.zarr"), topk=3, feature_dtype="none")
+    job = dataclasses.replace(tiny_data["job"], out=str(tmp_path / "cache.zarr"), coding=LogitCoding(topk=3),
+                              feature_dtype="none")
     store = ImageStore(tiny_data["store"])
     cache_teacher(job, store.rows("train"), len(store.labels), 320, {"identity": tiny_data["identity"]},
                   "synchronous", 1, 16)

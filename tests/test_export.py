@@ -20,10 +20,10 @@ from pipeline.data.synthetic import CLASSES
 from pipeline.runtime.lock import LOCK
 from tasks import ExportCacheHDF5
 
-EVAL = ["eval/features", "eval/logits"]
-AUG = ["aug/features", "aug/logits", "aug/params", "aug/rows"]
+EVAL = ["eval/logits"]  # feature_dtype auto at [kd] beta = 0: no features
+AUG = ["aug/logits", "aug/params", "aug/rows"]
 COMPACT = sorted(["aug/params", "aug/rows", *(f"{split}/{name}" for split in ("aug", "eval") for name in (
-    "features", "features_scales", "tail_logsumexp", "topk_indices", "topk_values"))])
+    "features", "features_scales", "sample_indices", "tail_logsumexp", "topk_indices", "topk_values"))])
 
 
 @pytest.fixture
@@ -72,6 +72,7 @@ def test_export_round_trips_the_cache_with_and_without_views(export, luigi_confi
 
     luigi_config("teacher", "views", "2")
     luigi_config("teacher", "topk", "3")
+    luigi_config("teacher", "tail", "sampled")
     luigi_config("teacher", "feature_dtype", "int8")
     export = ExportCacheHDF5("demo")
     assert build(export)[0]

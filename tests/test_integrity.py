@@ -92,7 +92,7 @@ def test_verify_task_fails_on_damage_and_a_rerun_rebuilds_the_cache(luigi_config
     assert build(VerifyData("demo"))[0]
     cache = CacheTeacher("demo").cache_path()
     good = {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()}
-    damage(cache, "eval/features", 0, "flip")
+    damage(cache, "eval/logits", 0, "flip")
 
     assert not build(VerifyData("demo"))[0]
     ok, ran = build(CacheTeacher("demo"))

@@ -9,6 +9,7 @@ import pytest
 import torch
 from support.build import build
 from support.config import TEACHER
+from support.slow_runs import encoding
 
 import models
 from cache.reader import TeacherCache
@@ -27,15 +28,17 @@ def teacher(tiny_data, seed: int | None = None):
     return models.create(TEACHER, len(ImageStore(tiny_data["store"]).classes))
 
 
-@pytest.fixture(scope="module", params=[(0, "float16"), (3, "int8"), (5, "int4")],
-                ids=["full", "top3-int8", "top5-int4"])
+@pytest.fixture(scope="module", params=["", "topk=3 feature_dtype=int8", "topk=5 feature_dtype=int4",
+                                        "topk=3 tail=tempered feature_dtype=int8", "logit_dtype=int8",
+                                        "logit_dtype=int4 feature_dtype=int8",
+                                        "topk=2 tail=sampled samples=8 feature_dtype=int8"],
+                ids=["full", "top3-int8", "top5-int4", "top3-tempered", "int8-logits", "int4-logits", "sampled"])
 def encoded(tiny_data, tmp_path_factory, request):
-    """The tiny cache made again in another encoding."""
-    topk, dtype = request.param
-    if topk == 0:
+    """The tiny cache made again in another encoding (its logits and features)."""
+    if not request.param:
         return tiny_data["cache"]
     out = tmp_path_factory.mktemp("encoded") / "cache.zarr"
-    job = dataclasses.replace(tiny_data["job"], out=str(out), topk=topk, feature_dtype=dtype)
+    job = dataclasses.replace(tiny_data["job"], out=str(out), **encoding(request.param))
     store = ImageStore(tiny_data["store"])
     cache_teacher(job, store.rows("train"), len(store.labels), teacher(tiny_data).num_features,
                   {"identity": tiny_data["identity"]}, "synchronous", 1, 16)

@@ -98,14 +98,16 @@ def test_cache_table(tmp_path):
     def study(students):  # the main cache (its run is the students' kd run) and a top-5 one
         main = students[0]["runs"]["kd"]
         return [{"cache": {"views": 2, "topk": k, "feature_dtype": "float16"}, "main": not k,
+                 "logits": f"top-{k}, flat tail" if k else "every class, float16",
                  "bytes_per_image": 80.0 * (1 + k), "forwards": 100, "pass_seconds": 1.5,
                  "students": {"s1": run}} for k, run in ((0, main), (5, other))]
     md, _, students = _write(tmp_path, study=study)
-    assert "| views | topk | features | bytes/image | forwards | pass s | s1 acc | s1 mAP | s1 acc gain " in md
+    assert "| views | logits | features | bytes/image | forwards | pass s | s1 acc | s1 mAP | s1 acc gain " in md
+    assert "![kd top-1 against the cache's bytes](caches.png)" in md and (tmp_path / "caches.png").stat().st_size
     with open(tmp_path / "caches.csv") as f:
         main, top5 = list(csv.DictReader(f))
-    assert (main["topk"], main["bytes/image"], main["s1 acc gain"]) == ("all", "80", "")
-    assert top5["topk"] == "5" and float(top5["s1 acc"]) == round(100 * other["metrics"]["top1"], 1)
+    assert (main["logits"], main["bytes/image"], main["s1 acc gain"]) == ("every class, float16", "80", "")
+    assert top5["logits"] == "top-5, flat tail" and float(top5["s1 acc"]) == round(100 * other["metrics"]["top1"], 1)
     gain = paired_interval(LABELS, other["logits"], students[0]["runs"]["kd"]["logits"], "top1", 200, 0)
     assert [float(top5[f"s1 acc gain{end}"]) for end in ("", " low", " high")] == [round(100 * g, 1) for g in gain]
 

@@ -18,6 +18,7 @@ from support.slow_runs import (
     SOURCE,
     SOURCE_ARGS,
     assert_same_files,
+    encoding,
     save_teacher,
     teacher_job,
     write_cache,
@@ -32,8 +33,10 @@ from pipeline.data.source import SPLITS, Items
 from pipeline.data.synthetic import CLASSES, SyntheticSource
 from tasks.data import PrepareDataset
 
-# The cache's encodings: every logit in float16 (the default), and top-3 logits with int8 features.
-ENCODINGS = {"cache.zarr": {}, "compact.zarr": {"topk": 3, "feature_dtype": "int8"}}
+# The cache's encodings: every logit in float16 (the default), top-3 logits with int8 features,
+# and top-2 with a sampled tail (its draws must come back the same too).
+ENCODINGS = {"cache.zarr": "", "compact.zarr": "topk=3 feature_dtype=int8",
+             "sampled.zarr": "topk=2 tail=sampled samples=8 feature_dtype=none"}
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +46,8 @@ def reference(tmp_path_factory) -> dict:
     store_blocks, cache_blocks = Blocks(), Blocks()
     write_store(root / "store.zarr", progress=store_blocks)
     save_teacher(root / "teacher.safetensors")
-    for name, encoding in ENCODINGS.items():
-        write_cache(teacher_job(root / "store.zarr", root / "teacher.safetensors", root / name, **encoding),
+    for name, spec in ENCODINGS.items():
+        write_cache(teacher_job(root / "store.zarr", root / "teacher.safetensors", root / name, **encoding(spec)),
                     cache_blocks)
     return {"root": root, "store_blocks": store_blocks.todo, "cache_blocks": cache_blocks.todo}
 
@@ -55,7 +58,8 @@ def test_overlapped_teacher_pass_writes_the_serial_cache(reference, tmp_path, mo
     the cache the serial pass (the CPU's) writes, byte for byte."""
     monkeypatch.setattr(inference, "overlapped", lambda device: True)
     root = reference["root"]
-    write_cache(teacher_job(root / "store.zarr", root / "teacher.safetensors", tmp_path / name, **ENCODINGS[name]))
+    write_cache(teacher_job(root / "store.zarr", root / "teacher.safetensors", tmp_path / name,
+                            **encoding(ENCODINGS[name])))
     assert_same_files(tmp_path / name, root / name)
 
 
@@ -122,9 +126,9 @@ def test_killed_store_preparation_resumes_to_the_same_store(reference, tmp_path)
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ENCODINGS)
 def test_killed_teacher_pass_resumes_to_the_same_cache_and_its_seconds_add_up(reference, tmp_path, name):
-    root, cache, encoding = reference["root"], tmp_path / name, ENCODINGS[name]
+    root, cache, spec = reference["root"], tmp_path / name, ENCODINGS[name]
     args = [root / "store.zarr", root / "teacher.safetensors", cache]
-    extra = [str(encoding["topk"]), encoding["feature_dtype"]] if encoding else []
+    extra = spec.split()
 
     def recorded() -> bool:  # the run to be killed has recorded its seconds so far
         return blocks.Stopwatch(cache).before > 0
@@ -138,7 +142,7 @@ def test_killed_teacher_pass_resumes_to_the_same_cache_and_its_seconds_add_up(re
     assert killed >= slow_runs.SlowTeacherJob.delay
 
     rerun, tic = Blocks(), time.perf_counter()
-    write_cache(teacher_job(*args, **encoding), rerun, stopwatch=stopwatch)
+    write_cache(teacher_job(*args, **encoding(spec)), rerun, stopwatch=stopwatch)
     resumed = time.perf_counter() - tic
     assert stopwatch.seconds() >= killed + resumed
     assert rerun.todo == reference["cache_blocks"] - done

@@ -1,11 +1,13 @@
 """The teacher cache at many classes: bytes per image and loader samples/s of each encoding
-(every logit or the top-k; float16 or int8 features) at several view counts, on a data set
-of C classes generated on the spot (noise images) with a random-init teacher. Accuracy is
-not the point here, sizes and speeds are; what top-k costs in accuracy is measured on
-Stanford 40 (configs/stanford40-cache.cfg).
+(a cache's [teacher] keys: every logit as float16, int8 or int4, or the top-k with a flat,
+tempered or sampled tail; float16, int8, int4 or no features) at several view counts, on a
+data set of C classes generated on the spot (noise images) with a random-init teacher.
+Accuracy is not the point here, sizes and speeds are; what an encoding costs in accuracy
+is measured by the cache study (configs/stanford40-cache.cfg).
 
     python -m pipeline.bench.encodings --classes 1000 --views 8 32 --json cache-bench.json
-    python -m pipeline.bench.encodings --gap work/stanford40/cache-*/cache.zarr --topk 1 5 10
+    python -m pipeline.bench.encodings --gap work/stanford40/cache-*/cache.zarr \
+        --caches "topk=10" "topk=10 tail=tempered" "topk=10 tail=sampled samples=32"
 
 Every ratio compares two measurements of this one run: each encoding against today's
 format (every logit, float16 features) at the same views; loader epochs interleaved.
@@ -24,41 +26,60 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cache.compact import FEATURE_DTYPES, topk_decode, topk_encode
+from cache.compact import dequantize_logits, tail_uniforms, topk_decode
 from cache.reader import TeacherCache
+from cache.schema import LogitCoding, encode_outputs
 from cache.storage.files import atomic_write_json
 from pipeline.bench.fixtures import noise_store, random_teacher
 from pipeline.bench.harness import bytes_on_disk, calibration, interleave, log_step, metric, seconds, table
 from pipeline.data.imagestore import ImageStore
+from pipeline.spec import parse_cache
 from pipeline.teacher.teacher_pass import TeacherJob, cache_teacher
 from pipeline.training.loader import TrainLoader
 
-FULL = (0, "float16")  # today's format: every logit, float16 features
+FULL = "feature_dtype=float16 topk=0"  # today's format: every logit, float16 features
 GOALS = {"bytes_over_full": ("<=", 0.10), "loader_over_full": (">=", 1.0)}
+DEFAULT_CACHES = (FULL, "feature_dtype=none topk=10", "feature_dtype=none logit_dtype=int8",
+                  "feature_dtype=none samples=32 tail=sampled topk=10")
 
 
-def cache_name(views: int, topk: int, feature_dtype: str) -> str:
-    """The name of a cache of `views` views per image, `topk` logits (0: all) and `feature_dtype` features."""
-    return f"V{views}-{'k' + str(topk) if topk else 'all'}-{feature_dtype}"
+def coding(spec: dict, temperature: float) -> LogitCoding:
+    """The logit coding of a cache's keys (unset ones at luigi.cfg's defaults)."""
+    return LogitCoding.of(spec.get("topk", 0), spec.get("tail", "flat"), spec.get("samples", 0),
+                          spec.get("logit_dtype", "float16"), temperature)
 
 
-def topk_gap(cache: TeacherCache, ks: list[int], temperatures: list[float]) -> dict:
-    """How far the distribution rebuilt from the top-k is from the teacher's own, over the
-    cached training views of a full cache: median and 95th percentile of their total
-    variation and of KL(full || rebuilt), per K and temperature."""
+def coding_gap(cache: TeacherCache, specs: list[str], temperature: float, seed: int = 0) -> dict:
+    """How far the distribution each coding rebuilds is from the teacher's own at
+    `temperature`, over the cached training views of a full cache: median and 95th
+    percentile of their total variation and of KL(full || rebuilt). A sampled tail is drawn
+    once (its distribution is the teacher's only in expectation over draws)."""
     logits = cache.aug_logits.take(np.arange(len(cache.aug_rows))).astype(np.float32)
     logits = logits.reshape(-1, logits.shape[-1])
     out = {}
-    for k in ks:
-        rebuilt = torch.as_tensor(topk_decode(*topk_encode(logits, k), logits.shape[-1]))
-        for t in temperatures:
-            full, approx = (torch.log_softmax(torch.as_tensor(x, dtype=torch.float64) / t, -1)
-                            for x in (logits, rebuilt))
-            tv = 0.5 * (full.exp() - approx.exp()).abs().sum(-1)
-            kl = (full.exp() * (full - approx)).sum(-1)
-            out[f"K{k} T{t:g}"] = {f"{name} {q}": float(np.percentile(v.numpy(), p))
-                                   for name, v in (("tv", tv), ("kl", kl)) for q, p in (("median", 50), ("p95", 95))}
+    for text in specs:
+        c = coding(parse_cache(text), temperature)
+        uniforms = tail_uniforms(seed, "aug", np.arange(len(logits)), (c.samples,)) if c.sampled else None
+        arrays = encode_outputs(logits, logits[:, :0], {}, c, "none", uniforms)
+        rebuilt = torch.as_tensor(_rebuilt(arrays, c, logits.shape[-1]))
+        full, approx = (torch.log_softmax(torch.as_tensor(x, dtype=torch.float64) / temperature, -1)
+                        for x in (logits, rebuilt))
+        tv = 0.5 * (full.exp() - approx.exp()).abs().sum(-1)
+        kl = (full.exp() * (full - approx)).sum(-1)
+        out[f"{c.describe()} T{temperature:g}"] = {
+            f"{name} {q}": float(np.percentile(v.numpy(), p))
+            for name, v in (("tv", tv), ("kl", kl)) for q, p in (("median", 50), ("p95", 95))}
     return out
+
+
+def _rebuilt(arrays: dict[str, np.ndarray], c: LogitCoding, classes: int) -> np.ndarray:
+    """Full logits from one split's encoded arrays, as the reader rebuilds them."""
+    if c.dense:
+        return arrays["logits"].astype(np.float32) if c.dtype == "float16" else dequantize_logits(
+            arrays["logits"], arrays["logits_scales"], arrays["logits_offsets"], classes if c.dtype == "int4" else None)
+    none = np.zeros((*arrays["tail_logsumexp"].shape, 0), np.float32)
+    return topk_decode(arrays.get("topk_values", none), arrays.get("topk_indices", none), arrays["tail_logsumexp"],
+                       classes, c.temperature, arrays.get("sample_indices"))
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict:
@@ -68,22 +89,23 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
     store_path = noise_store(workdir, args.classes, args.per_class, args.image_size, args.seed)
     store = ImageStore(store_path)
     teacher = random_teacher(args.teacher, args.classes, args.seed, workdir / "teacher.safetensors")
-    encodings = [FULL, *((k, d) for k in args.topk for d in args.features if (k, d) != FULL)]
+    specs = list(dict.fromkeys([FULL, *args.caches]))
     caches, result = {}, {"caches": {}, "metrics": {}}
     for views in args.views:
-        for topk, dtype in encodings:
-            name = cache_name(views, topk, dtype)
-            job = TeacherJob(store=str(store_path), out=str(workdir / f"{name}.zarr"), model=args.teacher,
+        for text in specs:
+            spec = parse_cache(text)
+            name = f"V{views} {text}"
+            job = TeacherJob(store=str(store_path), out=str(workdir / f"{len(caches)}.zarr"), model=args.teacher,
                              kwargs_json="{}", weights=str(workdir / "teacher.safetensors"), classes=args.classes,
                              image_size=args.image_size, views=views, seed=args.seed, batch_size=256,
-                             threads=args.threads, topk=topk, feature_dtype=dtype)
+                             threads=args.threads, coding=coding(spec, args.temperature),
+                             feature_dtype=spec.get("feature_dtype", "float16"))
             tic = time.perf_counter()
             cache_teacher(job, store.rows("train"), len(store.labels), teacher.num_features,
-                          {"identity": {"views": views, "topk": topk, "feature_dtype": dtype}})
+                          {"identity": {"views": views, **spec}})
             caches[name] = TeacherCache(job.out)
             pass_seconds = time.perf_counter() - tic
-            result["caches"][name] = {"views": views, "topk": topk, "feature_dtype": dtype,
-                                      "pass_seconds": pass_seconds,
+            result["caches"][name] = {"views": views, "cache": text, "pass_seconds": pass_seconds,
                                       "pass_forwards_per_s": (len(store.labels) + views * len(store.rows("train")))
                                       / pass_seconds,
                                       "bytes_per_image": bytes_on_disk(Path(job.out)) / len(store.labels)}
@@ -96,7 +118,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
     timings = interleave(args.reps, **{name: partial(epochs, loader) for name, loader in loaders.items()})
     samples = len(store.rows("train")) * args.loader_epochs
     for name, info in result["caches"].items():
-        full = cache_name(info["views"], *FULL)
+        full = f"V{info['views']} {FULL}"
         info["loader_samples_per_s"] = float(np.median(samples / timings[name]))
         if name != full:
             result["metrics"][f"{name} bytes_over_full"] = metric(
@@ -113,8 +135,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--per-class", type=int, default=2, help="training images per class (plus one test image)")
     parser.add_argument("--views", type=int, nargs="+", default=[8, 32])
-    parser.add_argument("--topk", type=int, nargs="+", default=[0, 10], help="0 = every logit")
-    parser.add_argument("--features", nargs="+", default=list(FEATURE_DTYPES), choices=FEATURE_DTYPES)
+    parser.add_argument("--caches", nargs="+", default=list(DEFAULT_CACHES),
+                        help="each a cache's [teacher] keys as [cache_study] gives them, e.g. 'topk=10 tail=sampled "
+                             "samples=32 feature_dtype=none'; every logit with float16 features is always measured")
+    parser.add_argument("--temperature", type=float, default=4.0, help="of a tempered or sampled tail ([kd]'s)")
     parser.add_argument("--teacher", default="convnext_atto", help="timm name, random init")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -122,13 +146,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--loader-epochs", type=int, default=5, help="loader epochs per timed repetition")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 4.0], help="for --gap")
-    parser.add_argument("--gap", type=Path, help="only measure how far top-k targets are from the full "
-                                                 "logits of this finished full cache, at each --topk")
+    parser.add_argument("--gap", type=Path, help="only measure how far each of --caches' targets is from the full "
+                                                 "logits of this finished full cache, at --temperature")
     parser.add_argument("--json", type=Path, help="write every result and timing here")
     args = parser.parse_args(argv)
     if args.gap:
-        gaps = topk_gap(TeacherCache(args.gap), [k for k in args.topk if k], args.temperatures)
+        gaps = coding_gap(TeacherCache(args.gap), [c for c in args.caches if c != FULL], args.temperature, args.seed)
         print("\n".join(f"{name}: " + ", ".join(f"{q} {v:.4f}" for q, v in g.items()) for name, g in gaps.items()))
         return gaps
     workdir = Path(tempfile.mkdtemp(prefix="kd-cache-bench-"))

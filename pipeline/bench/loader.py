@@ -25,7 +25,7 @@ import torch
 import zarr
 
 from cache.reader import TeacherCache
-from cache.schema import create_cache, encode_outputs
+from cache.schema import LogitCoding, create_cache, encode_outputs
 from cache.storage import blocks
 from cache.storage.files import atomic_write_json
 from pipeline.bench.fixtures import noise_store
@@ -75,13 +75,14 @@ def make_cache(path: Path, store: ImageStore, args: argparse.Namespace) -> Path:
         return path
     rows, n, v, c, d = store.rows("train"), len(store.labels), args.views, args.classes, args.feature_dim
     group = create_cache(path, n, rows, v, c, d, SHARD_ROWS, {"identity": {"views": v}},
-                         topk=args.topk, feature_dtype=args.features)
+                         coding=LogitCoding(topk=args.topk), feature_dtype=args.features)
     rng = np.random.default_rng(args.seed)
     for split, count, lead in (("eval", n, ()), ("aug", len(rows), (v,))):
         for start in range(0, count, SHARD_ROWS):
             shape = (min(SHARD_ROWS, count - start), *lead)
             outputs = encode_outputs(rng.normal(size=(*shape, c)).astype(np.float32),
-                                     rng.normal(size=(*shape, d)).astype(np.float32), {}, args.topk, args.features)
+                                     rng.normal(size=(*shape, d)).astype(np.float32), {}, LogitCoding(topk=args.topk),
+                                     args.features)
             for name, array in outputs.items():
                 group[f"{split}/{name}"][start:start + shape[0]] = array
             if split == "aug":

@@ -53,6 +53,7 @@ def check(settings: dict[str, dict[str, Any]], ranges: dict[str, dict[str, Range
         problems += teacher_problems(settings["teacher"], size, classes)
     problems += mode_problems(settings.get("train", {}).get("modes"))
     if "cache_study" in settings:
-        problems += cache_study_problems(settings["cache_study"], settings.get("students", {}), classes)
+        problems += cache_study_problems(settings["cache_study"], settings.get("students", {}), classes,
+                                         settings.get("teacher"))
     return (problems + feature_problems(settings) + chunk_problems(settings) + endpoint_problems(settings)
             + recipe_problems(settings, "train") + recipe_problems(settings, "teacher"))

@@ -8,7 +8,7 @@ from typing import Any
 
 import models
 from pipeline.checks.problems import Problem, failure
-from pipeline.checks.values import cache_key_problem
+from pipeline.checks.values import cache_key_problem, coding_problem
 from pipeline.spec import parse_spec, parse_stages
 from pipeline.training.build import INITS
 
@@ -25,6 +25,8 @@ def teacher_problems(teacher: dict[str, Any], image_size: int | None, classes: d
     topk = teacher.get("topk")
     if isinstance(topk, int) and topk >= 0 and (why := cache_key_problem("topk", topk, classes)):
         problems.append(Problem("teacher", "topk", topk, why))
+    if why := coding_problem(teacher, classes):
+        problems.append(Problem("teacher", "tail", teacher.get("tail"), why))
     if teacher["init"] not in INITS and not Path(teacher["init"]).is_file():
         problems.append(Problem("teacher", "init", teacher["init"],
                                 "use scratch, pretrained or the path of an existing weights file"))

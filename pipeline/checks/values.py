@@ -7,8 +7,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from cache.compact import FEATURE_DTYPES
+from cache.schema import LOGIT_DTYPES, TAILS
 from pipeline.checks.problems import Problem, Range
-from pipeline.spec import MODES, parse_caches, parse_names, parse_randaugment
+from pipeline.spec import MODES, cache_text, parse_caches, parse_names, parse_randaugment
 from pipeline.views.records import Recipe
 
 Settings = dict[str, dict[str, Any]]  # section -> key -> value
@@ -84,11 +85,13 @@ def endpoint_problems(settings: Settings) -> list[Problem]:
     return []
 
 
+CHOICES = {"feature_dtype": ("auto", *FEATURE_DTYPES), "tail": TAILS, "logit_dtype": LOGIT_DTYPES}
+
+
 def cache_key_problem(key: str, value: Any, classes: dict[str, int]) -> str | None:
-    """Why a cache setting (views, topk or feature_dtype) cannot be, or None; `classes`: data
-    set -> class count."""
-    if key == "feature_dtype":
-        return None if value in FEATURE_DTYPES else f"use one of {', '.join(FEATURE_DTYPES)}"
+    """Why a cache setting (spec.CACHE_KEYS) cannot be, or None; `classes`: data set -> class count."""
+    if key in CHOICES:
+        return None if value in CHOICES[key] else f"use one of {', '.join(CHOICES[key])}"
     if value < 0:
         return "must be 0 or more"
     fewest = min(classes.items(), key=lambda item: item[1], default=None)
@@ -97,8 +100,22 @@ def cache_key_problem(key: str, value: Any, classes: dict[str, int]) -> str | No
     return None
 
 
-def cache_study_problems(study: dict[str, Any], students: dict[str, str], classes: dict[str, int]) -> list[Problem]:
-    """[cache_study]: caches readable and possible, students among [students]."""
+def coding_problem(cache: dict[str, Any], classes: dict[str, int]) -> str | None:
+    """Why a sampled tail of these cache settings cannot be drawn, or None."""
+    if cache.get("tail") != "sampled":
+        return None
+    if cache.get("samples", 0) < 1:
+        return "tail = sampled draws `samples` classes a view: set samples to 1 or more (e.g. 32)"
+    fewest = min(classes.items(), key=lambda item: item[1], default=None)
+    if fewest and cache.get("topk", 0) >= fewest[1]:
+        return f"data set {fewest[0]} has {fewest[1]} classes: topk = {cache['topk']} leaves no tail to sample"
+    return None
+
+
+def cache_study_problems(study: dict[str, Any], students: dict[str, str], classes: dict[str, int],
+                         teacher: dict[str, Any] | None = None) -> list[Problem]:
+    """[cache_study]: caches readable and possible (each over [teacher]'s settings),
+    students among [students]."""
     names = parse_names(study.get("students", ""))
     try:
         caches = parse_caches(study.get("caches", ""))
@@ -108,6 +125,8 @@ def cache_study_problems(study: dict[str, Any], students: dict[str, str], classe
     for cache in caches:
         problems += [Problem("cache_study", "caches", f"{key}={value}", why)
                      for key, value in cache.items() if (why := cache_key_problem(key, value, classes))]
+        if why := coding_problem({**(teacher or {}), **cache}, classes):
+            problems.append(Problem("cache_study", "caches", cache_text(cache), why))
     if caches and not names:
         problems.append(Problem("cache_study", "students", "", "name the students of the study, e.g. vit,swin"))
     problems += [Problem("cache_study", "students", name, f"not in [students] (it has: {', '.join(students)})")

@@ -115,6 +115,35 @@ def _curve(ax, history: list[dict], label: str, style: dict) -> list[float]:
     return [v for _, v in points]
 
 
+def cache_figure(title: str, study_rows: list[dict], names: list[str], column: str) -> Figure:
+    """The cache study as points: per student, kd top-1 against the cache's bytes per image,
+    one point per cache, the main cache as a star; a cache's bar is the 95% interval of its
+    gain over the main cache, added to the main cache's top-1. `column`: the table's name of
+    top-1 (a row holds "<student> <column>" and "<student> <column> gain")."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), layout="constrained")
+    for i, name in enumerate(names):
+        color = f"C{i}"
+        for row in study_rows:
+            top1, gain = row.get(f"{name} {column}"), row.get(f"{name} {column} gain")
+            if top1 is None:
+                continue
+            if gain is None:  # the main cache: the reference of every gain
+                ax.plot(row["bytes/image"], float(top1), marker="*", ms=13, color=color, ls="none")
+                continue
+            # Drawn from end to end: a percentile interval need not hold its point.
+            reference = float(top1) - gain[0]
+            ax.vlines(row["bytes/image"], reference + gain[1], reference + gain[2], color=color)
+            ax.plot(row["bytes/image"], float(top1), marker="o", color=color, ls="none")
+        ax.plot([], [], marker="o", color=color, ls="none", label=name)
+    ax.plot([], [], marker="*", ms=11, color="gray", ls="none", label="main cache")
+    ax.set_xscale("log")
+    ax.set_xlabel("cache bytes per image (log)")
+    ax.set_ylabel("kd top-1 (%)")
+    _legend_below(fig)
+    fig.suptitle(f"{title}: what the cache keeps")
+    return fig
+
+
 def save_png(fig: Figure, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110)

@@ -11,7 +11,7 @@ import numpy as np
 
 from cache.storage.files import atomic_write_text
 from pipeline.evaluation.bootstrap import bootstrap_values, interval, paired_interval
-from pipeline.evaluation.charts import curves_figure, save_png, summary_figure
+from pipeline.evaluation.charts import cache_figure, curves_figure, save_png, summary_figure
 from pipeline.spec import MODES
 
 PAIRS = (("kd", "baseline"), ("online", "baseline"), ("kd", "online"), ("teacher", "baseline"))
@@ -34,7 +34,7 @@ def write_report(out_dir: Path, title: str, notes: list[str], teacher: dict, lab
     students: [{"name", "model", "params", "runs": {mode: {"metrics": {"top1", "mAP"},
       "logits": (N, C), "seconds": training wall time, "history": [...]}}}], modes a subset
       of MODES; a gain is shown for each pair of PAIRS a student ran both of.
-    study: [{"cache": {"views", "topk", "feature_dtype"}, "main": bool, "bytes_per_image",
+    study: [{"cache": {"views", "feature_dtype"}, "logits": how they are kept, "main": bool, "bytes_per_image",
       "forwards", "pass_seconds", "students": {name: {"metrics", "logits"}}}] (kd runs from
       caches of other settings, each gain against the student's kd run from the main cache,
       "main": True), or None."""
@@ -54,10 +54,13 @@ def write_report(out_dir: Path, title: str, notes: list[str], teacher: dict, lab
         study_columns, study_rows = cache_table(study, main_kd, labels, resamples, seed)
         atomic_write_text(out_dir / "caches.csv", _csv(study_columns, study_rows))
         lines += ["", "## What the cache keeps: kd from other caches", "", *_markdown(study_columns, study_rows),
-                  "", "views: cached random views per training image; topk: logits kept per view (all: "
-                  "every class); features: their stored type; bytes/image: the whole cache on disk over "
-                  "the data set's images; gain: over the same student's kd run from the main cache, "
-                  "in points, with its paired 95% interval."]
+                  "", "views: cached random views per training image; logits: how each view's are kept "
+                  "(every class, top-k with its tail flat, tempered or sampled); features: their stored "
+                  "type; bytes/image: the whole cache on disk over the data set's images; gain: over the "
+                  "same student's kd run from the main cache, in points, with its paired 95% interval.",
+                  "", "![kd top-1 against the cache's bytes](caches.png)"]
+        save_png(cache_figure(title, study_rows, list(dict.fromkeys(n for c in study for n in c["students"])),
+                              SHORT["top1"]), out_dir / "caches.png")
     save_png(summary_figure(title, teacher, students, modes, gains, pairs), out_dir / "report.png")
     save_png(curves_figure(title, teacher, students), out_dir / "curves.png")
     missed = sum(not low <= point <= high for g in gains.values() for point, low, high in g.values())
@@ -115,11 +118,11 @@ def cache_table(study: list[dict], main_kd: dict[str, np.ndarray], labels: np.nd
     """One row per cache of the study: its settings and cost, each student's kd accuracy
     and mAP and, but for the main cache, their gains over kd from the main cache."""
     names = list(dict.fromkeys(n for c in study for n in c["students"]))
-    columns = (["views", "topk", "features", "bytes/image", "forwards", "pass s"]
+    columns = (["views", "logits", "features", "bytes/image", "forwards", "pass s"]
                + [f"{n} {SHORT[k]}{gain}" for n in names for gain in ("", " gain") for k in SHORT])
     rows = []
     for c in study:
-        row = {"views": c["cache"]["views"], "topk": c["cache"]["topk"] or "all",
+        row = {"views": c["cache"]["views"], "logits": c["logits"],
                "features": c["cache"]["feature_dtype"], "bytes/image": round(c["bytes_per_image"]),
                "forwards": c["forwards"], "pass s": _round_seconds(c.get("pass_seconds"))}
         for n, run in c["students"].items():

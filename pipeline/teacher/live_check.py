@@ -3,8 +3,9 @@
 from the image store, the teacher run on them, and the largest differences of
 log-probabilities and of features against what the cache holds, each judged by the bound
 its encoding and the pass's precision keep: float16 rounds a value by at most 2^-11 of it,
-top-k keeps exact only its k classes (and the tail's mass), int8 and int4 keep each feature
-within half a step (max|x| / 127 or / 7, halved)."""
+top-k keeps exact only its k classes and the tail's mass (at the tail's temperature; a
+sampled tail's draws are not checked), int8 and int4 keep each logit or feature within
+half a step (max|x| / 127 or / 7, halved)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -59,7 +60,7 @@ def check_cache(cache: TeacherCache, store: ImageStore, net: torch.nn.Module, sa
     if cache.views:
         parts.append(_aug_views(cache, store, net, rng, sample // 2, size))
     parts = [part for part in parts if part.names]
-    found = [_worst("log-probabilities", parts, lambda part: _logprob_gaps(part, rounding))]
+    found = [_worst("log-probabilities", parts, lambda part: _logprob_gaps(part, rounding, cache.eval_logits))]
     if cache.eval_features is not None:
         found.append(_worst("features", parts, lambda part: _feature_gaps(part, cache.eval_features, rounding)))
     return found
@@ -70,7 +71,7 @@ def _eval_views(cache: TeacherCache, store: ImageStore, net: torch.nn.Module, rn
     rows = np.sort(rng.choice(len(store.labels), min(count, len(store.labels)), replace=False))
     live = predict(net, store.images, rows, whole_views(len(rows), store.size)[:, None], size)[:2]
     cached = (cache.eval_logits.take(rows), None if cache.eval_features is None else cache.eval_features.take(rows))
-    kept = cache.eval_logits.indices.take(rows) if isinstance(cache.eval_logits, TopKLogits) else None
+    kept = _kept(cache.eval_logits, rows)
     return Sampled([f"eval view of store row {r}" for r in rows.tolist()], live, cached, kept)
 
 
@@ -84,9 +85,18 @@ def _aug_views(cache: TeacherCache, store: ImageStore, net: torch.nn.Module, rng
     live = predict(net, store.images, rows, params[:, None], size, recipe=recipe)[:2]
     cached = (cache.aug_logits.take(positions, views),
               None if cache.aug_features is None else cache.aug_features.take(positions, views))
-    kept = cache.aug_logits.indices.take(positions, views) if isinstance(cache.aug_logits, TopKLogits) else None
+    kept = _kept(cache.aug_logits, positions, views)
     names = [f"view {v} of training image at store row {r}" for r, v in zip(rows.tolist(), views.tolist())]
     return Sampled(names, live, cached, kept)
+
+
+def _kept(logits, index: np.ndarray, column: np.ndarray | None = None) -> np.ndarray | None:
+    """The classes kept exactly of these views ((n, k), maybe k = 0); None where all are."""
+    if not isinstance(logits, TopKLogits):
+        return None
+    if logits.indices is None:
+        return np.zeros((len(index), 0), np.int64)
+    return logits.indices.take(index, column)
 
 
 def _worst(what: str, parts: list[Sampled], gaps) -> Difference:
@@ -97,17 +107,26 @@ def _worst(what: str, parts: list[Sampled], gaps) -> Difference:
     return Difference(what, float(gap[i]), float(bound[i]), names[i])
 
 
-def _logprob_gaps(part: Sampled, rounding: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per view, the largest difference of log-probabilities over the classes the cache keeps,
-    and its bound: each kept logit and the tail's logsumexp round by `rounding` of the
-    largest, so a log-probability (a logit less the logsumexp of all) moves by at most twice that."""
-    live, cached = (torch.log_softmax(torch.as_tensor(x, dtype=torch.float32), 1).numpy()
+def _logprob_gaps(part: Sampled, rounding: float, logits) -> tuple[np.ndarray, np.ndarray]:
+    """Per view, the largest difference of log-probabilities (at the tail's temperature T)
+    over the classes the cache keeps and, for a top-k cache, of the tail's log-mass; and its
+    bound: each kept logit and the tail's logsumexp round by `rounding` of the largest (an
+    int8 or int4 logit by half a step, at most max|x| / 127 or / 7 halved), so a
+    log-probability (a logit less the logsumexp of all) moves by at most twice that, over T."""
+    t = logits.temperature if isinstance(logits, TopKLogits) else 1.0
+    live, cached = (torch.log_softmax(torch.as_tensor(x, dtype=torch.float32) / t, 1)
                     for x in (part.live[0], part.cached[0]))
-    gap = np.abs(live - cached)
+    gap = (live - cached).abs().numpy()
     if part.kept is not None:
-        gap = np.take_along_axis(gap, part.kept.astype(np.int64), 1)
-    bound = 2 * rounding * np.abs(part.live[0]).max(1) + SLACK
-    return gap.max(1), bound
+        kept = torch.as_tensor(part.kept.astype(np.int64))
+        tails = [torch.logsumexp(x.scatter(1, kept, float("-inf")), 1) for x in (live, cached)]
+        gap = np.concatenate([np.take_along_axis(gap, part.kept.astype(np.int64), 1),
+                              torch.nan_to_num((tails[0] - tails[1]).abs(), nan=0.0).numpy()[:, None]], 1)
+    peak = np.abs(part.live[0]).max(1)
+    step = 0.0
+    if isinstance(logits, QuantizedVectors):
+        step = 1 / TOP_CODE["int4" if logits.length is not None else "int8"]
+    return gap.max(1), peak * (2 * rounding + step) / t + SLACK
 
 
 def _feature_gaps(part: Sampled, stored, rounding: float) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,8 @@ import torch
 import zarr
 
 import models
-from cache.schema import create_cache, encode_outputs
+from cache.compact import tail_uniforms
+from cache.schema import LogitCoding, create_cache, encode_outputs
 from cache.storage import blocks
 from cache.storage.integrity import checked
 from pipeline.data.imagestore import store_images
@@ -49,8 +50,8 @@ class TeacherJob:
     device: str = "cpu"  # a [compute] device setting, resolved in the worker
     precision: str = "fp32"  # fp32, bf16 or fp16 (resolved); outputs are stored as float16 regardless
     compile: bool = False  # torch.compile the teacher
-    topk: int = 0  # keep the K largest logits per view; 0 = every class
-    feature_dtype: str = "float16"  # or int8, one float16 scale per vector (cache/compact.py)
+    coding: LogitCoding = LogitCoding()  # how the logits are stored (cache/schema.py)
+    feature_dtype: str = "float16"  # or int8, int4, one float16 scale per vector; none (cache/compact.py)
     recipe: Recipe = CROP_AND_FLIP  # how the random views are drawn: the students' [train] recipe
 
     def __call__(self, block: tuple) -> None:
@@ -84,7 +85,9 @@ class TeacherJob:
         if tag == "aug":
             group["aug/params"][start:stop] = params
             logits, features = logits.reshape(len(rows), v, -1), features.reshape(len(rows), v, -1)
-        arrays = encode_outputs(logits, features, dict(zip(stages, maps)), self.topk, self.feature_dtype)
+        per_row = (v, self.coding.samples) if tag == "aug" else (self.coding.samples,)
+        uniforms = tail_uniforms(self.seed, tag, rows, per_row) if self.coding.sampled else None
+        arrays = encode_outputs(logits, features, dict(zip(stages, maps)), self.coding, self.feature_dtype, uniforms)
         for name, array in arrays.items():
             group[f"{tag}/{name}"][start:stop] = array
         blocks.mark_done(self.out, block)
@@ -102,7 +105,7 @@ def cache_teacher(job: TeacherJob, train_rows: np.ndarray, count: int, feature_d
     attrs = {**attrs, "recipe": asdict(job.recipe)}
     shard_rows = blocks.resumed_shard_rows(job.out, shard_rows)
     create_cache(job.out, count, train_rows, job.views, job.classes, feature_dim, shard_rows, attrs,
-                 stage_shapes, job.topk, job.feature_dtype, job.recipe.width)
+                 stage_shapes, job.coding, job.feature_dtype, job.recipe.width)
     work = blocks.shard_blocks(count, shard_rows, "eval")
     if job.views:
         work += blocks.shard_blocks(len(train_rows), shard_rows, "aug")

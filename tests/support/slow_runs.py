@@ -20,9 +20,11 @@ from pathlib import Path
 import torch
 
 import models
+from cache.schema import LogitCoding
 from cache.storage import blocks
 from pipeline.data.imagestore import ImageStore, write_image_store
 from pipeline.data.synthetic import CLASSES, SyntheticSource
+from pipeline.spec import parse_cache
 from pipeline.teacher.teacher_pass import TeacherJob, cache_teacher
 
 SOURCE_ARGS = {"seed": 0, "train_per_class": 4, "test_per_class": 2, "size": 24}  # 48 images
@@ -84,6 +86,15 @@ def teacher_job(store: Path, weights: Path, out: Path, job: type[TeacherJob] = T
                seed=0, batch_size=64, threads=2, **extra)
 
 
+def encoding(spec: str) -> dict:
+    """TeacherJob's fields for a cache's [teacher] keys as [cache_study] writes them, e.g.
+    'topk=3 feature_dtype=int8' (a tempered or sampled tail at T 4); '' = every logit, float16."""
+    keys = parse_cache(spec)
+    coding = LogitCoding.of(keys.get("topk", 0), keys.get("tail", "flat"), keys.get("samples", 0),
+                            keys.get("logit_dtype", "float16"), 4.0)
+    return {"coding": coding, "feature_dtype": keys.get("feature_dtype", "float16")}
+
+
 def write_cache(job: TeacherJob, progress=None, scheduler: str = "synchronous", workers: int = 1,
                 stopwatch: blocks.Stopwatch | None = None, shard_rows: int = SHARD_ROWS) -> dict:
     store = ImageStore(job.store)
@@ -111,7 +122,6 @@ if __name__ == "__main__":
         out, *quality = paths
         write_store(Path(out), SlowSource(**SOURCE_ARGS), jpeg_quality=int(quality[0]) if quality else None)
     else:
-        store, weights, out, *encoding = paths
-        topk, feature_dtype = (int(encoding[0]), encoding[1]) if encoding else (0, "float16")
-        write_cache(teacher_job(Path(store), Path(weights), Path(out), job=SlowTeacherJob, topk=topk,
-                                feature_dtype=feature_dtype), stopwatch=blocks.Stopwatch(out))
+        store, weights, out, *spec = paths
+        write_cache(teacher_job(Path(store), Path(weights), Path(out), job=SlowTeacherJob, **encoding(" ".join(spec))),
+                    stopwatch=blocks.Stopwatch(out))

@@ -12,8 +12,8 @@ distillation temperature a flat tail rebuilt from its mass at 1 holds more mass 
 real one (the power-mean inequality); `tempered` stores it at the distillation temperature.
 Either way the ranking inside the tail is lost.
 
-Sampled tail: beside the top-k, S classes drawn with replacement from the tail's own
-distribution at T (sorted; `sample_tail`). The rebuilt distribution at T keeps the top-k
+Sampled tail: beside the top-k, S classes drawn from the tail's own distribution at T by
+systematic sampling (sorted; `sample_tail`). The rebuilt distribution at T keeps the top-k
 and the tail's mass exactly and gives each drawn class the tail's mass times the share of
 the draws it got, every other class none (a logit far below the rest, `FLOOR`): its
 expectation over the draws is the teacher's distribution, so the KL loss against it is an
@@ -60,24 +60,29 @@ def topk_encode(logits: np.ndarray, k: int, temperature: float = 1.0
             tail.numpy().astype(np.float16))
 
 
-def sample_tail(logits: np.ndarray, kept: np.ndarray, temperature: float, uniforms: np.ndarray) -> np.ndarray:
-    """Classes drawn with replacement from the tail of float32 logits (..., C), the classes
-    outside `kept` (..., k), at `temperature`: one per uniform number in [0, 1) of
-    `uniforms` (..., S), sorted, in the index type of C classes."""
+def sample_tail(logits: np.ndarray, kept: np.ndarray, temperature: float, uniforms: np.ndarray,
+                samples: int) -> np.ndarray:
+    """`samples` classes drawn from the tail of float32 logits (..., C), the classes outside
+    `kept` (..., k), at `temperature`, by systematic sampling: the tail's classes laid end to
+    end, most probable first, over [0, 1) by their probabilities, and one draw at each of
+    (u + i) / samples for i < samples, with one uniform number u in [0, 1) of `uniforms`
+    (...) a view. Each class is drawn samples * p times in expectation, as with independent
+    draws, but never more than one off it. Sorted, in the index type of C classes."""
     t = torch.tensor(np.asarray(logits, dtype=np.float64)) / temperature
     t = t.scatter(-1, torch.tensor(np.asarray(kept, dtype=np.int64)), float("-inf"))
-    probs = torch.softmax(t, dim=-1)
+    probs, order = torch.softmax(t, dim=-1).sort(-1, descending=True)
     cdf = probs.cumsum(-1)
-    drawn = torch.searchsorted(cdf, torch.as_tensor(uniforms, dtype=torch.float64) * cdf[..., -1:], right=True)
-    # A uniform at the very top of the rounded cdf: the last class with any mass.
-    last = (probs > 0).cumsum(-1).argmax(-1, keepdim=True)
-    drawn = torch.minimum(drawn, last).sort(-1).values
+    steps = (torch.tensor(np.asarray(uniforms, dtype=np.float64))[..., None] + torch.arange(samples)) / samples
+    at = torch.searchsorted(cdf, steps * cdf[..., -1:], right=True)
+    # A draw at the very top of the rounded cdf: the last class with any mass.
+    at = torch.minimum(at, (probs > 0).sum(-1, keepdim=True) - 1)
+    drawn = order.gather(-1, at).sort(-1).values
     return drawn.numpy().astype(index_dtype(logits.shape[-1]))
 
 
 def tail_uniforms(seed: int, split: str, rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """The uniform numbers that draw the sampled tails of store `rows` of `split` (eval or
-    aug): `shape` (views and samples, or samples) a row, from a generator of the row's own,
+    aug): `shape` (one per view: (views,) or ()) a row, from a generator of the row's own,
     so that any block of rows, in any run of the pass, draws the same classes."""
     stream = ("eval", "aug").index(split)
     return np.stack([np.random.default_rng([seed, 3, stream, int(r)]).random(shape) for r in rows]) \

@@ -112,7 +112,7 @@ def encode_outputs(logits: np.ndarray, features: np.ndarray, maps: dict[int, np.
                    feature_dtype: str, uniforms: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The arrays one split (eval/ or aug/) stores, by name, for float32 teacher outputs with
     any leading dimensions: logits (..., C), features (..., D), stage maps (..., Ck, Hk, Wk);
-    `uniforms` (..., S) in [0, 1) draw a sampled tail's classes."""
+    `uniforms` (...) in [0, 1), one a view, draw a sampled tail's classes."""
     out = _logit_arrays(logits, coding, uniforms)
     out.update(_vectors("features", features, 1, feature_dtype))
     for stage, stage_maps in maps.items():
@@ -131,8 +131,8 @@ def _logit_arrays(logits: np.ndarray, coding: LogitCoding, uniforms: np.ndarray 
     out["tail_logsumexp"] = tail
     if coding.sampled:
         if uniforms is None:
-            uniforms = np.zeros((*logits.shape[:-1], coding.samples))  # an empty split: shapes only
-        out["sample_indices"] = sample_tail(logits, indices, coding.temperature, uniforms)
+            uniforms = np.zeros(logits.shape[:-1])  # an empty split: shapes only
+        out["sample_indices"] = sample_tail(logits, indices, coding.temperature, uniforms, coding.samples)
     return out
 
 

@@ -57,8 +57,8 @@ def test_at_k_equal_c_a_top_k_coding_gives_the_full_loss(tail):
 def sampled_targets(logits: np.ndarray, k: int, samples: int, draws: int, seed: int = 0) -> np.ndarray:
     """`draws` independent sampled codings of `logits` (n, C), rebuilt: (draws, n, C)."""
     values, indices, tail = (np.broadcast_to(a, (draws, *a.shape)) for a in topk_encode(logits, k, T))
-    uniforms = np.random.default_rng(seed).random((draws, *logits.shape[:-1], samples))
-    drawn = sample_tail(np.broadcast_to(logits, (draws, *logits.shape)), indices, T, uniforms)
+    uniforms = np.random.default_rng(seed).random((draws, *logits.shape[:-1]))
+    drawn = sample_tail(np.broadcast_to(logits, (draws, *logits.shape)), indices, T, uniforms, samples)
     assert drawn.shape == (draws, len(logits), samples) and (np.diff(drawn.astype(np.int64), axis=-1) >= 0).all()
     assert not (drawn[..., :, None] == indices[..., None, :]).any()  # the tail only
     return topk_decode(values, indices, tail, logits.shape[-1], T, drawn)
@@ -92,11 +92,11 @@ def test_a_sampled_tail_is_unbiased_its_gradient_the_full_one_in_expectation(k):
 
 def test_sampled_draws_belong_to_their_row_whatever_the_block():
     rows = np.array([3, 7, 11, 20])
-    together = tail_uniforms(0, "aug", rows, (2, 8))
-    apart = np.concatenate([tail_uniforms(0, "aug", rows[i:i + 1], (2, 8)) for i in range(4)])
+    together = tail_uniforms(0, "aug", rows, (8,))
+    apart = np.concatenate([tail_uniforms(0, "aug", rows[i:i + 1], (8,)) for i in range(4)])
     np.testing.assert_array_equal(together, apart)
-    assert not np.array_equal(together, tail_uniforms(0, "eval", rows, (2, 8)))
-    assert not np.array_equal(together, tail_uniforms(1, "aug", rows, (2, 8)))
+    assert not np.array_equal(together, tail_uniforms(0, "eval", rows, (8,)))
+    assert not np.array_equal(together, tail_uniforms(1, "aug", rows, (8,)))
 
 
 @pytest.mark.parametrize("dtype, top", [("int8", 127), ("int4", 7)])
@@ -166,3 +166,15 @@ def test_the_api_names_the_temperature_a_sampled_cache_was_made_for(sampled, tin
     assert Cached(store, sampled).temperature == T
     assert Cached(store, TeacherCache(tiny_data["cache"])).temperature is None
     assert Cached(store, None).temperature is None
+
+
+def test_systematic_draws_give_each_class_its_share_within_one_draw():
+    logits = teacher_like_logits(50, 100)
+    _, kept, _ = topk_encode(logits, 5, T)
+    drawn = sample_tail(logits, kept, T, np.random.default_rng(0).random(50), 16).astype(np.int64)
+    counts = np.zeros((50, 100))
+    np.add.at(counts, (np.repeat(np.arange(50), 16), drawn.reshape(-1)), 1)
+    tail = probabilities(logits, T)
+    np.put_along_axis(tail, kept.astype(np.int64), 0, axis=-1)
+    expected = 16 * tail / tail.sum(1, keepdims=True)
+    assert (np.abs(counts - expected) < 1 + 1e-9).all() and (counts[np.arange(50)[:, None], kept] == 0).all()

@@ -85,8 +85,7 @@ class TeacherJob:
         if tag == "aug":
             group["aug/params"][start:stop] = params
             logits, features = logits.reshape(len(rows), v, -1), features.reshape(len(rows), v, -1)
-        per_row = (v, self.coding.samples) if tag == "aug" else (self.coding.samples,)
-        uniforms = tail_uniforms(self.seed, tag, rows, per_row) if self.coding.sampled else None
+        uniforms = tail_uniforms(self.seed, tag, rows, (v,) if tag == "aug" else ()) if self.coding.sampled else None
         arrays = encode_outputs(logits, features, dict(zip(stages, maps)), self.coding, self.feature_dtype, uniforms)
         for name, array in arrays.items():
             group[f"{tag}/{name}"][start:stop] = array

@@ -127,6 +127,9 @@ def cache_figure(title: str, study_rows: list[dict], names: list[str], column: s
             top1, gain = row.get(f"{name} {column}"), row.get(f"{name} {column} gain")
             if top1 is None:
                 continue
+            if i == 0:  # each cache named once, beside the first student's point
+                ax.annotate(f"{row['logits']}, V {row['views']}", (row["bytes/image"], float(top1)), fontsize=7,
+                            xytext=(4, 4), textcoords="offset points")
             if gain is None:  # the main cache: the reference of every gain
                 ax.plot(row["bytes/image"], float(top1), marker="*", ms=13, color=color, ls="none")
                 continue
@@ -137,6 +140,7 @@ def cache_figure(title: str, study_rows: list[dict], names: list[str], column: s
         ax.plot([], [], marker="o", color=color, ls="none", label=name)
     ax.plot([], [], marker="*", ms=11, color="gray", ls="none", label="main cache")
     ax.set_xscale("log")
+    ax.margins(x=0.25)  # room for the names
     ax.set_xlabel("cache bytes per image (log)")
     ax.set_ylabel("kd top-1 (%)")
     _legend_below(fig)

@@ -71,15 +71,42 @@ class QuantizedVectors:
                                 None if self.offsets is None else self.offsets.held(spans))
 
 
+class HeadLogits:
+    """Full float32 logits (..., C) of a cache that keeps none (logit_dtype = head): its
+    features, in whatever encoding, through the teacher's classifier, x @ weight.T + bias;
+    read like Rows (a RowReader, cache/storage/rows.py)."""
+
+    def __init__(self, features: Rows | QuantizedVectors, weight: np.ndarray, bias: np.ndarray):
+        self.features, self.weight, self.bias = features, weight, bias
+        self.shape = (*features.shape[:-1], len(bias))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: np.ndarray) -> np.ndarray:
+        return self.take(index)
+
+    def take(self, index: np.ndarray, column: np.ndarray | None = None) -> np.ndarray:
+        return self.features.take(index, column).astype(np.float32) @ self.weight.T + self.bias
+
+    def held(self, spans: Sequence[Span]) -> HeadLogits:
+        """As Rows.held, the features."""
+        return HeadLogits(self.features.held(spans), self.weight, self.bias)
+
+
 # Where each part of a top-k or sampled split is stored (cache/schema.py).
 _SPARSE_PARTS = {"values": "topk_values", "indices": "topk_indices", "tail": "tail_logsumexp",
                  "samples": "sample_indices"}
 
 
-def logits_of(group: zarr.Group, split: str, budget: int = DEFAULT_BUDGET) -> Rows | TopKLogits | QuantizedVectors:
+def logits_of(group: zarr.Group, split: str, budget: int = DEFAULT_BUDGET
+              ) -> Rows | TopKLogits | QuantizedVectors | HeadLogits:
     """A split's logits (eval or aug), full whatever the stored encoding."""
     if f"{split}/logits" in group:
         return vectors_of(group, f"{split}/logits", budget)
+    if "head" in group:
+        return HeadLogits(vectors_of(group, f"{split}/features", budget), read_all(group["head/weight"]),
+                          read_all(group["head/bias"]))
     parts = {part: Rows(group[f"{split}/{name}"], budget)
              for part, name in _SPARSE_PARTS.items() if f"{split}/{name}" in group}
     classes = group[f"{split}/{'topk_indices' if 'indices' in parts else 'sample_indices'}"].attrs["classes"]
@@ -106,7 +133,8 @@ class CacheMismatch(ValueError):
 class TeacherCache:
     """A finished teacher cache. `identity` says what it was made from; `check` refuses
     to serve a caller that expects something else. Logits and features read as full
-    arrays whatever their encoding (top-k, int8, int4): float16 as stored, float32 when rebuilt;
+    arrays whatever their encoding (top-k, int8, int4, from the features by the teacher's head):
+    float16 as stored, float32 when rebuilt;
     the features are None in a cache made without them (feature_dtype none)."""
 
     def __init__(self, path: str | Path, budget: int = DEFAULT_BUDGET):

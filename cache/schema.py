@@ -17,7 +17,10 @@ the tail's at the temperature in tail_logsumexp's attributes (1 unless `tail = t
 `sampled`); with `tail = sampled` also sample_indices uint8/16/32 (..., S), S classes drawn
 from the tail (with topk = 0 the tail is every class and the top-k arrays are absent).
 With [teacher] logit_dtype = int8 or int4 (topk = 0), `logits` are codes with
-`logits_scales` and `logits_offsets` float16 (...). cache/compact.py has the encodings.
+`logits_scales` and `logits_offsets` float16 (...). With logit_dtype = head no logits are
+kept: a view's logits are its features through the teacher's own classifier,
+    head/weight    float32 (C, D)   head/bias  float32 (C,)
+written once, so that the bytes a view grow with D, not with C. cache/compact.py has the encodings.
 With [teacher] feature_dtype = int8, `features` and `stages/k` are int8 codes, each with
 `<name>_scales` float16 (one per vector: (N,), (T, V), (N, Ck)); int4 the same, the codes
 packed two to a byte (uint8, last axis halved; its length in the array's attributes);
@@ -43,7 +46,7 @@ from cache.storage.integrity import CHECKSUMMED
 FORMAT_VERSION = 3  # 2: crc32c on every chunk; 3: top-k logits and int8 features as options
 CHUNK_ROWS = 64
 TAILS = ("flat", "tempered", "sampled")
-LOGIT_DTYPES = ("float16", "int8", "int4")
+LOGIT_DTYPES = ("float16", "int8", "int4", "head")  # head: from the features
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ class LogitCoding:
     topk: int = 0            # the K largest kept exactly; 0 = every logit, unless sampled
     tail: str = "flat"       # the rest as its mass at 1 spread flat, at `temperature`, or sampled
     samples: int = 0         # sampled: classes drawn from the tail per view
-    dtype: str = "float16"   # every logit (topk = 0, tail not sampled): float16, int8 or int4
+    dtype: str = "float16"   # every logit (topk = 0, tail not sampled): float16, int8, int4 or head
     temperature: float = 1.0
 
     @classmethod
@@ -75,6 +78,8 @@ class LogitCoding:
 
     def describe(self) -> str:
         """For people: 'every class, int8', 'top-10, tail at T 4', 'top-10 + 32 sampled at T 4'."""
+        if self.from_features:
+            return "every class, the teacher's head on the features"
         if self.dense:
             return f"every class, {self.dtype}"
         at = f" at T {self.temperature:g}"
@@ -89,8 +94,13 @@ class LogitCoding:
 
     @property
     def dense(self) -> bool:
-        """Every logit stored, as `dtype`."""
+        """Every logit kept, as `dtype`."""
         return not self.topk and not self.sampled
+
+    @property
+    def from_features(self) -> bool:
+        """No logits stored: the features through the teacher's classifier give every one."""
+        return self.dense and self.dtype == "head"
 
 
 def _array(group: zarr.Group, name: str, shape: tuple, dtype: str | np.dtype, shard_rows: int, views: int = 1,
@@ -121,6 +131,8 @@ def encode_outputs(logits: np.ndarray, features: np.ndarray, maps: dict[int, np.
 
 
 def _logit_arrays(logits: np.ndarray, coding: LogitCoding, uniforms: np.ndarray | None) -> dict[str, np.ndarray]:
+    if coding.from_features:
+        return {}
     if coding.dense:
         if coding.dtype == "float16":
             return {"logits": logits.astype(np.float16)}
@@ -158,10 +170,11 @@ def _vectors(name: str, x: np.ndarray, vector_dims: int, dtype: str) -> dict[str
 def create_cache(path: str | Path, n: int, train_rows: np.ndarray, views: int, classes: int,
                  dim: int, shard_rows: int, attrs: dict, stage_shapes: dict | None = None,
                  coding: LogitCoding = LogitCoding(), feature_dtype: str = "float16",
-                 record_width: int = 5) -> zarr.Group:
+                 record_width: int = 5, head: tuple[np.ndarray, np.ndarray] | None = None) -> zarr.Group:
     """Create (or reopen, to resume) the cache's arrays; attrs are set once.
     `stage_shapes` maps a stage index to the (C, H, W) of its feature maps; `record_width`
-    is the numbers of a view's record."""
+    is the numbers of a view's record; `head` the teacher's classifier (weight (C, D), bias
+    (C,)), which a coding from the features needs."""
     group = zarr.open_group(str(path), mode="a")
     t = len(train_rows)
     maps = {stage: np.zeros((0, *shape), np.float32) for stage, shape in (stage_shapes or {}).items()}
@@ -181,6 +194,11 @@ def create_cache(path: str | Path, n: int, train_rows: np.ndarray, views: int, c
                                           np.zeros((0, views, dim), np.float32), {}, coding, feature_dtype).items():
             _array(group, f"aug/{name}", (t, *empty.shape[1:]), empty.dtype, shard_rows, views,
                    _attributes(name, classes, coding, packed))
+    if coding.from_features:
+        if head is None:
+            raise ValueError("logit_dtype = head keeps no logits: the cache needs the teacher's classifier")
+        for name, value in zip(("weight", "bias"), head):
+            group.create_array(f"head/{name}", data=np.asarray(value, dtype="float32"), overwrite=True, **CHECKSUMMED)
     if "identity" not in group.attrs:
         group.attrs.update({**attrs, "format_version": FORMAT_VERSION})
     return group

@@ -36,6 +36,17 @@ class Net(nn.Module):
         features = self.backbone.forward_head(maps, pre_logits=True)
         return self.backbone.forward_head(maps), features, inner
 
+    def classifier(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight (C, D), bias (C,)) of the linear layer that maps the pooled pre-logit
+        features to the logits, for a cache that keeps the features alone."""
+        fc = self.backbone.get_classifier()
+        if not isinstance(fc, nn.Linear) or fc.in_features != self.num_features:
+            raise ValueError(f"{type(self.backbone).__name__}'s classifier is {type(fc).__name__}, not one linear "
+                             "layer on its pooled features: logits cannot be rebuilt from the features "
+                             "(logit_dtype = head); keep the logits (float16, int8 or int4)")
+        bias = fc.bias if fc.bias is not None else torch.zeros(fc.out_features)
+        return fc.weight.detach(), bias.detach()
+
     def stage_shapes(self, stages: tuple[int, ...], image_size: int) -> dict[int, tuple]:
         """The (C, H, W) of each stage's feature maps at this input size."""
         count = len(self.backbone.feature_info)

@@ -211,12 +211,14 @@ class teacher(RecipeKeys, luigi.Config):  # noqa: N801
         description="with tail = sampled, classes drawn from each view's tail"))
     logit_dtype = luigi.ChoiceParameter(
         choices=LOGIT_DTYPES,
-        description="every logit (topk = 0) as float16, or int8 or int4 with a float16 scale and offset per view")
+        description="every logit (topk = 0) as float16, or int8 or int4 with a float16 scale and offset per view, "
+                    "or head: none stored, each view's features through the teacher's classifier (bytes grow "
+                    "with the feature width, not the classes)")
     feature_dtype = luigi.ChoiceParameter(
         choices=("auto", *FEATURE_DTYPES),
         description="cached features and stage maps as float16, int8 or int4 (with one float16 scale per "
-                    "vector), or none (no features: for [kd] beta = 0); auto = float16 where [kd] beta > 0 "
-                    "or stages are asked for, else none")
+                    "vector), or none (no features: for [kd] beta = 0); auto = float16 where [kd] beta > 0, "
+                    "stages are asked for or logit_dtype = head, else none")
     stages = luigi.Parameter(
         description="also cache the eval view's feature maps of these stages, e.g. 1,2 (timm feature "
                     "indices); empty = none")

@@ -19,7 +19,7 @@ from pipeline.training.settings import TrainSettings, fingerprint_fields
 from tasks.base import Evaluation, FingerprintedTask, Training, memory_budget
 from tasks.config import kd, students, teacher, train, train_settings
 from tasks.data import PrepareDataset, train_order
-from tasks.teacher import FEATURE_SETTINGS, CacheTeacher, teacher_weights
+from tasks.teacher import CacheTeacher, teacher_weights
 
 
 def student_spec(student: str) -> str:
@@ -70,7 +70,8 @@ class TrainStudent(Training, StudentStep):
 
     def unread(self, requirement: FingerprintedTask) -> tuple[str, ...]:
         """Without a feature term, the cache's features and stage maps are never read."""
-        return FEATURE_SETTINGS if isinstance(requirement, CacheTeacher) and not self.reads_features() else ()
+        return requirement.feature_settings() if isinstance(requirement, CacheTeacher) and not self.reads_features() \
+            else ()
 
     def settings(self) -> dict:
         distill = self.distill()
@@ -117,7 +118,7 @@ class EvaluateStudent(Evaluation, StudentStep):
 
     def unread(self, requirement: FingerprintedTask) -> tuple[str, ...]:
         """It compares with the cache's logits only."""
-        return FEATURE_SETTINGS if isinstance(requirement, CacheTeacher) else ()
+        return requirement.feature_settings() if isinstance(requirement, CacheTeacher) else ()
 
     def requires(self):
         return {"store": PrepareDataset(self.dataset), "cache": CacheTeacher(self.dataset),

@@ -176,24 +176,28 @@ class CacheTeacher(FingerprintedTask):
     def cache_path(self) -> Path:
         return self.folder() / "cache.zarr"
 
+    def feature_settings(self) -> tuple[str, ...]:
+        """The settings only its features and stage maps depend on, not its logits: a reader
+        of the logits alone leaves them out of its fingerprint (FingerprintedTask.unread).
+        Logits from the features depend on how the features are kept."""
+        return ("stages",) if self.coding().from_features else ("feature_dtype", "stages")
+
     def cost(self) -> dict:
         """The pass's one-off cost, {"seconds", "forwards"}, or {} for a cache without it."""
         return read_json(self.folder() / "pass.json", {})
 
 
-# The settings of a cache that only its features and stage maps depend on: a reader of its
-# logits alone leaves them out of its fingerprint (FingerprintedTask.unread).
-FEATURE_SETTINGS = ("feature_dtype", "stages")
 
 
 def cache_settings(variant: str = "") -> dict:
     """The cache keys of [teacher] (spec.CACHE_KEYS), with those `variant` gives in their
-    place; feature_dtype auto resolved: float16 where [kd] beta > 0 or stage maps are
-    cached, else none (no loss would read them)."""
+    place; feature_dtype auto resolved: float16 where [kd] beta > 0, stage maps are cached
+    or the logits come from the features (logit_dtype = head), else none (nothing would read them)."""
     teacher_cfg = teacher()
     settings = {key: getattr(teacher_cfg, key) for key in CACHE_KEYS} | parse_cache(variant)
     if settings["feature_dtype"] == "auto":
-        settings["feature_dtype"] = "float16" if kd().beta > 0 or teacher_cfg.stages.strip() else "none"
+        read = kd().beta > 0 or teacher_cfg.stages.strip() or logit_coding(settings).from_features
+        settings["feature_dtype"] = "float16" if read else "none"
     return settings
 
 

@@ -31,3 +31,12 @@ def test_a_feature_term_reads_the_features(luigi_config):
     before = fingerprints()[1]
     luigi_config("kd", "feature_loss", "cosine")
     assert fingerprints()[1] != before
+
+
+def test_logits_from_the_features_read_how_the_features_are_kept(luigi_config):
+    luigi_config("teacher", "logit_dtype", "head")
+    _, student, evaluation = fingerprints()
+    luigi_config("teacher", "stages", "1")  # maps still unread
+    assert fingerprints()[1:] == (student, evaluation)
+    luigi_config("teacher", "feature_dtype", "int4")  # its logits change: retrained
+    assert fingerprints()[1] != student and fingerprints()[2] != evaluation

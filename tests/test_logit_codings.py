@@ -178,3 +178,43 @@ def test_systematic_draws_give_each_class_its_share_within_one_draw():
     np.put_along_axis(tail, kept.astype(np.int64), 0, axis=-1)
     expected = 16 * tail / tail.sum(1, keepdims=True)
     assert (np.abs(counts - expected) < 1 + 1e-9).all() and (counts[np.arange(50)[:, None], kept] == 0).all()
+
+
+def head_cache(tiny_data, out, feature_dtype: str) -> TeacherCache:
+    job = dataclasses.replace(tiny_data["job"], out=str(out),
+                              **encoding(f"logit_dtype=head feature_dtype={feature_dtype}"))
+    store = ImageStore(tiny_data["store"])
+    cache_teacher(job, store.rows("train"), len(store.labels), 320, {"identity": tiny_data["identity"]},
+                  "synchronous", 1, 16)
+    return TeacherCache(job.out)
+
+
+def test_logits_from_float16_features_by_the_teacher_s_head_give_the_full_loss(tiny_data, tmp_path):
+    cache, full = head_cache(tiny_data, tmp_path / "cache.zarr", "float16"), TeacherCache(tiny_data["cache"])
+    assert "aug/logits" not in cache.group and cache.group["head/weight"].shape == (full.aug_logits.shape[-1], 320)
+    index = np.arange(len(cache.aug_rows))
+    reference = full.aug_logits.take(index).astype(np.float32).reshape(-1, full.aug_logits.shape[-1])
+    rebuilt = cache.aug_logits.take(index).reshape(reference.shape)
+    # float16 features moved each logit by at most |weight| . |features| 2^-11; the full cache's own rounding beside it.
+    reach = np.abs(cache.group["head/weight"][:]).sum(1).max() * np.abs(full.aug_features.take(index)).max(-1).ravel()
+    assert (np.abs(rebuilt - reference).max(-1) <= reach * 2 ** -10 + np.abs(reference).max(-1) * 2 ** -10).all()
+    student = torch.randn(*reference.shape, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(kd_term(student, rebuilt), kd_term(student, reference), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(cache.eval_logits.take(np.arange(4)),
+                               full.eval_logits.take(np.arange(4)).astype(np.float32), rtol=1e-2, atol=1e-3)
+
+
+def test_export_carries_the_teacher_s_head(tiny_data, tmp_path):
+    cache = head_cache(tiny_data, tmp_path / "cache.zarr", "int8")
+    with h5py.File(export_hdf5(cache.path, tmp_path / "cache.h5"), "r") as f:
+        logits = f["aug/features"][:3].astype(np.float32) * f["aug/features_scales"][:3][..., None]
+        rebuilt = logits @ f["head/weight"][:].T + f["head/bias"][:]
+    np.testing.assert_allclose(rebuilt, cache.aug_logits.take(np.arange(3)), rtol=1e-5, atol=1e-5)
+
+
+def test_a_teacher_whose_classifier_is_no_linear_layer_is_refused(monkeypatch):
+    import models
+    net = models.create("convnext_atto", 4)
+    monkeypatch.setattr(net.backbone, "get_classifier", lambda: torch.nn.Identity())
+    with pytest.raises(ValueError, match="keep the logits"):
+        net.classifier()

@@ -34,9 +34,11 @@ from pipeline.data.synthetic import CLASSES, SyntheticSource
 from tasks.data import PrepareDataset
 
 # The cache's encodings: every logit in float16 (the default), top-3 logits with int8 features,
-# and top-2 with a sampled tail (its draws must come back the same too).
+# top-2 with a sampled tail (its draws must come back the same too), and no logits but the
+# teacher's head and int4 features.
 ENCODINGS = {"cache.zarr": "", "compact.zarr": "topk=3 feature_dtype=int8",
-             "sampled.zarr": "topk=2 tail=sampled samples=8 feature_dtype=none"}
+             "sampled.zarr": "topk=2 tail=sampled samples=8 feature_dtype=none",
+             "head.zarr": "logit_dtype=head feature_dtype=int4"}
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,7 @@ from pipeline.training.loader import TrainLoader
 FULL = "feature_dtype=float16 topk=0"  # today's format: every logit, float16 features
 GOALS = {"bytes_over_full": ("<=", 0.10), "loader_over_full": (">=", 1.0)}
 DEFAULT_CACHES = (FULL, "feature_dtype=none topk=10", "feature_dtype=none logit_dtype=int8",
-                  "feature_dtype=none samples=32 tail=sampled topk=10")
+                  "feature_dtype=none samples=32 tail=sampled topk=10", "feature_dtype=int4 logit_dtype=head")
 
 
 def coding(spec: dict, temperature: float) -> LogitCoding:
@@ -54,12 +54,15 @@ def coding_gap(cache: TeacherCache, specs: list[str], temperature: float, seed: 
     `temperature`, over the cached training views of a full cache: median and 95th
     percentile of their total variation and of KL(full || rebuilt). A sampled tail is drawn
     once (its distribution is the teacher's only in expectation over draws; its KL is
-    unbounded, the undrawn classes at the floor)."""
+    unbounded, the undrawn classes at the floor). Logits from the features are left out:
+    logits alone cannot rebuild them."""
     logits = cache.aug_logits.take(np.arange(len(cache.aug_rows))).astype(np.float32)
     logits = logits.reshape(-1, logits.shape[-1])
     out = {}
     for text in specs:
         c = coding(parse_cache(text), temperature)
+        if c.from_features:
+            continue
         uniforms = tail_uniforms(seed, "aug", np.arange(len(logits)), ()) if c.sampled else None
         arrays = encode_outputs(logits, logits[:, :0], {}, c, "none", uniforms)
         rebuilt = torch.as_tensor(_rebuilt(arrays, c, logits.shape[-1]))

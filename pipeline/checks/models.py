@@ -25,8 +25,9 @@ def teacher_problems(teacher: dict[str, Any], image_size: int | None, classes: d
     topk = teacher.get("topk")
     if isinstance(topk, int) and topk >= 0 and (why := cache_key_problem("topk", topk, classes)):
         problems.append(Problem("teacher", "topk", topk, why))
-    if why := coding_problem(teacher, classes):
-        problems.append(Problem("teacher", "tail", teacher.get("tail"), why))
+    if found := coding_problem(teacher, classes):
+        key, why = found
+        problems.append(Problem("teacher", key, teacher.get(key), why))
     if teacher["init"] not in INITS and not Path(teacher["init"]).is_file():
         problems.append(Problem("teacher", "init", teacher["init"],
                                 "use scratch, pretrained or the path of an existing weights file"))

@@ -100,15 +100,20 @@ def cache_key_problem(key: str, value: Any, classes: dict[str, int]) -> str | No
     return None
 
 
-def coding_problem(cache: dict[str, Any], classes: dict[str, int]) -> str | None:
-    """Why a sampled tail of these cache settings cannot be drawn, or None."""
+def coding_problem(cache: dict[str, Any], classes: dict[str, int]) -> tuple[str, str] | None:
+    """(the key at fault, why) where a sampled tail of these cache settings cannot be drawn
+    or logits cannot be rebuilt from the features; None where they can."""
+    dense = not cache.get("topk") and cache.get("tail") != "sampled"
+    if dense and cache.get("logit_dtype") == "head" and cache.get("feature_dtype") == "none":
+        return "feature_dtype", ("logit_dtype = head rebuilds the logits from the features: keep them "
+                                 "(feature_dtype = auto, float16, int8 or int4)")
     if cache.get("tail") != "sampled":
         return None
     if cache.get("samples", 0) < 1:
-        return "tail = sampled draws `samples` classes a view: set samples to 1 or more (e.g. 32)"
+        return "samples", "tail = sampled draws `samples` classes a view: set samples to 1 or more (e.g. 32)"
     fewest = min(classes.items(), key=lambda item: item[1], default=None)
     if fewest and cache.get("topk", 0) >= fewest[1]:
-        return f"data set {fewest[0]} has {fewest[1]} classes: topk = {cache['topk']} leaves no tail to sample"
+        return "topk", f"data set {fewest[0]} has {fewest[1]} classes: topk = {cache['topk']} leaves no tail to sample"
     return None
 
 
@@ -125,8 +130,8 @@ def cache_study_problems(study: dict[str, Any], students: dict[str, str], classe
     for cache in caches:
         problems += [Problem("cache_study", "caches", f"{key}={value}", why)
                      for key, value in cache.items() if (why := cache_key_problem(key, value, classes))]
-        if why := coding_problem({**(teacher or {}), **cache}, classes):
-            problems.append(Problem("cache_study", "caches", cache_text(cache), why))
+        if found := coding_problem({**(teacher or {}), **cache}, classes):
+            problems.append(Problem("cache_study", "caches", cache_text(cache), found[1]))
     if caches and not names:
         problems.append(Problem("cache_study", "students", "", "name the students of the study, e.g. vit,swin"))
     problems += [Problem("cache_study", "students", name, f"not in [students] (it has: {', '.join(students)})")

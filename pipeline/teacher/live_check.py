@@ -5,7 +5,8 @@ log-probabilities and of features against what the cache holds, each judged by t
 its encoding and the pass's precision keep: float16 rounds a value by at most 2^-11 of it,
 top-k keeps exact only its k classes and the tail's mass (at the tail's temperature; a
 sampled tail's draws are not checked), int8 and int4 keep each logit or feature within
-half a step (max|x| / 127 or / 7, halved)."""
+half a step (max|x| / 127 or / 7, halved). Logits rebuilt from the features by the
+teacher's head: the features are checked as features, the stored head on the live features."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 
 from cache.compact import TOP_CODE
-from cache.reader import QuantizedVectors, TeacherCache, TopKLogits
+from cache.reader import HeadLogits, QuantizedVectors, TeacherCache, TopKLogits
 from pipeline.data.imagestore import ImageStore
 from pipeline.inference import predict
 from pipeline.views.records import CROP_AND_FLIP, Recipe, whole_views
@@ -114,8 +115,10 @@ def _logprob_gaps(part: Sampled, rounding: float, logits) -> tuple[np.ndarray, n
     int8 or int4 logit by half a step, at most max|x| / 127 or / 7 halved), so a
     log-probability (a logit less the logsumexp of all) moves by at most twice that, over T."""
     t = logits.temperature if isinstance(logits, TopKLogits) else 1.0
+    # The stored head on the live features: the stored features have a check of their own.
+    rebuilt = part.live[1] @ logits.weight.T + logits.bias if isinstance(logits, HeadLogits) else part.cached[0]
     live, cached = (torch.log_softmax(torch.as_tensor(x, dtype=torch.float32) / t, 1)
-                    for x in (part.live[0], part.cached[0]))
+                    for x in (part.live[0], rebuilt))
     gap = (live - cached).abs().numpy()
     if part.kept is not None:
         kept = torch.as_tensor(part.kept.astype(np.int64))

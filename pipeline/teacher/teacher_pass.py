@@ -92,6 +92,14 @@ class TeacherJob:
         blocks.mark_done(self.out, block)
 
 
+def _head(job: TeacherJob) -> tuple[np.ndarray, np.ndarray] | None:
+    """The teacher's classifier, where the cache rebuilds the logits from the features."""
+    if not job.coding.from_features:
+        return None
+    net = models.load_weights(models.create(job.model, job.classes, **json.loads(job.kwargs_json)), job.weights)
+    return tuple(t.numpy() for t in net.classifier())
+
+
 def cache_teacher(job: TeacherJob, train_rows: np.ndarray, count: int, feature_dim: int,
                   attrs: dict, scheduler: str = "threads", workers: int = 1,
                   shard_rows: int = 512, progress=None, stage_shapes: dict | None = None,
@@ -104,7 +112,7 @@ def cache_teacher(job: TeacherJob, train_rows: np.ndarray, count: int, feature_d
     attrs = {**attrs, "recipe": asdict(job.recipe)}
     shard_rows = blocks.resumed_shard_rows(job.out, shard_rows)
     create_cache(job.out, count, train_rows, job.views, job.classes, feature_dim, shard_rows, attrs,
-                 stage_shapes, job.coding, job.feature_dtype, job.recipe.width)
+                 stage_shapes, job.coding, job.feature_dtype, job.recipe.width, _head(job))
     work = blocks.shard_blocks(count, shard_rows, "eval")
     if job.views:
         work += blocks.shard_blocks(len(train_rows), shard_rows, "aug")

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 import zarr
 
 from cache.compact import dequantize, topk_decode
@@ -87,7 +88,11 @@ class HeadLogits:
         return self.take(index)
 
     def take(self, index: np.ndarray, column: np.ndarray | None = None) -> np.ndarray:
-        return self.features.take(index, column).astype(np.float32) @ self.weight.T + self.bias
+        # On torch's threads, which training sets, not a second pool of numpy's BLAS beside them.
+        x = torch.from_numpy(np.ascontiguousarray(self.features.take(index, column), dtype=np.float32))
+        flat = x.reshape(-1, x.shape[-1])
+        return torch.addmm(torch.from_numpy(self.bias), flat, torch.from_numpy(self.weight).T).reshape(
+            *x.shape[:-1], -1).numpy()
 
     def held(self, spans: Sequence[Span]) -> HeadLogits:
         """As Rows.held, the features."""

@@ -1,12 +1,14 @@
 """The benchmark's plumbing on a tiny size: every metric present, positive and finite, and
 the JSON written. Speeds are measured by running the benchmark, never asserted here."""
 import ast
+import dataclasses
 import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
+from support.slow_runs import encoding
 
 from cache.reader import TeacherCache
 from pipeline.bench import cache_vs_online as bench
@@ -14,6 +16,8 @@ from pipeline.bench import encodings as bench_cache
 from pipeline.bench import loader as bench_loader
 from pipeline.bench import store as bench_store
 from pipeline.bench.costs import cost_table
+from pipeline.data.imagestore import ImageStore
+from pipeline.teacher.teacher_pass import cache_teacher
 
 BENCHMARKS = ("cache_vs_online", "loader", "store", "encodings", "scale", "report")
 KEYS = {"teacher_pass_ratio", "cached_kd_overhead", "online_over_cached", "online_over_cached_theory",
@@ -103,6 +107,22 @@ def test_coding_gap_is_zero_at_every_class_and_grows_as_k_falls(tiny_data):
     # At T the tempered tail holds its true mass: nearer than the flat one rebuilt from its mass at 1.
     assert gaps["top-1, tail at T 4 T4"]["kl median"] < gaps["top-1, flat tail T4"]["kl median"]
     assert 0 < gaps["every class, int8 T4"]["kl p95"] < 1e-3
+
+
+def test_coding_gap_of_logits_from_the_features_is_measured_from_a_cache_of_them(tiny_data, tmp_path):
+    job = dataclasses.replace(tiny_data["job"], out=str(tmp_path / "head.zarr"),
+                              **encoding("logit_dtype=head feature_dtype=float16"))
+    store = ImageStore(tiny_data["store"])
+    cache_teacher(job, store.rows("train"), len(store.labels), 320, {"identity": tiny_data["identity"]},
+                  "synchronous", 1, 16)
+    specs = ["logit_dtype=head feature_dtype=float16", "logit_dtype=head feature_dtype=int8",
+             "logit_dtype=head feature_dtype=int4", "logit_dtype=int4"]
+    gaps = bench_cache.coding_gap(TeacherCache(job.out), specs, 4.0)
+    head = "every class, the teacher's head on the features"
+    assert gaps[f"{head}, float16 T4"]["kl p95"] < 1e-9  # the reference itself, up to float sums
+    assert 0 < gaps[f"{head}, int8 T4"]["kl p95"] < gaps[f"{head}, int4 T4"]["kl p95"] < 1e-2
+    assert gaps["every class, int4 T4"]["kl p95"] > 0
+    assert bench_cache.coding_gap(TeacherCache(tiny_data["cache"]), specs[1:], 4.0).keys() == {"every class, int4 T4"}
 
 
 def test_store_bench_sizes_raw_and_jpeg(tmp_path):

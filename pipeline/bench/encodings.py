@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cache.compact import dequantize_logits, tail_uniforms, topk_decode
-from cache.reader import TeacherCache
+from cache.compact import dequantize, dequantize_logits, tail_uniforms, topk_decode
+from cache.reader import HeadLogits, TeacherCache
 from cache.schema import LogitCoding, encode_outputs
 from cache.storage.files import atomic_write_json
 from pipeline.bench.fixtures import noise_store, random_teacher
@@ -54,30 +54,45 @@ def coding_gap(cache: TeacherCache, specs: list[str], temperature: float, seed: 
     `temperature`, over the cached training views of a full cache: median and 95th
     percentile of their total variation and of KL(full || rebuilt). A sampled tail is drawn
     once (its distribution is the teacher's only in expectation over draws; its KL is
-    unbounded, the undrawn classes at the floor). Logits from the features are left out:
-    logits alone cannot rebuild them."""
-    logits = cache.aug_logits.take(np.arange(len(cache.aug_rows))).astype(np.float32)
+    unbounded, the undrawn classes at the floor). Logits from the features are measured
+    where the cache is one itself (its features and head; float16 features are the
+    reference then), else left out: logits alone cannot rebuild them."""
+    every = np.arange(len(cache.aug_rows))
+    logits = cache.aug_logits.take(every).astype(np.float32)
     logits = logits.reshape(-1, logits.shape[-1])
+    head = cache.aug_logits if isinstance(cache.aug_logits, HeadLogits) else None
+    features = None if head is None else head.features.take(every).astype(np.float32).reshape(len(logits), -1)
     out = {}
     for text in specs:
-        c = coding(parse_cache(text), temperature)
-        if c.from_features:
+        spec = parse_cache(text)
+        c = coding(spec, temperature)
+        if c.from_features and head is None:
             continue
         uniforms = tail_uniforms(seed, "aug", np.arange(len(logits)), ()) if c.sampled else None
-        arrays = encode_outputs(logits, logits[:, :0], {}, c, "none", uniforms)
-        rebuilt = torch.as_tensor(_rebuilt(arrays, c, logits.shape[-1]))
+        arrays = encode_outputs(logits, logits[:, :0] if features is None else features, {}, c,
+                                spec.get("feature_dtype", "float16") if c.from_features else "none", uniforms)
+        packed = features.shape[-1] if c.from_features and spec.get("feature_dtype") == "int4" else None
+        rebuilt = torch.as_tensor(_rebuilt(arrays, c, logits.shape[-1], head, packed))
         full, approx = (torch.log_softmax(torch.as_tensor(x, dtype=torch.float64) / temperature, -1)
                         for x in (logits, rebuilt))
         tv = 0.5 * (full.exp() - approx.exp()).abs().sum(-1)
         kl = (full.exp() * (full - approx)).sum(-1)
-        out[f"{c.describe()} T{temperature:g}"] = {
+        label = f"{c.describe()}{', ' + spec.get('feature_dtype', 'float16') if c.from_features else ''}"
+        out[f"{label} T{temperature:g}"] = {
             f"{name} {q}": float(np.percentile(v.numpy(), p))
             for name, v in (("tv", tv), ("kl", kl)) for q, p in (("median", 50), ("p95", 95))}
     return out
 
 
-def _rebuilt(arrays: dict[str, np.ndarray], c: LogitCoding, classes: int) -> np.ndarray:
-    """Full logits from one split's encoded arrays, as the reader rebuilds them."""
+def _rebuilt(arrays: dict[str, np.ndarray], c: LogitCoding, classes: int, head: HeadLogits | None = None,
+             packed: int | None = None) -> np.ndarray:
+    """Full logits from one split's encoded arrays, as the reader rebuilds them (`head`: the
+    classifier of logits from the features; `packed`: their length, for int4 codes)."""
+    if c.from_features:
+        features = arrays["features"]
+        if "features_scales" in arrays:
+            features = dequantize(features, arrays["features_scales"], packed)
+        return features.astype(np.float32) @ head.weight.T + head.bias
     if c.dense:
         return arrays["logits"].astype(np.float32) if c.dtype == "float16" else dequantize_logits(
             arrays["logits"], arrays["logits_scales"], arrays["logits_offsets"], classes if c.dtype == "int4" else None)

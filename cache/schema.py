@@ -76,10 +76,11 @@ class LogitCoding:
                "tail_temperature": self.temperature}
         return changed_settings(now, {"tail": "flat", "samples": 0, "logit_dtype": "float16", "tail_temperature": 1.0})
 
-    def describe(self) -> str:
-        """For people: 'every class, int8', 'top-10, tail at T 4', 'top-10 + 32 sampled at T 4'."""
+    def describe(self, features: str = "float16") -> str:
+        """For people: 'every class, int8', 'top-10, tail at T 4', 'top-10 + 32 sampled at T 4',
+        'every class, head on int8 features' (`features`: their dtype, which only that one names)."""
         if self.from_features:
-            return "every class, the teacher's head on the features"
+            return f"every class, head on {features} features"
         if self.dense:
             return f"every class, {self.dtype}"
         at = f" at T {self.temperature:g}"

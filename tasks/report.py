@@ -132,17 +132,18 @@ def cache_results(study: dict, images: int) -> dict:
     pass's cost and the study's students' kd metrics and test logits."""
     cache = study["cache"]
     size = sum(f.stat().st_size for f in cache.cache_path().rglob("*") if f.is_file())
-    cost = cache.cost()
-    return {"cache": cache.cache_settings(), "logits": cache.coding().describe(), "main": cache.variant == "",
-            "bytes_per_image": size / images,
+    cost, settings = cache.cost(), cache.cache_settings()
+    return {"cache": settings, "logits": cache.coding().describe(settings["feature_dtype"]),
+            "main": cache.variant == "", "bytes_per_image": size / images,
             "pass_seconds": cost.get("seconds"), "forwards": cost.get("forwards"),
             "students": {name: evaluation(task.output()) for name, task in study["students"].items()}}
 
 
 def cache_description(settings: dict) -> str:
     """'8 views per training image, logits: top-5, flat tail; int8 features'."""
-    return (f"{settings['views']} views per training image, logits: {logit_coding(settings).describe()}; "
-            f"{settings['feature_dtype']} features")
+    features = settings["feature_dtype"]
+    return f"{settings['views']} views per training image, logits: {logit_coding(settings).describe(features)}; " \
+           f"{features} features"
 
 
 def training_seconds(history: list[dict]) -> float | None:

@@ -118,9 +118,9 @@ def test_coding_gap_of_logits_from_the_features_is_measured_from_a_cache_of_them
     specs = ["logit_dtype=head feature_dtype=float16", "logit_dtype=head feature_dtype=int8",
              "logit_dtype=head feature_dtype=int4", "logit_dtype=int4"]
     gaps = bench_cache.coding_gap(TeacherCache(job.out), specs, 4.0)
-    head = "every class, the teacher's head on the features"
-    assert gaps[f"{head}, float16 T4"]["kl p95"] < 1e-9  # the reference itself, up to float sums
-    assert 0 < gaps[f"{head}, int8 T4"]["kl p95"] < gaps[f"{head}, int4 T4"]["kl p95"] < 1e-2
+    head = "every class, head on {} features T4"
+    assert gaps[head.format("float16")]["kl p95"] < 1e-9  # the reference itself, up to float sums
+    assert 0 < gaps[head.format("int8")]["kl p95"] < gaps[head.format("int4")]["kl p95"] < 1e-2
     assert gaps["every class, int4 T4"]["kl p95"] > 0
     assert bench_cache.coding_gap(TeacherCache(tiny_data["cache"]), specs[1:], 4.0).keys() == {"every class, int4 T4"}
 

@@ -77,8 +77,7 @@ def coding_gap(cache: TeacherCache, specs: list[str], temperature: float, seed: 
                         for x in (logits, rebuilt))
         tv = 0.5 * (full.exp() - approx.exp()).abs().sum(-1)
         kl = (full.exp() * (full - approx)).sum(-1)
-        label = f"{c.describe()}{', ' + spec.get('feature_dtype', 'float16') if c.from_features else ''}"
-        out[f"{label} T{temperature:g}"] = {
+        out[f"{c.describe(spec.get('feature_dtype', 'float16'))} T{temperature:g}"] = {
             f"{name} {q}": float(np.percentile(v.numpy(), p))
             for name, v in (("tv", tv), ("kl", kl)) for q, p in (("median", 50), ("p95", 95))}
     return out
@@ -171,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.gap:
         gaps = coding_gap(TeacherCache(args.gap), [c for c in args.caches if c != FULL], args.temperature, args.seed)
-        print("\n".join(f"{name}: " + ", ".join(f"{q} {v:.4f}" for q, v in g.items()) for name, g in gaps.items()))
+        print("\n".join(f"{name}: " + ", ".join(f"{q} {v:.3g}" for q, v in g.items()) for name, g in gaps.items()))
         return gaps
     workdir = Path(tempfile.mkdtemp(prefix="kd-cache-bench-"))
     try:

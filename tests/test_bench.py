@@ -102,7 +102,8 @@ def test_coding_gap_is_zero_at_every_class_and_grows_as_k_falls(tiny_data):
     gaps = bench_cache.coding_gap(cache, specs, 4.0)
     assert sorted(gaps) == sorted(["top-1, flat tail T4", "top-3, flat tail T4", f"top-{classes}, flat tail T4",
                                    "top-1, tail at T 4 T4", "every class, int8 T4"])
-    assert gaps[f"top-{classes}, flat tail T4"] == {"tv median": 0, "tv p95": 0, "kl median": 0, "kl p95": 0}
+    assert set(gaps[f"top-{classes}, flat tail T4"].values()) == {0}
+    assert all(0 <= g["error top10"] <= g["error"] * (1 + 1e-9) for g in gaps.values())
     assert gaps["top-1, flat tail T4"]["tv median"] > gaps["top-3, flat tail T4"]["tv median"] > 0
     # At T the tempered tail holds its true mass: nearer than the flat one rebuilt from its mass at 1.
     assert gaps["top-1, tail at T 4 T4"]["kl median"] < gaps["top-1, flat tail T4"]["kl median"]

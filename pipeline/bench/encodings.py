@@ -52,7 +52,10 @@ def coding(spec: dict, temperature: float) -> LogitCoding:
 def coding_gap(cache: TeacherCache, specs: list[str], temperature: float, seed: int = 0) -> dict:
     """How far the distribution each coding rebuilds is from the teacher's own at
     `temperature`, over the cached training views of a full cache: median and 95th
-    percentile of their total variation and of KL(full || rebuilt). A sampled tail is drawn
+    percentile of their total variation and of KL(full || rebuilt), and the mean squared
+    error of the log-probabilities at `temperature`, all of it and its part in the PRINCIPAL
+    directions of the teacher's (those of most variance over the views, where its signal
+    lies: an error there moves a student more than one spread over every class). A sampled tail is drawn
     once (its distribution is the teacher's only in expectation over draws; its KL is
     unbounded, the undrawn classes at the floor). Logits from the features are measured
     where the cache is one itself (its features and head; float16 features are the
@@ -62,6 +65,8 @@ def coding_gap(cache: TeacherCache, specs: list[str], temperature: float, seed: 
     logits = logits.reshape(-1, logits.shape[-1])
     head = cache.aug_logits if isinstance(cache.aug_logits, HeadLogits) else None
     features = None if head is None else head.features.take(every).astype(np.float32).reshape(len(logits), -1)
+    full = torch.log_softmax(torch.as_tensor(logits, dtype=torch.float64) / temperature, -1)
+    directions = _principal(full, PRINCIPAL)
     out = {}
     for text in specs:
         spec = parse_cache(text)
@@ -73,14 +78,26 @@ def coding_gap(cache: TeacherCache, specs: list[str], temperature: float, seed: 
                                 spec.get("feature_dtype", "float16") if c.from_features else "none", uniforms)
         packed = features.shape[-1] if c.from_features and spec.get("feature_dtype") == "int4" else None
         rebuilt = torch.as_tensor(_rebuilt(arrays, c, logits.shape[-1], head, packed))
-        full, approx = (torch.log_softmax(torch.as_tensor(x, dtype=torch.float64) / temperature, -1)
-                        for x in (logits, rebuilt))
+        approx = torch.log_softmax(rebuilt.double() / temperature, -1)
         tv = 0.5 * (full.exp() - approx.exp()).abs().sum(-1)
         kl = (full.exp() * (full - approx)).sum(-1)
+        error = approx - full
         out[f"{c.describe(spec.get('feature_dtype', 'float16'))} T{temperature:g}"] = {
-            f"{name} {q}": float(np.percentile(v.numpy(), p))
-            for name, v in (("tv", tv), ("kl", kl)) for q, p in (("median", 50), ("p95", 95))}
+            **{f"{name} {q}": float(np.percentile(v.numpy(), p))
+               for name, v in (("tv", tv), ("kl", kl)) for q, p in (("median", 50), ("p95", 95))},
+            "error": float(error.square().sum(-1).mean()),
+            f"error top{PRINCIPAL}": float((error @ directions).square().sum(-1).mean())}
     return out
+
+
+PRINCIPAL = 10  # the teacher's principal directions the coding gap weighs an error in
+
+
+def _principal(x: torch.Tensor, count: int) -> torch.Tensor:
+    """(C, count) orthonormal: the directions of most variance of the rows of x."""
+    centred = x - x.mean(0)
+    _, vectors = torch.linalg.eigh(centred.T @ centred)  # ascending
+    return vectors[:, -count:]
 
 
 def _rebuilt(arrays: dict[str, np.ndarray], c: LogitCoding, classes: int, head: HeadLogits | None = None,

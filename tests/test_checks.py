@@ -37,7 +37,7 @@ MISTAKES = [
     ("cache_study", "caches", "logit_dtype=int2", "use one of float16, int8, int4"),
     ("cache_study", "caches", "samples=0 tail=sampled", "set samples to 1 or more"),
     ("cache_study", "caches", "tail=sampled topk=8", "leaves no tail to sample"),
-    ("cache_study", "caches", "logit_dtype=head feature_dtype=none", "rebuilds the logits from the features"),
+    ("cache_study", "caches", "feature_dtype=none logit_dtype=head", "rebuilds the logits from the features"),
     ("teacher", "tail", "round", "not a valid choice"),
     ("cache_study", "students", "nobody", "not in [students]"),
     ("teacher", "topk", "-1", ">= 0"),

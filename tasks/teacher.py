@@ -187,8 +187,6 @@ class CacheTeacher(FingerprintedTask):
         return read_json(self.folder() / "pass.json", {})
 
 
-
-
 def cache_settings(variant: str = "") -> dict:
     """The cache keys of [teacher] (spec.CACHE_KEYS), with those `variant` gives in their
     place; feature_dtype auto resolved: float16 where [kd] beta > 0, stage maps are cached

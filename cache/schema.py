@@ -60,9 +60,12 @@ class LogitCoding:
     temperature: float = 1.0
 
     @classmethod
-    def of(cls, topk: int, tail: str, samples: int, dtype: str, temperature: float) -> LogitCoding:
-        """The coding these settings ask for, those that do not apply at their defaults, so
-        that they never tell two equal caches apart."""
+    def of(cls, settings: dict, temperature: float) -> LogitCoding:
+        """The coding a cache's [teacher] keys ask for (topk, tail, samples, logit_dtype; those
+        absent at their defaults), with those that do not apply at their defaults, so that
+        they never tell two equal caches apart."""
+        topk, tail = settings.get("topk", cls.topk), settings.get("tail", cls.tail)
+        samples, dtype = settings.get("samples", cls.samples), settings.get("logit_dtype", cls.dtype)
         if tail == "sampled":
             return cls(topk, tail, samples, temperature=temperature)
         if not topk:

@@ -201,8 +201,7 @@ def cache_settings(variant: str = "") -> dict:
 
 def logit_coding(settings: dict) -> LogitCoding:
     """How a cache of these settings keeps its logits; a tempered or sampled tail at [kd] temperature."""
-    return LogitCoding.of(settings["topk"], settings["tail"], settings["samples"], settings["logit_dtype"],
-                          kd().temperature)
+    return LogitCoding.of(settings, kd().temperature)
 
 
 def cache_variant(settings: dict) -> str:

@@ -43,12 +43,6 @@ DEFAULT_CACHES = (FULL, "feature_dtype=none topk=10", "feature_dtype=none logit_
                   "feature_dtype=none samples=32 tail=sampled topk=10", "feature_dtype=int4 logit_dtype=head")
 
 
-def coding(spec: dict, temperature: float) -> LogitCoding:
-    """The logit coding of a cache's keys (unset ones at luigi.cfg's defaults)."""
-    return LogitCoding.of(spec.get("topk", 0), spec.get("tail", "flat"), spec.get("samples", 0),
-                          spec.get("logit_dtype", "float16"), temperature)
-
-
 def coding_gap(cache: TeacherCache, specs: list[str], temperature: float, seed: int = 0) -> dict:
     """How far the distribution each coding rebuilds is from the teacher's own at
     `temperature`, over the cached training views of a full cache: median and 95th
@@ -70,7 +64,7 @@ def coding_gap(cache: TeacherCache, specs: list[str], temperature: float, seed: 
     out = {}
     for text in specs:
         spec = parse_cache(text)
-        c = coding(spec, temperature)
+        c = LogitCoding.of(spec, temperature)
         if c.from_features and head is None:
             continue
         uniforms = tail_uniforms(seed, "aug", np.arange(len(logits)), ()) if c.sampled else None
@@ -133,7 +127,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
             job = TeacherJob(store=str(store_path), out=str(workdir / f"{len(caches)}.zarr"), model=args.teacher,
                              kwargs_json="{}", weights=str(workdir / "teacher.safetensors"), classes=args.classes,
                              image_size=args.image_size, views=views, seed=args.seed, batch_size=256,
-                             threads=args.threads, coding=coding(spec, args.temperature),
+                             threads=args.threads, coding=LogitCoding.of(spec, args.temperature),
                              feature_dtype=spec.get("feature_dtype", "float16"))
             tic = time.perf_counter()
             cache_teacher(job, store.rows("train"), len(store.labels), teacher.num_features,

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from cache.compact import FEATURE_DTYPES
-from cache.schema import LOGIT_DTYPES, TAILS
+from cache.schema import LOGIT_DTYPES, TAILS, LogitCoding
 from pipeline.checks.problems import Problem, Range
 from pipeline.spec import MODES, cache_text, parse_caches, parse_names, parse_randaugment
 from pipeline.views.records import Recipe
@@ -103,8 +103,7 @@ def cache_key_problem(key: str, value: Any, classes: dict[str, int]) -> str | No
 def coding_problem(cache: dict[str, Any], classes: dict[str, int]) -> tuple[str, str] | None:
     """(the key at fault, why) where a sampled tail of these cache settings cannot be drawn
     or logits cannot be rebuilt from the features; None where they can."""
-    dense = not cache.get("topk") and cache.get("tail") != "sampled"
-    if dense and cache.get("logit_dtype") == "head" and cache.get("feature_dtype") == "none":
+    if LogitCoding.of(cache, 1.0).from_features and cache.get("feature_dtype") == "none":
         return "feature_dtype", ("logit_dtype = head rebuilds the logits from the features: keep them "
                                  "(feature_dtype = auto, float16, int8 or int4)")
     if cache.get("tail") != "sampled":

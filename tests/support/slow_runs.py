@@ -90,8 +90,7 @@ def encoding(spec: str) -> dict:
     """TeacherJob's fields for a cache's [teacher] keys as [cache_study] writes them, e.g.
     'topk=3 feature_dtype=int8' (a tempered or sampled tail at T 4); '' = every logit, float16."""
     keys = parse_cache(spec)
-    coding = LogitCoding.of(keys.get("topk", 0), keys.get("tail", "flat"), keys.get("samples", 0),
-                            keys.get("logit_dtype", "float16"), 4.0)
+    coding = LogitCoding.of(keys, 4.0)
     return {"coding": coding, "feature_dtype": keys.get("feature_dtype", "float16")}
 
 

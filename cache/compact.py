@@ -26,6 +26,12 @@ top with top = 127 (int8) or 7 (int4), so every element is within s / 2 of its f
 value. Int4 codes are packed two to a byte along the last axis (uint8, the last axis halved,
 rounded up). Logits are centred first (`offset`, the midpoint of a view's range), which no
 softmax sees: a rounded offset moves every logit of a view alike.
+
+Rank m: a view's logits W f + b as the coordinates of its pooled features f on the m
+directions of feature space that the classifier weighs most (`classifier_basis`), z = P^T f,
+rebuilt as (W P) z + b. Those directions are the leading right singular vectors of W with
+its mean row removed, which no softmax sees; a trained teacher's features lie mostly along
+them, so a few of them hold nearly all of the logits' variance over the views.
 """
 from __future__ import annotations
 
@@ -113,6 +119,17 @@ def _add_counts(counts: np.ndarray, drawn: np.ndarray) -> None:
     flat = counts.reshape(-1, counts.shape[-1])
     rows = np.repeat(np.arange(len(flat)), drawn.shape[-1])
     np.add.at(flat, (rows, drawn.reshape(-1)), 1)
+
+
+def classifier_basis(weight: np.ndarray, rank: int) -> np.ndarray:
+    """(D, m) orthonormal, m = min(rank, C, D): the leading right singular vectors of the
+    classifier `weight` (C, D) with its mean row removed, each signed so that its largest
+    entry is positive (a singular vector's sign is the LAPACK build's choice)."""
+    weight = np.asarray(weight, dtype=np.float64)
+    _, _, vt = np.linalg.svd(weight - weight.mean(0), full_matrices=False)
+    basis = vt[:min(rank, *weight.shape)]
+    peaks = basis[np.arange(len(basis)), np.abs(basis).argmax(1)]
+    return (basis * np.sign(peaks)[:, None]).T.astype(np.float32)
 
 
 def quantize_logits(logits: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

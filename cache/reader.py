@@ -73,12 +73,15 @@ class QuantizedVectors:
 
 
 class HeadLogits:
-    """Full float32 logits (..., C) of a cache that keeps none (logit_dtype = head): its
-    features, in whatever encoding, through the teacher's classifier, x @ weight.T + bias;
-    read like Rows (a RowReader, cache/storage/rows.py)."""
+    """Full float32 logits (..., C) of a cache that keeps none: its stored inputs x, in
+    whatever encoding, through the teacher's classifier, x @ weight.T + bias; read like Rows
+    (a RowReader, cache/storage/rows.py). The inputs are the features (logit_dtype = head)
+    or, where `projection` (D, m) is given (logit_rank = m), the features' coordinates
+    features @ projection, and `weight` the classifier's (C, m) W @ projection."""
 
-    def __init__(self, features: Rows | QuantizedVectors, weight: np.ndarray, bias: np.ndarray):
-        self.features, self.weight, self.bias = features, weight, bias
+    def __init__(self, features: Rows | QuantizedVectors, weight: np.ndarray, bias: np.ndarray,
+                 projection: np.ndarray | None = None):
+        self.features, self.weight, self.bias, self.projection = features, weight, bias, projection
         self.shape = (*features.shape[:-1], len(bias))
 
     def __len__(self) -> int:
@@ -88,15 +91,19 @@ class HeadLogits:
         return self.take(index)
 
     def take(self, index: np.ndarray, column: np.ndarray | None = None) -> np.ndarray:
+        return self.rebuild(self.features.take(index, column))
+
+    def rebuild(self, inputs: np.ndarray) -> np.ndarray:
+        """The logits of stored inputs (..., D or m)."""
         # On torch's threads, which training sets, not a second pool of numpy's BLAS beside them.
-        x = torch.from_numpy(np.ascontiguousarray(self.features.take(index, column), dtype=np.float32))
+        x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
         flat = x.reshape(-1, x.shape[-1])
         return torch.addmm(torch.from_numpy(self.bias), flat, torch.from_numpy(self.weight).T).reshape(
             *x.shape[:-1], -1).numpy()
 
     def held(self, spans: Sequence[Span]) -> HeadLogits:
-        """As Rows.held, the features."""
-        return HeadLogits(self.features.held(spans), self.weight, self.bias)
+        """As Rows.held, the inputs."""
+        return HeadLogits(self.features.held(spans), self.weight, self.bias, self.projection)
 
 
 # Where each part of a top-k or sampled split is stored (cache/schema.py).
@@ -110,8 +117,10 @@ def logits_of(group: zarr.Group, split: str, budget: int = DEFAULT_BUDGET
     if f"{split}/logits" in group:
         return vectors_of(group, f"{split}/logits", budget)
     if "head" in group:
-        return HeadLogits(vectors_of(group, f"{split}/features", budget), read_all(group["head/weight"]),
-                          read_all(group["head/bias"]))
+        projected = "head/projection" in group
+        inputs = vectors_of(group, f"{split}/{'logit_coords' if projected else 'features'}", budget)
+        return HeadLogits(inputs, read_all(group["head/weight"]), read_all(group["head/bias"]),
+                          read_all(group["head/projection"]) if projected else None)
     parts = {part: Rows(group[f"{split}/{name}"], budget)
              for part, name in _SPARSE_PARTS.items() if f"{split}/{name}" in group}
     classes = group[f"{split}/{'topk_indices' if 'indices' in parts else 'sample_indices'}"].attrs["classes"]
@@ -138,7 +147,7 @@ class CacheMismatch(ValueError):
 class TeacherCache:
     """A finished teacher cache. `identity` says what it was made from; `check` refuses
     to serve a caller that expects something else. Logits and features read as full
-    arrays whatever their encoding (top-k, int8, int4, from the features by the teacher's head):
+    arrays whatever their encoding (top-k, int8, int4, in rank m, from the features by the teacher's head):
     float16 as stored, float32 when rebuilt;
     the features are None in a cache made without them (feature_dtype none)."""
 

@@ -20,7 +20,13 @@ With [teacher] logit_dtype = int8 or int4 (topk = 0), `logits` are codes with
 `logits_scales` and `logits_offsets` float16 (...). With logit_dtype = head no logits are
 kept: a view's logits are its features through the teacher's own classifier,
     head/weight    float32 (C, D)   head/bias  float32 (C,)
-written once, so that the bytes a view grow with D, not with C. cache/compact.py has the encodings.
+written once, so that the bytes a view grow with D, not with C. With [teacher] logit_rank = m
+(topk = 0, logit_dtype float16, int8 or int4) each view keeps m numbers whatever C and D:
+    logit_coords   (..., m) in logit_dtype (int8 and int4 with `logit_coords_scales` float16 (...))
+the coordinates of its features on the classifier's m leading directions, and once
+    head/projection float32 (D, m)  head/weight float32 (C, m) (W P)  head/bias float32 (C,)
+a view's logits logit_coords @ head/weight.T + head/bias (m = min(logit_rank, C, D)).
+cache/compact.py has the encodings.
 With [teacher] feature_dtype = int8, `features` and `stages/k` are int8 codes, each with
 `<name>_scales` float16 (one per vector: (N,), (T, V), (N, Ck)); int4 the same, the codes
 packed two to a byte (uint8, last axis halved; its length in the array's attributes);
@@ -39,9 +45,9 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from cache.compact import quantize, quantize_logits, sample_tail, topk_encode
+from cache.compact import classifier_basis, quantize, quantize_logits, sample_tail, topk_encode
 from cache.storage.fingerprint import changed_settings
-from cache.storage.integrity import CHECKSUMMED
+from cache.storage.integrity import CHECKSUMMED, read_all
 
 FORMAT_VERSION = 3  # 2: crc32c on every chunk; 3: top-k logits and int8 features as options
 CHUNK_ROWS = 64
@@ -58,10 +64,11 @@ class LogitCoding:
     samples: int = 0         # sampled: classes drawn from the tail per view
     dtype: str = "float16"   # every logit (topk = 0, tail not sampled): float16, int8, int4 or head
     temperature: float = 1.0
+    rank: int = 0            # every logit as its features' coordinates on m classifier directions; 0: not so
 
     @classmethod
     def of(cls, settings: dict, temperature: float) -> LogitCoding:
-        """The coding a cache's [teacher] keys ask for (topk, tail, samples, logit_dtype; those
+        """The coding a cache's [teacher] keys ask for (topk, tail, samples, logit_dtype, logit_rank; those
         absent at their defaults), with those that do not apply at their defaults, so that
         they never tell two equal caches apart."""
         topk, tail = settings.get("topk", cls.topk), settings.get("tail", cls.tail)
@@ -69,21 +76,25 @@ class LogitCoding:
         if tail == "sampled":
             return cls(topk, tail, samples, temperature=temperature)
         if not topk:
-            return cls(dtype=dtype)
+            return cls(dtype=dtype, rank=0 if dtype == "head" else settings.get("logit_rank", cls.rank))
         return cls(topk, tail, temperature=temperature if tail == "tempered" else 1.0)
 
     def identity(self) -> dict:
         """The settings beside topk a cache's identity holds: only those that differ from
         before they existed (top-k's flat tail, float16 logits), so older caches keep theirs."""
         now = {"tail": self.tail, "samples": self.samples, "logit_dtype": self.dtype,
-               "tail_temperature": self.temperature}
-        return changed_settings(now, {"tail": "flat", "samples": 0, "logit_dtype": "float16", "tail_temperature": 1.0})
+               "tail_temperature": self.temperature, "logit_rank": self.rank}
+        return changed_settings(now, {"tail": "flat", "samples": 0, "logit_dtype": "float16", "tail_temperature": 1.0,
+                                      "logit_rank": 0})
 
     def describe(self, features: str = "float16") -> str:
-        """For people: 'every class, int8', 'top-10, tail at T 4', 'top-10 + 32 sampled at T 4',
-        'every class, head on int8 features' (`features`: their dtype, which only that one names)."""
+        """For people: 'every class, int8', 'every class, int8 in rank 128', 'top-10, tail at T 4',
+        'top-10 + 32 sampled at T 4', 'every class, head on int8 features' (`features`: their
+        dtype, which only that one names)."""
         if self.from_features:
             return f"every class, head on {features} features"
+        if self.projected:
+            return f"every class, {self.dtype} in rank {self.rank}"
         if self.dense:
             return f"every class, {self.dtype}"
         at = f" at T {self.temperature:g}"
@@ -106,6 +117,16 @@ class LogitCoding:
         """No logits stored: the features through the teacher's classifier give every one."""
         return self.dense and self.dtype == "head"
 
+    @property
+    def projected(self) -> bool:
+        """No logits stored: the features' coordinates on `rank` classifier directions give every one."""
+        return self.dense and self.rank > 0
+
+    @property
+    def through_head(self) -> bool:
+        """The logits are rebuilt by a classifier the cache keeps (head/): from the features or their coordinates."""
+        return self.from_features or self.projected
+
 
 def _array(group: zarr.Group, name: str, shape: tuple, dtype: str | np.dtype, shard_rows: int, views: int = 1,
            attributes: dict | None = None) -> None:
@@ -123,11 +144,16 @@ def _chunk_rows(shard_rows: int, views: int) -> int:
 
 
 def encode_outputs(logits: np.ndarray, features: np.ndarray, maps: dict[int, np.ndarray], coding: LogitCoding,
-                   feature_dtype: str, uniforms: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                   feature_dtype: str, uniforms: np.ndarray | None = None,
+                   projection: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The arrays one split (eval/ or aug/) stores, by name, for float32 teacher outputs with
     any leading dimensions: logits (..., C), features (..., D), stage maps (..., Ck, Hk, Wk);
-    `uniforms` (...) in [0, 1), one a view, draw a sampled tail's classes."""
-    out = _logit_arrays(logits, coding, uniforms)
+    `uniforms` (...) in [0, 1), one a view, draw a sampled tail's classes; `projection`
+    (D, m), the cache's head/projection, gives a projected coding's coordinates."""
+    if coding.projected:
+        out = _vectors("logit_coords", features @ projection, 1, coding.dtype)
+    else:
+        out = _logit_arrays(logits, coding, uniforms)
     out.update(_vectors("features", features, 1, feature_dtype))
     for stage, stage_maps in maps.items():
         out.update(_vectors(f"stages/{stage}", stage_maps, 2, feature_dtype))  # one vector per channel
@@ -178,16 +204,19 @@ def create_cache(path: str | Path, n: int, train_rows: np.ndarray, views: int, c
     """Create (or reopen, to resume) the cache's arrays; attrs are set once.
     `stage_shapes` maps a stage index to the (C, H, W) of its feature maps; `record_width`
     is the numbers of a view's record; `head` the teacher's classifier (weight (C, D), bias
-    (C,)), which a coding from the features needs."""
+    (C,)), which a coding through it needs."""
     group = zarr.open_group(str(path), mode="a")
     t = len(train_rows)
+    if coding.through_head:
+        _write_head(group, coding, head)
+    projection = read_all(group["head/projection"]) if coding.projected else None
     maps = {stage: np.zeros((0, *shape), np.float32) for stage, shape in (stage_shapes or {}).items()}
     packed = {"features": dim, **{f"stages/{s}": shape[-1] for s, shape in (stage_shapes or {}).items()}
               } if feature_dtype == "int4" else {}
     if coding.dense and coding.dtype == "int4":
-        packed["logits"] = classes
+        packed.update({"logit_coords": projection.shape[1]} if coding.projected else {"logits": classes})
     for name, empty in encode_outputs(np.zeros((0, classes), np.float32), np.zeros((0, dim), np.float32),
-                                      maps, coding, feature_dtype).items():
+                                      maps, coding, feature_dtype, projection=projection).items():
         _array(group, f"eval/{name}", (n, *empty.shape[1:]), empty.dtype, shard_rows,
                attributes=_attributes(name, classes, coding, packed))
     if views:
@@ -195,14 +224,24 @@ def create_cache(path: str | Path, n: int, train_rows: np.ndarray, views: int, c
         group.create_array("aug/rows", data=np.asarray(train_rows, dtype="int64"), overwrite=True, **CHECKSUMMED)
         _array(group, "aug/params", (t, views, record_width), "float32", shard_rows, views)
         for name, empty in encode_outputs(np.zeros((0, views, classes), np.float32),
-                                          np.zeros((0, views, dim), np.float32), {}, coding, feature_dtype).items():
+                                          np.zeros((0, views, dim), np.float32), {}, coding, feature_dtype,
+                                          projection=projection).items():
             _array(group, f"aug/{name}", (t, *empty.shape[1:]), empty.dtype, shard_rows, views,
                    _attributes(name, classes, coding, packed))
-    if coding.from_features:
-        if head is None:
-            raise ValueError("logit_dtype = head keeps no logits: the cache needs the teacher's classifier")
-        for name, value in zip(("weight", "bias"), head):
-            group.create_array(f"head/{name}", data=np.asarray(value, dtype="float32"), overwrite=True, **CHECKSUMMED)
     if "identity" not in group.attrs:
         group.attrs.update({**attrs, "format_version": FORMAT_VERSION})
     return group
+
+
+def _write_head(group: zarr.Group, coding: LogitCoding, head: tuple[np.ndarray, np.ndarray] | None) -> None:
+    """head/ of a coding through the teacher's classifier; a resumed pass keeps the
+    projection it started with, which another machine's SVD might sign otherwise."""
+    if head is None:
+        raise ValueError(f"{coding.describe()} keeps no logits: the cache needs the teacher's classifier")
+    weight, bias = (np.asarray(value, dtype="float32") for value in head)
+    if coding.projected:
+        if "head/projection" not in group:
+            group.create_array("head/projection", data=classifier_basis(weight, coding.rank), **CHECKSUMMED)
+        weight = weight @ read_all(group["head/projection"])
+    for name, value in (("weight", weight), ("bias", bias)):
+        group.create_array(f"head/{name}", data=value, overwrite=True, **CHECKSUMMED)

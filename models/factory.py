@@ -43,7 +43,7 @@ class Net(nn.Module):
         if not isinstance(fc, nn.Linear) or fc.in_features != self.num_features:
             raise ValueError(f"{type(self.backbone).__name__}'s classifier is {type(fc).__name__}, not one linear "
                              "layer on its pooled features: logits cannot be rebuilt from the features "
-                             "(logit_dtype = head); keep the logits (float16, int8 or int4)")
+                             "(logit_dtype = head, logit_rank); keep the logits (float16, int8 or int4)")
         bias = fc.bias if fc.bias is not None else torch.zeros(fc.out_features)
         return fc.weight.detach(), bias.detach()
 

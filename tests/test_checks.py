@@ -30,7 +30,8 @@ MISTAKES = [
     ("students", "size", TINY_VIT.replace("img_size=32", "img_size=48"), "48"),
     ("train", "modes", "kd,fast", "list one or more of baseline, kd, online"),
     ("cache_study", "caches", "views=x", "not a whole number"),
-    ("cache_study", "caches", "views=0; colour=red", "a key of views, topk, tail, samples, logit_dtype, feature_dtype"),
+    ("cache_study", "caches", "views=0; colour=red", "a key of views, topk, tail, samples, logit_dtype, logit_rank, "
+     "feature_dtype"),
     ("cache_study", "caches", "topk=41", "at most that many"),
     ("cache_study", "caches", "feature_dtype=int2", "use one of auto, float16, int8, int4, none"),
     ("cache_study", "caches", "tail=round", "use one of flat, tempered, sampled"),
@@ -38,6 +39,7 @@ MISTAKES = [
     ("cache_study", "caches", "samples=0 tail=sampled", "set samples to 1 or more"),
     ("cache_study", "caches", "tail=sampled topk=8", "leaves no tail to sample"),
     ("cache_study", "caches", "feature_dtype=none logit_dtype=head", "rebuilds the logits from the features"),
+    ("teacher", "logit_rank", "-1", ">= 0"),
     ("teacher", "tail", "round", "not a valid choice"),
     ("cache_study", "students", "nobody", "not in [students]"),
     ("teacher", "topk", "-1", ">= 0"),

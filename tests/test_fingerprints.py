@@ -33,6 +33,16 @@ def test_a_feature_term_reads_the_features(luigi_config):
     assert fingerprints()[1] != before
 
 
+def test_a_rank_is_in_the_identity_only_where_it_applies(luigi_config):
+    cache, student, _ = fingerprints()
+    luigi_config("teacher", "logit_rank", "16")
+    assert fingerprints()[0] != cache and fingerprints()[1] != student
+    luigi_config("teacher", "topk", "5")  # a rank applies to every logit only: the top-k cache is the one without
+    ranked_topk = fingerprints()
+    luigi_config("teacher", "logit_rank", "0")
+    assert fingerprints() == ranked_topk
+
+
 def test_logits_from_the_features_read_how_the_features_are_kept(luigi_config):
     luigi_config("teacher", "logit_dtype", "head")
     _, student, evaluation = fingerprints()

@@ -32,9 +32,10 @@ def teacher(tiny_data, seed: int | None = None):
                                         "topk=3 tail=tempered feature_dtype=int8", "logit_dtype=int8",
                                         "logit_dtype=int4 feature_dtype=int8",
                                         "topk=2 tail=sampled samples=8 feature_dtype=int8",
-                                        "logit_dtype=head feature_dtype=int4"],
+                                        "logit_dtype=head feature_dtype=int4",
+                                        "logit_rank=6 logit_dtype=int8 feature_dtype=int8"],
                 ids=["full", "top3-int8", "top5-int4", "top3-tempered", "int8-logits", "int4-logits", "sampled",
-                     "head-int4"])
+                     "head-int4", "rank6-int8"])
 def encoded(tiny_data, tmp_path_factory, request):
     """The tiny cache made again in another encoding (its logits and features)."""
     if not request.param:

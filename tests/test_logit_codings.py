@@ -10,9 +10,18 @@ import numpy as np
 import pytest
 import torch
 from support.logits import probabilities, teacher_like_logits
-from support.slow_runs import encoding
+from support.slow_runs import TEACHER, encoding
 
-from cache.compact import dequantize_logits, quantize_logits, sample_tail, tail_uniforms, topk_decode, topk_encode
+import models
+from cache.compact import (
+    classifier_basis,
+    dequantize_logits,
+    quantize_logits,
+    sample_tail,
+    tail_uniforms,
+    topk_decode,
+    topk_encode,
+)
 from cache.export import export_hdf5, read_attrs
 from cache.reader import TeacherCache
 from cache.schema import LogitCoding
@@ -180,9 +189,9 @@ def test_systematic_draws_give_each_class_its_share_within_one_draw():
     assert (np.abs(counts - expected) < 1 + 1e-9).all() and (counts[np.arange(50)[:, None], kept] == 0).all()
 
 
-def head_cache(tiny_data, out, feature_dtype: str) -> TeacherCache:
-    job = dataclasses.replace(tiny_data["job"], out=str(out),
-                              **encoding(f"logit_dtype=head feature_dtype={feature_dtype}"))
+def encoded_cache(tiny_data, out, spec: str) -> TeacherCache:
+    """The tiny cache made again with these [teacher] keys."""
+    job = dataclasses.replace(tiny_data["job"], out=str(out), **encoding(spec))
     store = ImageStore(tiny_data["store"])
     cache_teacher(job, store.rows("train"), len(store.labels), 320, {"identity": tiny_data["identity"]},
                   "synchronous", 1, 16)
@@ -190,7 +199,8 @@ def head_cache(tiny_data, out, feature_dtype: str) -> TeacherCache:
 
 
 def test_logits_from_float16_features_by_the_teacher_s_head_give_the_full_loss(tiny_data, tmp_path):
-    cache, full = head_cache(tiny_data, tmp_path / "cache.zarr", "float16"), TeacherCache(tiny_data["cache"])
+    cache = encoded_cache(tiny_data, tmp_path / "cache.zarr", "logit_dtype=head feature_dtype=float16")
+    full = TeacherCache(tiny_data["cache"])
     assert "aug/logits" not in cache.group and cache.group["head/weight"].shape == (full.aug_logits.shape[-1], 320)
     index = np.arange(len(cache.aug_rows))
     reference = full.aug_logits.take(index).astype(np.float32).reshape(-1, full.aug_logits.shape[-1])
@@ -205,11 +215,57 @@ def test_logits_from_float16_features_by_the_teacher_s_head_give_the_full_loss(t
 
 
 def test_export_carries_the_teacher_s_head(tiny_data, tmp_path):
-    cache = head_cache(tiny_data, tmp_path / "cache.zarr", "int8")
+    cache = encoded_cache(tiny_data, tmp_path / "cache.zarr", "logit_dtype=head feature_dtype=int8")
     with h5py.File(export_hdf5(cache.path, tmp_path / "cache.h5"), "r") as f:
         logits = f["aug/features"][:3].astype(np.float32) * f["aug/features_scales"][:3][..., None]
         rebuilt = logits @ f["head/weight"][:].T + f["head/bias"][:]
     np.testing.assert_allclose(rebuilt, cache.aug_logits.take(np.arange(3)), rtol=1e-5, atol=1e-5)
+
+
+def test_the_classifier_basis_is_orthonormal_signed_and_blind_to_the_class_mean():
+    weight = np.random.default_rng(0).standard_normal((30, 12)).astype(np.float32)
+    basis = classifier_basis(weight, 8)
+    np.testing.assert_allclose(basis.T @ basis, np.eye(8), atol=1e-5)
+    assert (basis[np.abs(basis).argmax(0), np.arange(8)] > 0).all()
+    np.testing.assert_allclose(classifier_basis(weight + np.float32(3) * weight[0], 8), basis, atol=1e-4)
+    assert classifier_basis(weight[:5], 8).shape == (12, 5)  # at most one per class
+
+
+def test_logits_in_full_rank_give_the_full_loss(tiny_data, tmp_path):
+    full = TeacherCache(tiny_data["cache"])
+    classes = full.aug_logits.shape[-1]
+    cache = encoded_cache(tiny_data, tmp_path / "cache.zarr", "logit_rank=1000 logit_dtype=float16 feature_dtype=none")
+    assert "aug/logits" not in cache.group and "aug/features" not in cache.group
+    assert cache.group["aug/logit_coords"].shape[-1] == classes and cache.group["head/weight"].shape == (classes,) * 2
+    index = np.arange(len(cache.aug_rows))
+    reference = full.aug_logits.take(index).astype(np.float32).reshape(-1, classes)
+    rebuilt = cache.aug_logits.take(index).reshape(reference.shape)
+    # Its C directions hold every difference between classes: the softmax is the teacher's (its
+    # logits may differ by a number a view), but for the coordinates' float16 rounding.
+    student = torch.randn(*reference.shape, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(kd_term(student, rebuilt), kd_term(student, reference), rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(torch.log_softmax(torch.as_tensor(rebuilt), -1),
+                               torch.log_softmax(torch.as_tensor(reference), -1), rtol=0, atol=2e-2)
+
+
+def test_logits_in_rank_m_are_the_features_on_m_directions_and_export_with_them(tiny_data, tmp_path):
+    full = TeacherCache(tiny_data["cache"])
+    cache = encoded_cache(tiny_data, tmp_path / "cache.zarr", "logit_rank=2 logit_dtype=int8 feature_dtype=none")
+    projection = cache.group["head/projection"][:]
+    weight, bias = (t.numpy() for t in models.load_weights(models.create(TEACHER, full.aug_logits.shape[-1]),
+                                                           tiny_data["weights"]).classifier())
+    np.testing.assert_allclose(projection, classifier_basis(weight, 2))
+    features = full.aug_features.take(np.arange(3)).astype(np.float32)  # float16, as the full cache keeps them
+    expected = features @ projection @ (weight @ projection).T + bias
+    rebuilt = cache.aug_logits.take(np.arange(3))
+    # Each coordinate within half an int8 step of its view's largest, and the features' float16 rounding.
+    coords = features @ projection
+    reach = np.abs(weight @ projection).sum(1).max() * np.abs(coords).max(-1, keepdims=True)
+    assert (np.abs(rebuilt - expected) <= reach * (1 / 254 + 2 ** -10) + 1e-4).all()
+    with h5py.File(export_hdf5(cache.path, tmp_path / "cache.h5"), "r") as f:
+        stored = f["aug/logit_coords"][:3].astype(np.float32) * f["aug/logit_coords_scales"][:3][..., None]
+        np.testing.assert_allclose(stored @ f["head/weight"][:].T + f["head/bias"][:], rebuilt, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(f["head/projection"][:], projection)
 
 
 def test_a_teacher_whose_classifier_is_no_linear_layer_is_refused(monkeypatch):

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cache.compact import dequantize, dequantize_logits, tail_uniforms, topk_decode
+from cache.compact import classifier_basis, dequantize, dequantize_logits, tail_uniforms, topk_decode
 from cache.reader import HeadLogits, TeacherCache
 from cache.schema import LogitCoding, encode_outputs
 from cache.storage.files import atomic_write_json
@@ -51,9 +51,9 @@ def coding_gap(cache: TeacherCache, specs: list[str], temperature: float, seed: 
     directions of the teacher's (those of most variance over the views, where its signal
     lies: an error there moves a student more than one spread over every class). A sampled tail is drawn
     once (its distribution is the teacher's only in expectation over draws; its KL is
-    unbounded, the undrawn classes at the floor). Logits from the features are measured
-    where the cache is one itself (its features and head; float16 features are the
-    reference then), else left out: logits alone cannot rebuild them."""
+    unbounded, the undrawn classes at the floor). Logits from the features, or in rank m,
+    are measured where the cache is one of logits from float16 features itself (its features
+    and head are the reference then), else left out: logits alone cannot rebuild them."""
     every = np.arange(len(cache.aug_rows))
     logits = cache.aug_logits.take(every).astype(np.float32)
     logits = logits.reshape(-1, logits.shape[-1])
@@ -65,13 +65,16 @@ def coding_gap(cache: TeacherCache, specs: list[str], temperature: float, seed: 
     for text in specs:
         spec = parse_cache(text)
         c = LogitCoding.of(spec, temperature)
-        if c.from_features and head is None:
+        if c.through_head and head is None:
             continue
         uniforms = tail_uniforms(seed, "aug", np.arange(len(logits)), ()) if c.sampled else None
+        projection = classifier_basis(head.weight, c.rank) if c.projected else None
+        feature_dtype = spec.get("feature_dtype", "float16") if c.from_features else "none"
         arrays = encode_outputs(logits, logits[:, :0] if features is None else features, {}, c,
-                                spec.get("feature_dtype", "float16") if c.from_features else "none", uniforms)
-        packed = features.shape[-1] if c.from_features and spec.get("feature_dtype") == "int4" else None
-        rebuilt = torch.as_tensor(_rebuilt(arrays, c, logits.shape[-1], head, packed))
+                                feature_dtype, uniforms, projection)
+        width = None if projection is None else projection.shape[1]
+        packed = (width or features.shape[-1]) if (c.dtype if c.projected else feature_dtype) == "int4" else None
+        rebuilt = torch.as_tensor(_rebuilt(arrays, c, logits.shape[-1], head, projection, packed))
         approx = torch.log_softmax(rebuilt.double() / temperature, -1)
         tv = 0.5 * (full.exp() - approx.exp()).abs().sum(-1)
         kl = (full.exp() * (full - approx)).sum(-1)
@@ -95,14 +98,17 @@ def _principal(x: torch.Tensor, count: int) -> torch.Tensor:
 
 
 def _rebuilt(arrays: dict[str, np.ndarray], c: LogitCoding, classes: int, head: HeadLogits | None = None,
-             packed: int | None = None) -> np.ndarray:
+             projection: np.ndarray | None = None, packed: int | None = None) -> np.ndarray:
     """Full logits from one split's encoded arrays, as the reader rebuilds them (`head`: the
-    classifier of logits from the features; `packed`: their length, for int4 codes)."""
-    if c.from_features:
-        features = arrays["features"]
-        if "features_scales" in arrays:
-            features = dequantize(features, arrays["features_scales"], packed)
-        return features.astype(np.float32) @ head.weight.T + head.bias
+    classifier of logits from the features; `projection`: a rank's directions; `packed`:
+    the inputs' length, for int4 codes)."""
+    if c.through_head:
+        name = "logit_coords" if c.projected else "features"
+        inputs = arrays[name]
+        if f"{name}_scales" in arrays:
+            inputs = dequantize(inputs, arrays[f"{name}_scales"], packed)
+        weight = head.weight if projection is None else head.weight @ projection
+        return inputs.astype(np.float32) @ weight.T + head.bias
     if c.dense:
         return arrays["logits"].astype(np.float32) if c.dtype == "float16" else dequantize_logits(
             arrays["logits"], arrays["logits_scales"], arrays["logits_offsets"], classes if c.dtype == "int4" else None)

@@ -6,7 +6,10 @@ its encoding and the pass's precision keep: float16 rounds a value by at most 2^
 top-k keeps exact only its k classes and the tail's mass (at the tail's temperature; a
 sampled tail's draws are not checked), int8 and int4 keep each logit or feature within
 half a step (max|x| / 127 or / 7, halved). Logits rebuilt from the features by the
-teacher's head: the features are checked as features, the stored head on the live features."""
+teacher's head: the features are checked as features, the stored head on the live features.
+Logits in rank m: the live features' coordinates (by the stored projection) through the
+stored head against the stored coordinates', each logit within its coordinates' rounding
+weighed by the head's row."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -115,20 +118,28 @@ def _logprob_gaps(part: Sampled, rounding: float, logits) -> tuple[np.ndarray, n
     int8 or int4 logit by half a step, at most max|x| / 127 or / 7 halved), so a
     log-probability (a logit less the logsumexp of all) moves by at most twice that, over T."""
     t = logits.temperature if isinstance(logits, TopKLogits) else 1.0
-    # The stored head on the live features: the stored features have a check of their own.
-    rebuilt = part.live[1] @ logits.weight.T + logits.bias if isinstance(logits, HeadLogits) else part.cached[0]
+    projected = isinstance(logits, HeadLogits) and logits.projection is not None
+    if projected:
+        coords = part.live[1] @ logits.projection
+        reference, rebuilt = logits.rebuild(coords), part.cached[0]
+        peak = np.abs(coords).max(1) * np.abs(logits.weight).sum(1).max()
+    else:
+        # The stored head on the live features: the stored features have a check of their own.
+        reference = part.live[0]
+        rebuilt = logits.rebuild(part.live[1]) if isinstance(logits, HeadLogits) else part.cached[0]
+        peak = np.abs(part.live[0]).max(1)
     live, cached = (torch.log_softmax(torch.as_tensor(x, dtype=torch.float32) / t, 1)
-                    for x in (part.live[0], rebuilt))
+                    for x in (reference, rebuilt))
     gap = (live - cached).abs().numpy()
     if part.kept is not None:
         kept = torch.as_tensor(part.kept.astype(np.int64))
         tails = [torch.logsumexp(x.scatter(1, kept, float("-inf")), 1) for x in (live, cached)]
         gap = np.concatenate([np.take_along_axis(gap, part.kept.astype(np.int64), 1),
                               torch.nan_to_num((tails[0] - tails[1]).abs(), nan=0.0).numpy()[:, None]], 1)
-    peak = np.abs(part.live[0]).max(1)
+    stored = logits.features if projected else logits
     step = 0.0
-    if isinstance(logits, QuantizedVectors):
-        step = 1 / TOP_CODE["int4" if logits.length is not None else "int8"]
+    if isinstance(stored, QuantizedVectors):
+        step = 1 / TOP_CODE["int4" if stored.length is not None else "int8"]
     return gap.max(1), peak * (2 * rounding + step) / t + SLACK
 
 

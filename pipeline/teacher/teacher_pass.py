@@ -15,7 +15,7 @@ import models
 from cache.compact import tail_uniforms
 from cache.schema import LogitCoding, create_cache, encode_outputs
 from cache.storage import blocks
-from cache.storage.integrity import checked
+from cache.storage.integrity import checked, read_all
 from pipeline.data.imagestore import store_images
 from pipeline.inference import predict
 from pipeline.runtime import gpus
@@ -86,15 +86,17 @@ class TeacherJob:
             group["aug/params"][start:stop] = params
             logits, features = logits.reshape(len(rows), v, -1), features.reshape(len(rows), v, -1)
         uniforms = tail_uniforms(self.seed, tag, rows, (v,) if tag == "aug" else ()) if self.coding.sampled else None
-        arrays = encode_outputs(logits, features, dict(zip(stages, maps)), self.coding, self.feature_dtype, uniforms)
+        projection = read_all(group["head/projection"]) if self.coding.projected else None
+        arrays = encode_outputs(logits, features, dict(zip(stages, maps)), self.coding, self.feature_dtype, uniforms,
+                                projection)
         for name, array in arrays.items():
             group[f"{tag}/{name}"][start:stop] = array
         blocks.mark_done(self.out, block)
 
 
 def _head(job: TeacherJob) -> tuple[np.ndarray, np.ndarray] | None:
-    """The teacher's classifier, where the cache rebuilds the logits from the features."""
-    if not job.coding.from_features:
+    """The teacher's classifier, where the cache rebuilds the logits through it."""
+    if not job.coding.through_head:
         return None
     net = models.load_weights(models.create(job.model, job.classes, **json.loads(job.kwargs_json)), job.weights)
     return tuple(t.numpy() for t in net.classifier())

@@ -115,21 +115,27 @@ def _curve(ax, history: list[dict], label: str, style: dict) -> list[float]:
     return [v for _, v in points]
 
 
+NEAR = 0.15  # caches whose bytes differ by less (as a log ratio) have their names stacked, not overlaid
+
+
 def cache_figure(title: str, study_rows: list[dict], names: list[str], column: str) -> Figure:
     """The cache study as points: per student, kd top-1 against the cache's bytes per image,
     one point per cache, the main cache as a star; a cache's bar is the 95% interval of its
     gain over the main cache, added to the main cache's top-1. `column`: the table's name of
     top-1 (a row holds "<student> <column>" and "<student> <column> gain")."""
     fig, ax = plt.subplots(figsize=(7.5, 4.8), layout="constrained")
+    named: list[float] = []  # the bytes of the caches named so far
     for i, name in enumerate(names):
         color = f"C{i}"
         for row in study_rows:
             top1, gain = row.get(f"{name} {column}"), row.get(f"{name} {column} gain")
             if top1 is None:
                 continue
-            if i == 0:  # each cache named once, beside the first student's point
+            if i == 0:  # each cache named once, beside the first student's point, below its near neighbours'
+                near = sum(abs(np.log(row["bytes/image"] / b)) < NEAR for b in named)
+                named.append(row["bytes/image"])
                 ax.annotate(f"{row['logits']}, V {row['views']}", (row["bytes/image"], float(top1)), fontsize=7,
-                            xytext=(4, 4), textcoords="offset points")
+                            xytext=(4, 4 - 9 * near), textcoords="offset points")
             if gain is None:  # the main cache: the reference of every gain
                 ax.plot(row["bytes/image"], float(top1), marker="*", ms=13, color=color, ls="none")
                 continue

@@ -115,27 +115,23 @@ def _curve(ax, history: list[dict], label: str, style: dict) -> list[float]:
     return [v for _, v in points]
 
 
-NEAR = 0.15  # caches whose bytes differ by less (as a log ratio) have their names stacked, not overlaid
-
-
 def cache_figure(title: str, study_rows: list[dict], names: list[str], column: str) -> Figure:
     """The cache study as points: per student, kd top-1 against the cache's bytes per image,
     one point per cache, the main cache as a star; a cache's bar is the 95% interval of its
-    gain over the main cache, added to the main cache's top-1. `column`: the table's name of
-    top-1 (a row holds "<student> <column>" and "<student> <column> gain")."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.8), layout="constrained")
-    named: list[float] = []  # the bytes of the caches named so far
+    gain over the main cache, added to the main cache's top-1. Each cache is numbered beside
+    the first student's point and named in a key, as names written beside the points overlap
+    where caches cost nearly the same. `column`: the table's name of top-1 (a row holds
+    "<student> <column>" and "<student> <column> gain")."""
+    fig, ax = plt.subplots(figsize=(8.5, 4.8), layout="constrained")
     for i, name in enumerate(names):
         color = f"C{i}"
-        for row in study_rows:
+        for number, row in enumerate(study_rows, 1):
             top1, gain = row.get(f"{name} {column}"), row.get(f"{name} {column} gain")
             if top1 is None:
                 continue
-            if i == 0:  # each cache named once, beside the first student's point, below its near neighbours'
-                near = sum(abs(np.log(row["bytes/image"] / b)) < NEAR for b in named)
-                named.append(row["bytes/image"])
-                ax.annotate(f"{row['logits']}, V {row['views']}", (row["bytes/image"], float(top1)), fontsize=7,
-                            xytext=(4, 4 - 9 * near), textcoords="offset points")
+            if i == 0:
+                ax.annotate(str(number), (row["bytes/image"], float(top1)), fontsize=8, xytext=(4, 3),
+                            textcoords="offset points")
             if gain is None:  # the main cache: the reference of every gain
                 ax.plot(row["bytes/image"], float(top1), marker="*", ms=13, color=color, ls="none")
                 continue
@@ -146,10 +142,13 @@ def cache_figure(title: str, study_rows: list[dict], names: list[str], column: s
         ax.plot([], [], marker="o", color=color, ls="none", label=name)
     ax.plot([], [], marker="*", ms=11, color="gray", ls="none", label="main cache")
     ax.set_xscale("log")
-    ax.margins(x=0.25)  # room for the names
+    ax.margins(x=0.1)
     ax.set_xlabel("cache bytes per image (log)")
     ax.set_ylabel("kd top-1 (%)")
     _legend_below(fig)
+    key = [f"{number}  {row['logits']}, V {row['views']}" for number, row in enumerate(study_rows, 1)]
+    fig.legend([plt.Line2D([], [], ls="none")] * len(key), key, loc="outside right upper", fontsize=7,
+               handlelength=0, title="caches", title_fontsize=8)
     fig.suptitle(f"{title}: what the cache keeps")
     return fig
 

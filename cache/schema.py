@@ -52,7 +52,8 @@ from cache.storage.integrity import CHECKSUMMED, read_all
 FORMAT_VERSION = 3  # 2: crc32c on every chunk; 3: top-k logits and int8 features as options
 CHUNK_ROWS = 64
 TAILS = ("flat", "tempered", "sampled")
-LOGIT_DTYPES = ("float16", "int8", "int4", "head")  # head: from the features
+LOGIT_DTYPES = ("auto", "float16", "int8", "int4", "head")  # head: from the features; auto: by the classes
+AUTO_RANK = 192  # logit_dtype = auto: the rank beyond which logits are kept in it, as int8 (docs/design.md)
 
 
 @dataclass(frozen=True)
@@ -67,16 +68,22 @@ class LogitCoding:
     rank: int = 0            # every logit as its features' coordinates on m classifier directions; 0: not so
 
     @classmethod
-    def of(cls, settings: dict, temperature: float) -> LogitCoding:
+    def of(cls, settings: dict, temperature: float, classes: int | None = None) -> LogitCoding:
         """The coding a cache's [teacher] keys ask for (topk, tail, samples, logit_dtype, logit_rank; those
         absent at their defaults), with those that do not apply at their defaults, so that
-        they never tell two equal caches apart."""
+        they never tell two equal caches apart. logit_dtype auto: every logit as float16 where
+        the data set's `classes` are at most the rank (logit_rank, or AUTO_RANK at 0) or not
+        given, else int8 in that rank."""
         topk, tail = settings.get("topk", cls.topk), settings.get("tail", cls.tail)
         samples, dtype = settings.get("samples", cls.samples), settings.get("logit_dtype", cls.dtype)
         if tail == "sampled":
             return cls(topk, tail, samples, temperature=temperature)
+        rank = settings.get("logit_rank", cls.rank)
+        if not topk and dtype == "auto":
+            rank = rank or AUTO_RANK
+            return cls(dtype="int8", rank=rank) if classes and classes > rank else cls()
         if not topk:
-            return cls(dtype=dtype, rank=0 if dtype == "head" else settings.get("logit_rank", cls.rank))
+            return cls(dtype=dtype, rank=0 if dtype == "head" else rank)
         return cls(topk, tail, temperature=temperature if tail == "tempered" else 1.0)
 
     def identity(self) -> dict:

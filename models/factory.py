@@ -41,8 +41,9 @@ class Net(nn.Module):
         features to the logits, for a cache that keeps the features alone."""
         fc = self.backbone.get_classifier()
         if not isinstance(fc, nn.Linear) or fc.in_features != self.num_features:
-            raise ValueError(f"{type(self.backbone).__name__}'s classifier is {type(fc).__name__}, not one linear "
-                             "layer on its pooled features: logits cannot be rebuilt from the features "
+            what = type(fc).__name__ + (f" on {fc.in_features} inputs" if isinstance(fc, nn.Linear) else "")
+            raise ValueError(f"{type(self.backbone).__name__}'s classifier is {what}, not one linear layer on its "
+                             f"{self.num_features} pooled features: logits cannot be rebuilt from the features "
                              "(logit_dtype = head, logit_rank); keep the logits (float16, int8 or int4)")
         bias = fc.bias if fc.bias is not None else torch.zeros(fc.out_features)
         return fc.weight.detach(), bias.detach()
@@ -97,6 +98,13 @@ def timm_distillation(student: Net, teacher: Net, alpha: float, temperature: flo
 
 def timm_version() -> str:
     return timm.__version__
+
+
+def check_classifier(name: str, **kwargs) -> None:
+    """Raise Net.classifier()'s reason where the model's classifier is not one linear layer
+    on its pooled features (built on the meta device)."""
+    with torch.device("meta"):
+        create(name, 2, **kwargs).classifier()
 
 
 def check_build(name: str, image_size: int | None, stages: tuple[int, ...] = (), **kwargs) -> None:

@@ -213,7 +213,8 @@ class teacher(RecipeKeys, luigi.Config):  # noqa: N801
         choices=LOGIT_DTYPES,
         description="every logit (topk = 0) as float16, or int8 or int4 with a float16 scale and offset per view, "
                     "or head: none stored, each view's features through the teacher's classifier (bytes grow "
-                    "with the feature width, not the classes)")
+                    "with the feature width, not the classes); auto = float16 up to as many classes as the rank "
+                    "(logit_rank, or 192 at 0), int8 in that rank beyond")
     logit_rank = ranged(Range(0), luigi.IntParameter(
         description="with topk = 0 and logit_dtype float16, int8 or int4 (else unused): keep each view's logits as "
                     "its features' coordinates on the classifier's m leading directions (m numbers a view, whatever "

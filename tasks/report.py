@@ -16,7 +16,7 @@ from tasks.check import ConfigCheckedTask
 from tasks.config import RecipeKeys, cache_study, datasets, kd, modes, recipe, students, teacher, train
 from tasks.data import PrepareDataset, train_order
 from tasks.student import EvaluateStudent
-from tasks.teacher import CacheTeacher, EvaluateTeacher, cache_settings, logit_coding, study_variants, teacher_weights
+from tasks.teacher import CacheTeacher, EvaluateTeacher, study_variants, teacher_weights
 
 
 class Report(FingerprintedTask):
@@ -47,7 +47,7 @@ class Report(FingerprintedTask):
             f"Test split of `{self.dataset}`; {s.epochs} epochs, batch {s.batch_size}, {s.image_size} px, "
             f"seed {s.seed}.",
             f"kd: alpha {k.alpha}, T {k.temperature}, beta {k.beta} ({k.feature_loss}), hard {k.hard}; teacher "
-            f"targets from the cache: {cache_description(cache_settings())}.",
+            f"targets from the cache: {cache_description(reqs['cache'])}.",
         ]
         notes += run_settings_notes(self.dataset)
         if "online" in modes():
@@ -139,10 +139,11 @@ def cache_results(study: dict, images: int) -> dict:
             "students": {name: evaluation(task.output()) for name, task in study["students"].items()}}
 
 
-def cache_description(settings: dict) -> str:
+def cache_description(cache: CacheTeacher) -> str:
     """'8 views per training image, logits: top-5, flat tail; int8 features'."""
+    settings = cache.cache_settings()
     features = settings["feature_dtype"]
-    return f"{settings['views']} views per training image, logits: {logit_coding(settings).describe(features)}; " \
+    return f"{settings['views']} views per training image, logits: {cache.coding().describe(features)}; " \
            f"{features} features"
 
 

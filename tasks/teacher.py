@@ -101,8 +101,8 @@ class CacheTeacher(FingerprintedTask):
         return cache_settings(self.variant)
 
     def coding(self) -> LogitCoding:
-        """How this cache keeps its logits."""
-        return logit_coding(self.cache_settings())
+        """How this cache keeps its logits (logit_dtype auto: by the data set's classes)."""
+        return logit_coding(self.cache_settings(), len(self.requires()["store"].source.classes))
 
     def gpu_count(self) -> int:
         # With [compute] scheduler = gpus, one dask worker process per GPU runs the pass.
@@ -199,9 +199,10 @@ def cache_settings(variant: str = "") -> dict:
     return settings
 
 
-def logit_coding(settings: dict) -> LogitCoding:
-    """How a cache of these settings keeps its logits; a tempered or sampled tail at [kd] temperature."""
-    return LogitCoding.of(settings, kd().temperature)
+def logit_coding(settings: dict, classes: int | None = None) -> LogitCoding:
+    """How a cache of these settings keeps its logits for a data set of `classes`; a tempered
+    or sampled tail at [kd] temperature."""
+    return LogitCoding.of(settings, kd().temperature, classes)
 
 
 def cache_variant(settings: dict) -> str:

@@ -14,6 +14,7 @@ from luigi.configuration import get_config
 from support.build import build
 from support.config import SHIPPED, TINY_VIT
 
+import models
 from tasks import CheckConfig, RunAll
 from tasks.check import config_problems
 from tasks.config import students
@@ -35,7 +36,7 @@ MISTAKES = [
     ("cache_study", "caches", "topk=41", "at most that many"),
     ("cache_study", "caches", "feature_dtype=int2", "use one of auto, float16, int8, int4, none"),
     ("cache_study", "caches", "tail=round", "use one of flat, tempered, sampled"),
-    ("cache_study", "caches", "logit_dtype=int2", "use one of float16, int8, int4"),
+    ("cache_study", "caches", "logit_dtype=int2", "use one of auto, float16, int8, int4"),
     ("cache_study", "caches", "samples=0 tail=sampled", "set samples to 1 or more"),
     ("cache_study", "caches", "tail=sampled topk=8", "leaves no tail to sample"),
     ("cache_study", "caches", "feature_dtype=none logit_dtype=head", "rebuilds the logits from the features"),
@@ -75,6 +76,22 @@ def test_a_cache_without_features_is_refused_where_features_are_distilled(luigi_
     assert [(p.section, p.key, p.value) for p in config_problems()] == [
         ("teacher", "feature_dtype", "none"), ("cache_study", "caches", "feature_dtype=none")]
     assert "[kd] beta = 0.5 distils the teacher's features" in config_problems()[0].fix
+
+
+def test_a_teacher_whose_classifier_cannot_rebuild_logits_is_refused_before_any_work(luigi_config, monkeypatch):
+    def no_linear_head(net):
+        raise ValueError("its classifier is not one linear layer; keep the logits (float16, int8 or int4)")
+
+    monkeypatch.setattr(models.Net, "classifier", no_linear_head)
+    luigi_config("teacher", "model", "convnext_atto drop_path_rate=0.05")  # a spec no other test built
+    assert config_problems() == []  # every logit kept: any classifier does
+    luigi_config("teacher", "logit_dtype", "head")
+    [problem] = config_problems()
+    assert (problem.section, problem.key, problem.value) == ("teacher", "logit_dtype", "head")
+    assert "keep the logits" in problem.fix
+    luigi_config("teacher", "logit_dtype", "auto")  # past the rank: in it, through the classifier
+    luigi_config("teacher", "logit_rank", "2")
+    assert [p.key for p in config_problems()] == ["logit_dtype"]
 
 
 def test_a_recipe_needs_random_views(luigi_config):

@@ -4,6 +4,7 @@ they are stored does not retrain it; with a feature term it does."""
 from __future__ import annotations
 
 from tasks import CacheTeacher, EvaluateStudent, TrainStudent
+from tasks.config import teacher
 
 
 def fingerprints() -> tuple[str, str, str]:
@@ -34,6 +35,7 @@ def test_a_feature_term_reads_the_features(luigi_config):
 
 
 def test_a_rank_is_in_the_identity_only_where_it_applies(luigi_config):
+    luigi_config("teacher", "logit_dtype", "int8")
     cache, student, _ = fingerprints()
     luigi_config("teacher", "logit_rank", "16")
     assert fingerprints()[0] != cache and fingerprints()[1] != student
@@ -41,6 +43,21 @@ def test_a_rank_is_in_the_identity_only_where_it_applies(luigi_config):
     ranked_topk = fingerprints()
     luigi_config("teacher", "logit_rank", "0")
     assert fingerprints() == ranked_topk
+
+
+def test_auto_keeps_float16_logits_until_the_classes_outnumber_the_rank(luigi_config):
+    assert teacher().logit_dtype == "auto"
+    default = fingerprints()
+    luigi_config("teacher", "logit_dtype", "float16")
+    assert fingerprints() == default  # the demo's few classes: its outputs stand
+    luigi_config("teacher", "logit_dtype", "auto")
+    classes = len(CacheTeacher("demo").requires()["store"].source.classes)
+    luigi_config("teacher", "logit_rank", str(classes))
+    assert fingerprints() == default
+    luigi_config("teacher", "logit_rank", str(classes - 1))
+    assert CacheTeacher("demo").pass_settings() | {"logit_dtype": "int8", "logit_rank": classes - 1} \
+        == CacheTeacher("demo").pass_settings()
+    assert fingerprints()[0] != default[0] and fingerprints()[1] != default[1]
 
 
 def test_logits_from_the_features_read_how_the_features_are_kept(luigi_config):

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import models
+from cache.schema import LogitCoding
 from pipeline.checks.problems import Problem, failure
 from pipeline.checks.values import cache_key_problem, coding_problem
 from pipeline.spec import parse_spec, parse_stages
@@ -41,6 +42,8 @@ def teacher_problems(teacher: dict[str, Any], image_size: int | None, classes: d
     model = failure("teacher", "model", teacher["model"], _build, teacher["model"], image_size)
     if model:
         return problems + model
+    if any(LogitCoding.of(teacher, 1.0, count).through_head for count in classes.values()):
+        problems += failure("teacher", "logit_dtype", teacher.get("logit_dtype"), _classifier, teacher["model"])
     problems += _weights(teacher, classes)
     if not stages:
         return problems
@@ -71,6 +74,13 @@ def _weights(teacher: dict[str, Any], classes: dict[str, int]) -> list[Problem]:
                 problems.append(Problem("teacher", key, path, f"{error}; {fix}"))
                 break  # one file, one problem
     return problems
+
+
+@cache
+def _classifier(spec: str) -> None:
+    """The teacher's classifier must be one linear layer where a cache rebuilds logits through it."""
+    name, kwargs = parse_spec(spec)
+    models.check_classifier(name, **kwargs)
 
 
 @cache  # a spec that built builds again: settings changed elsewhere do not pay for the models again

@@ -72,6 +72,28 @@ class QuantizedVectors:
                                 None if self.offsets is None else self.offsets.held(spans))
 
 
+class Joined:
+    """Vectors kept in parts along their last axis (a rank's float16 leading coordinates and
+    the rest), read as one float32 array; read like Rows (a RowReader, cache/storage/rows.py)."""
+
+    def __init__(self, parts: list[Rows | QuantizedVectors]):
+        self.parts = parts
+        self.shape = (*parts[0].shape[:-1], sum(part.shape[-1] for part in parts))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: np.ndarray) -> np.ndarray:
+        return self.take(index)
+
+    def take(self, index: np.ndarray, column: np.ndarray | None = None) -> np.ndarray:
+        return np.concatenate([part.take(index, column).astype(np.float32) for part in self.parts], axis=-1)
+
+    def held(self, spans: Sequence[Span]) -> Joined:
+        """As Rows.held, each part."""
+        return Joined([part.held(spans) for part in self.parts])
+
+
 class HeadLogits:
     """Full float32 logits (..., C) of a cache that keeps none: its stored inputs x, in
     whatever encoding, through the teacher's classifier, x @ weight.T + bias; read like Rows
@@ -79,7 +101,7 @@ class HeadLogits:
     or, where `projection` (D, m) is given (logit_rank = m), the features' coordinates
     features @ projection, and `weight` the classifier's (C, m) W @ projection."""
 
-    def __init__(self, features: Rows | QuantizedVectors, weight: np.ndarray, bias: np.ndarray,
+    def __init__(self, features: Rows | QuantizedVectors | Joined, weight: np.ndarray, bias: np.ndarray,
                  projection: np.ndarray | None = None):
         self.features, self.weight, self.bias, self.projection = features, weight, bias, projection
         self.shape = (*features.shape[:-1], len(bias))
@@ -117,10 +139,13 @@ def logits_of(group: zarr.Group, split: str, budget: int = DEFAULT_BUDGET
     if f"{split}/logits" in group:
         return vectors_of(group, f"{split}/logits", budget)
     if "head" in group:
-        projected = "head/projection" in group
-        inputs = vectors_of(group, f"{split}/{'logit_coords' if projected else 'features'}", budget)
-        return HeadLogits(inputs, read_all(group["head/weight"]), read_all(group["head/bias"]),
-                          read_all(group["head/projection"]) if projected else None)
+        if "head/projection" not in group:
+            return HeadLogits(vectors_of(group, f"{split}/features", budget), read_all(group["head/weight"]),
+                              read_all(group["head/bias"]))
+        parts = [part for name in ("logit_lead", "logit_coords")
+                 if (part := vectors_of(group, f"{split}/{name}", budget)) is not None]
+        return HeadLogits(parts[0] if len(parts) == 1 else Joined(parts), read_all(group["head/weight"]),
+                          read_all(group["head/bias"]), read_all(group["head/projection"]))
     parts = {part: Rows(group[f"{split}/{name}"], budget)
              for part, name in _SPARSE_PARTS.items() if f"{split}/{name}" in group}
     classes = group[f"{split}/{'topk_indices' if 'indices' in parts else 'sample_indices'}"].attrs["classes"]

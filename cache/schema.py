@@ -21,11 +21,15 @@ With [teacher] logit_dtype = int8 or int4 (topk = 0), `logits` are codes with
 kept: a view's logits are its features through the teacher's own classifier,
     head/weight    float32 (C, D)   head/bias  float32 (C,)
 written once, so that the bytes a view grow with D, not with C. With [teacher] logit_rank = m
-(topk = 0, logit_dtype float16, int8 or int4) each view keeps m numbers whatever C and D:
-    logit_coords   (..., m) in logit_dtype (int8 and int4 with `logit_coords_scales` float16 (...))
-the coordinates of its features on the classifier's m leading directions, and once
+(topk = 0, logit_dtype float16, int8 or int4) each view keeps m numbers whatever C and D,
+the coordinates of its features on the classifier's m leading directions, the first
+k = [teacher] logit_lead of them (where the teacher's signal lies) as float16, the rest in
+logit_dtype:
+    logit_lead     float16 (..., k)   logit_coords (..., m - k) (int8 and int4 with
+    `logit_coords_scales` float16 (...)), and once
     head/projection float32 (D, m)  head/weight float32 (C, m) (W P)  head/bias float32 (C,)
-a view's logits logit_coords @ head/weight.T + head/bias (m = min(logit_rank, C, D)).
+a view's logits [logit_lead, logit_coords] @ head/weight.T + head/bias (m = min(logit_rank,
+C, D); either part absent where it would be empty).
 cache/compact.py has the encodings.
 With [teacher] feature_dtype = int8, `features` and `stages/k` are int8 codes, each with
 `<name>_scales` float16 (one per vector: (N,), (T, V), (N, Ck)); int4 the same, the codes
@@ -54,6 +58,7 @@ CHUNK_ROWS = 64
 TAILS = ("flat", "tempered", "sampled")
 LOGIT_DTYPES = ("auto", "float16", "int8", "int4", "head")  # head: from the features; auto: by the classes
 AUTO_RANK = 192  # logit_dtype = auto: the rank beyond which logits are kept in it, as int8 (docs/design.md)
+LEAD = 16  # [teacher] logit_lead's default: a rank's leading coordinates kept as float16
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ class LogitCoding:
     dtype: str = "float16"   # every logit (topk = 0, tail not sampled): float16, int8, int4 or head
     temperature: float = 1.0
     rank: int = 0            # every logit as its features' coordinates on m classifier directions; 0: not so
+    lead: int = 0            # of those, the first kept as float16, the rest as `dtype`
 
     @classmethod
     def of(cls, settings: dict, temperature: float, classes: int | None = None) -> LogitCoding:
@@ -78,30 +84,32 @@ class LogitCoding:
         samples, dtype = settings.get("samples", cls.samples), settings.get("logit_dtype", cls.dtype)
         if tail == "sampled":
             return cls(topk, tail, samples, temperature=temperature)
-        rank = settings.get("logit_rank", cls.rank)
+        rank, lead = settings.get("logit_rank", cls.rank), settings.get("logit_lead", LEAD)
         if not topk and dtype == "auto":
             rank = rank or AUTO_RANK
-            return cls(dtype="int8", rank=rank) if classes and classes > rank else cls()
+            return cls(dtype="int8", rank=rank, lead=lead) if classes and classes > rank else cls()
+        if not topk and rank and dtype != "head":
+            return cls(dtype=dtype, rank=rank, lead=lead)
         if not topk:
-            return cls(dtype=dtype, rank=0 if dtype == "head" else rank)
+            return cls(dtype=dtype)
         return cls(topk, tail, temperature=temperature if tail == "tempered" else 1.0)
 
     def identity(self) -> dict:
         """The settings beside topk a cache's identity holds: only those that differ from
         before they existed (top-k's flat tail, float16 logits), so older caches keep theirs."""
         now = {"tail": self.tail, "samples": self.samples, "logit_dtype": self.dtype,
-               "tail_temperature": self.temperature, "logit_rank": self.rank}
+               "tail_temperature": self.temperature, "logit_rank": self.rank, "logit_lead": self.lead}
         return changed_settings(now, {"tail": "flat", "samples": 0, "logit_dtype": "float16", "tail_temperature": 1.0,
-                                      "logit_rank": 0})
+                                      "logit_rank": 0, "logit_lead": 0})
 
     def describe(self, features: str = "float16") -> str:
-        """For people: 'every class, int8', 'every class, int8 in rank 128', 'top-10, tail at T 4',
+        """For people: 'every class, int8', 'every class, int8 in rank 128, 16 float16', 'top-10, tail at T 4',
         'top-10 + 32 sampled at T 4', 'every class, head on int8 features' (`features`: their
         dtype, which only that one names)."""
         if self.from_features:
             return f"every class, head on {features} features"
         if self.projected:
-            return f"every class, {self.dtype} in rank {self.rank}"
+            return f"every class, {self.dtype} in rank {self.rank}" + (f", {self.lead} float16" if self.lead else "")
         if self.dense:
             return f"every class, {self.dtype}"
         at = f" at T {self.temperature:g}"
@@ -158,7 +166,11 @@ def encode_outputs(logits: np.ndarray, features: np.ndarray, maps: dict[int, np.
     `uniforms` (...) in [0, 1), one a view, draw a sampled tail's classes; `projection`
     (D, m), the cache's head/projection, gives a projected coding's coordinates."""
     if coding.projected:
-        out = _vectors("logit_coords", features @ projection, 1, coding.dtype)
+        coords = features @ projection
+        lead = min(coding.lead, coords.shape[-1])
+        out = {"logit_lead": coords[..., :lead].astype(np.float16)} if lead else {}
+        if coords.shape[-1] > lead:
+            out.update(_vectors("logit_coords", coords[..., lead:], 1, coding.dtype))
     else:
         out = _logit_arrays(logits, coding, uniforms)
     out.update(_vectors("features", features, 1, feature_dtype))
@@ -221,7 +233,7 @@ def create_cache(path: str | Path, n: int, train_rows: np.ndarray, views: int, c
     packed = {"features": dim, **{f"stages/{s}": shape[-1] for s, shape in (stage_shapes or {}).items()}
               } if feature_dtype == "int4" else {}
     if coding.dense and coding.dtype == "int4":
-        packed.update({"logit_coords": projection.shape[1]} if coding.projected else {"logits": classes})
+        packed.update({"logit_coords": projection.shape[1] - coding.lead} if coding.projected else {"logits": classes})
     for name, empty in encode_outputs(np.zeros((0, classes), np.float32), np.zeros((0, dim), np.float32),
                                       maps, coding, feature_dtype, projection=projection).items():
         _array(group, f"eval/{name}", (n, *empty.shape[1:]), empty.dtype, shard_rows,

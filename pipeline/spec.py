@@ -57,7 +57,7 @@ def parse_randaugment(text: str) -> tuple[int, int]:
 
 # [teacher] keys a cache of a study may change
 CACHE_KEYS = {"views": int, "topk": int, "tail": str, "samples": int, "logit_dtype": str, "logit_rank": int,
-              "feature_dtype": str}
+              "logit_lead": int, "feature_dtype": str}
 
 
 def parse_caches(text: str) -> list[dict]:

@@ -219,6 +219,9 @@ class teacher(RecipeKeys, luigi.Config):  # noqa: N801
         description="with topk = 0 and logit_dtype float16, int8 or int4 (else unused): keep each view's logits as "
                     "its features' coordinates on the classifier's m leading directions (m numbers a view, whatever "
                     "the classes and the feature width; at most min(classes, width)); 0 = every logit itself"))
+    logit_lead = ranged(Range(0), luigi.IntParameter(
+        description="with logit_rank: its first coordinates, those the classifier weighs most, kept as float16 "
+                    "(the rest as logit_dtype)"))
     feature_dtype = luigi.ChoiceParameter(
         choices=("auto", *FEATURE_DTYPES),
         description="cached features and stage maps as float16, int8 or int4 (with one float16 scale per "
@@ -293,8 +296,8 @@ class cache_study(luigi.Config):  # noqa: N801
     [teacher]'s in views, how the logits are kept or feature dtype, each against the main cache's kd run."""
     caches = luigi.Parameter(
         description="the caches compared, one per line or separated by ';', each as [teacher] keys "
-                    "views, topk, tail, samples, logit_dtype, logit_rank, feature_dtype, e.g. views=0; topk=5; "
-                    "topk=10 tail=sampled samples=32; logit_dtype=int8; empty = no study")
+                    "views, topk, tail, samples, logit_dtype, logit_rank, logit_lead, feature_dtype, e.g. views=0; "
+                    "topk=5; topk=10 tail=sampled samples=32; logit_dtype=int8; empty = no study")
     students = luigi.Parameter(description="the students of the study, e.g. vit,swin")
 
 

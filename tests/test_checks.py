@@ -31,8 +31,8 @@ MISTAKES = [
     ("students", "size", TINY_VIT.replace("img_size=32", "img_size=48"), "48"),
     ("train", "modes", "kd,fast", "list one or more of baseline, kd, online"),
     ("cache_study", "caches", "views=x", "not a whole number"),
-    ("cache_study", "caches", "views=0; colour=red", "a key of views, topk, tail, samples, logit_dtype, logit_rank, "
-     "feature_dtype"),
+    ("cache_study", "caches", "views=0; colour=red",
+     "a key of views, topk, tail, samples, logit_dtype, logit_rank, logit_lead, feature_dtype"),
     ("cache_study", "caches", "topk=41", "at most that many"),
     ("cache_study", "caches", "feature_dtype=int2", "use one of auto, float16, int8, int4, none"),
     ("cache_study", "caches", "tail=round", "use one of flat, tempered, sampled"),

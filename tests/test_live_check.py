@@ -33,7 +33,7 @@ def teacher(tiny_data, seed: int | None = None):
                                         "logit_dtype=int4 feature_dtype=int8",
                                         "topk=2 tail=sampled samples=8 feature_dtype=int8",
                                         "logit_dtype=head feature_dtype=int4",
-                                        "logit_rank=6 logit_dtype=int8 feature_dtype=int8"],
+                                        "logit_rank=6 logit_lead=2 logit_dtype=int8 feature_dtype=int8"],
                 ids=["full", "top3-int8", "top5-int4", "top3-tempered", "int8-logits", "int4-logits", "sampled",
                      "head-int4", "rank6-int8"])
 def encoded(tiny_data, tmp_path_factory, request):

@@ -234,9 +234,10 @@ def test_the_classifier_basis_is_orthonormal_signed_and_blind_to_the_class_mean(
 def test_logits_in_full_rank_give_the_full_loss(tiny_data, tmp_path):
     full = TeacherCache(tiny_data["cache"])
     classes = full.aug_logits.shape[-1]
-    cache = encoded_cache(tiny_data, tmp_path / "cache.zarr", "logit_rank=1000 logit_dtype=float16 feature_dtype=none")
-    assert "aug/logits" not in cache.group and "aug/features" not in cache.group
-    assert cache.group["aug/logit_coords"].shape[-1] == classes and cache.group["head/weight"].shape == (classes,) * 2
+    cache = encoded_cache(tiny_data, tmp_path / "cache.zarr", "logit_rank=1000 logit_dtype=int8 feature_dtype=none")
+    kept = {name for name, _ in cache.group.members(max_depth=None)}
+    assert not {"aug/logits", "aug/features", "aug/logit_coords"} & kept  # few classes: every coordinate float16
+    assert cache.group["aug/logit_lead"].shape[-1] == classes and cache.group["head/weight"].shape == (classes,) * 2
     index = np.arange(len(cache.aug_rows))
     reference = full.aug_logits.take(index).astype(np.float32).reshape(-1, classes)
     rebuilt = cache.aug_logits.take(index).reshape(reference.shape)
@@ -250,20 +251,26 @@ def test_logits_in_full_rank_give_the_full_loss(tiny_data, tmp_path):
 
 def test_logits_in_rank_m_are_the_features_on_m_directions_and_export_with_them(tiny_data, tmp_path):
     full = TeacherCache(tiny_data["cache"])
-    cache = encoded_cache(tiny_data, tmp_path / "cache.zarr", "logit_rank=2 logit_dtype=int8 feature_dtype=none")
+    cache = encoded_cache(tiny_data, tmp_path / "cache.zarr",
+                          "logit_rank=4 logit_lead=1 logit_dtype=int8 feature_dtype=none")
     projection = cache.group["head/projection"][:]
     weight, bias = (t.numpy() for t in models.load_weights(models.create(TEACHER, full.aug_logits.shape[-1]),
                                                            tiny_data["weights"]).classifier())
-    np.testing.assert_allclose(projection, classifier_basis(weight, 2))
+    np.testing.assert_allclose(projection, classifier_basis(weight, 4))
+    assert cache.group["aug/logit_lead"].shape[-1] == 1 and cache.group["aug/logit_coords"].shape[-1] == 3
     features = full.aug_features.take(np.arange(3)).astype(np.float32)  # float16, as the full cache keeps them
-    expected = features @ projection @ (weight @ projection).T + bias
-    rebuilt = cache.aug_logits.take(np.arange(3))
-    # Each coordinate within half an int8 step of its view's largest, and the features' float16 rounding.
     coords = features @ projection
+    expected = coords @ (weight @ projection).T + bias
+    rebuilt = cache.aug_logits.take(np.arange(3))
+    # The leading coordinate within float16's rounding, the others within half an int8 step of their view's
+    # largest, each weighed by the head's row; and the features' own float16 rounding.
     reach = np.abs(weight @ projection).sum(1).max() * np.abs(coords).max(-1, keepdims=True)
     assert (np.abs(rebuilt - expected) <= reach * (1 / 254 + 2 ** -10) + 1e-4).all()
+    lead = cache.group["aug/logit_lead"][:3, ..., 0].astype(np.float32)
+    assert (np.abs(lead - coords[..., 0]) <= np.abs(coords[..., 0]) * 2 ** -10 + 1e-3).all()
     with h5py.File(export_hdf5(cache.path, tmp_path / "cache.h5"), "r") as f:
-        stored = f["aug/logit_coords"][:3].astype(np.float32) * f["aug/logit_coords_scales"][:3][..., None]
+        rest = f["aug/logit_coords"][:3].astype(np.float32) * f["aug/logit_coords_scales"][:3][..., None]
+        stored = np.concatenate([f["aug/logit_lead"][:3].astype(np.float32), rest], -1)
         np.testing.assert_allclose(stored @ f["head/weight"][:].T + f["head/bias"][:], rebuilt, rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(f["head/projection"][:], projection)
 

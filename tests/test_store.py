@@ -38,7 +38,8 @@ from tasks.data import PrepareDataset
 # teacher's head and int4 features.
 ENCODINGS = {"cache.zarr": "", "compact.zarr": "topk=3 feature_dtype=int8",
              "sampled.zarr": "topk=2 tail=sampled samples=8 feature_dtype=none",
-             "head.zarr": "logit_dtype=head feature_dtype=int4", "rank.zarr": "logit_rank=5 logit_dtype=int4"}
+             "head.zarr": "logit_dtype=head feature_dtype=int4",
+             "rank.zarr": "logit_rank=5 logit_lead=2 logit_dtype=int4"}
 
 
 @pytest.fixture(scope="module")

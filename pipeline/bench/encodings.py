@@ -72,7 +72,7 @@ def coding_gap(cache: TeacherCache, specs: list[str], temperature: float, seed: 
         feature_dtype = spec.get("feature_dtype", "float16") if c.from_features else "none"
         arrays = encode_outputs(logits, logits[:, :0] if features is None else features, {}, c,
                                 feature_dtype, uniforms, projection)
-        width = None if projection is None else projection.shape[1]
+        width = None if projection is None else projection.shape[1] - c.lead
         packed = (width or features.shape[-1]) if (c.dtype if c.projected else feature_dtype) == "int4" else None
         rebuilt = torch.as_tensor(_rebuilt(arrays, c, logits.shape[-1], head, projection, packed))
         approx = torch.log_softmax(rebuilt.double() / temperature, -1)
@@ -103,10 +103,12 @@ def _rebuilt(arrays: dict[str, np.ndarray], c: LogitCoding, classes: int, head: 
     classifier of logits from the features; `projection`: a rank's directions; `packed`:
     the inputs' length, for int4 codes)."""
     if c.through_head:
-        name = "logit_coords" if c.projected else "features"
-        inputs = arrays[name]
-        if f"{name}_scales" in arrays:
-            inputs = dequantize(inputs, arrays[f"{name}_scales"], packed)
+        parts = []
+        for name in ("logit_lead", "logit_coords") if c.projected else ("features",):
+            if name in arrays:
+                scales = arrays.get(f"{name}_scales")
+                parts.append(arrays[name] if scales is None else dequantize(arrays[name], scales, packed))
+        inputs = np.concatenate([part.astype(np.float32) for part in parts], axis=-1)
         weight = head.weight if projection is None else head.weight @ projection
         return inputs.astype(np.float32) @ weight.T + head.bias
     if c.dense:

@@ -137,9 +137,9 @@ def _logprob_gaps(part: Sampled, rounding: float, logits) -> tuple[np.ndarray, n
         gap = np.concatenate([np.take_along_axis(gap, part.kept.astype(np.int64), 1),
                               torch.nan_to_num((tails[0] - tails[1]).abs(), nan=0.0).numpy()[:, None]], 1)
     stored = logits.features if projected else logits
-    step = 0.0
-    if isinstance(stored, QuantizedVectors):
-        step = 1 / TOP_CODE["int4" if stored.length is not None else "int8"]
+    # A rank's float16 leading coordinates beside its quantized rest: the rest's step bounds them all.
+    quantized = [p for p in getattr(stored, "parts", [stored]) if isinstance(p, QuantizedVectors)]
+    step = 1 / TOP_CODE["int4" if quantized[0].length is not None else "int8"] if quantized else 0.0
     return gap.max(1), peak * (2 * rounding + step) / t + SLACK
 
 

@@ -147,7 +147,7 @@ def cache_figure(title: str, study_rows: list[dict], names: list[str], column: s
     ax.set_ylabel("kd top-1 (%)")
     _legend_below(fig)
     key = [f"{number}  {row['logits']}, V {row['views']}" for number, row in enumerate(study_rows, 1)]
-    fig.legend([plt.Line2D([], [], ls="none")] * len(key), key, loc="outside right upper", fontsize=7,
+    fig.legend([plt.Line2D([], [], ls="none")] * len(key), key, loc="outside right center", fontsize=7,
                handlelength=0, title="caches", title_fontsize=8)
     fig.suptitle(f"{title}: what the cache keeps")
     return fig

@@ -16,7 +16,7 @@ from luigi.cmdline_parser import CmdlineParser
 from luigi.configuration import get_config
 
 from cache.compact import FEATURE_DTYPES
-from cache.schema import LOGIT_DTYPES, TAILS
+from cache.schema import AUTO_RANK, LOGIT_DTYPES, TAILS
 from pipeline.checks import Range
 from pipeline.data.imagestore import IMAGE_FORMATS
 from pipeline.runtime import cluster, gpus
@@ -214,7 +214,7 @@ class teacher(RecipeKeys, luigi.Config):  # noqa: N801
         description="every logit (topk = 0) as float16, or int8 or int4 with a float16 scale and offset per view, "
                     "or head: none stored, each view's features through the teacher's classifier (bytes grow "
                     "with the feature width, not the classes); auto = float16 up to as many classes as the rank "
-                    "(logit_rank, or 192 at 0), int8 in that rank beyond")
+                    f"(logit_rank, or {AUTO_RANK} at 0), int8 in that rank beyond")
     logit_rank = ranged(Range(0), luigi.IntParameter(
         description="with topk = 0 and logit_dtype float16, int8 or int4 (else unused): keep each view's logits as "
                     "its features' coordinates on the classifier's m leading directions (m numbers a view, whatever "

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.metadata
 
-import timm
 import torch
 from torch import nn
 
@@ -68,7 +68,7 @@ def _mvit_cfg(name: str, overrides: dict) -> dict:
     from timm.models import mvitv2
     registry = getattr(mvitv2, "model_cfgs", None)
     if not isinstance(registry, dict) or name not in registry:
-        raise ValueError(f"{name} cfg={overrides}: this timm ({timm.__version__}) no longer exposes "
+        raise ValueError(f"{name} cfg={overrides}: this timm ({timm_version()}) no longer exposes "
                          "mvitv2.model_cfgs, which `cfg=` needs; give the model without cfg= or use timm 1.0.x")
     variant = f"{name}-{sorted(overrides.items())}"
     registry[variant] = dataclasses.replace(registry[name], **overrides)
@@ -78,6 +78,7 @@ def _mvit_cfg(name: str, overrides: dict) -> dict:
 def create(name: str, num_classes: int, pretrained: bool | str = False, **kwargs) -> Net:
     """A timm model by name and kwargs, wrapped as a Net. `pretrained` is False, True
     (timm's weights for the name) or a local weights file handed to timm's own loader."""
+    import timm  # here, not at the top: its import (torchvision's with it) costs seconds a command builds no model
     kwargs = dict(kwargs)
     if name.startswith("mvitv2") and "cfg" in kwargs:
         kwargs |= _mvit_cfg(name, kwargs.pop("cfg"))
@@ -97,7 +98,7 @@ def timm_distillation(student: Net, teacher: Net, alpha: float, temperature: flo
 
 
 def timm_version() -> str:
-    return timm.__version__
+    return importlib.metadata.version("timm")  # without importing timm
 
 
 def check_classifier(name: str, **kwargs) -> None:
@@ -112,6 +113,7 @@ def check_build(name: str, image_size: int | None, stages: tuple[int, ...] = (),
     one image of `image_size` through it and its `stages` (build only when None): raises
     what a real build or forward would raise, so a bad name, kwarg or size is found before
     any work."""
+    import timm
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=3)
         raise ValueError(f"unknown timm model {name!r}"

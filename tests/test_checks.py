@@ -12,9 +12,10 @@ import torch
 from luigi.cmdline_parser import CmdlineParser
 from luigi.configuration import get_config
 from support.build import build
-from support.config import SHIPPED, TINY_VIT
+from support.config import SHIPPED, TEACHER, TINY_VIT
 
 import models
+import tasks.check
 from tasks import CheckConfig, RunAll
 from tasks.check import config_problems
 from tasks.config import students
@@ -140,7 +141,34 @@ def test_chunks_must_divide_shards(luigi_config):
 
 def test_tiny_configuration_has_no_problems(luigi_config):
     assert config_problems() == []
-    assert not luigi_config.work.exists()  # the check wrote in it and left no trace
+    written = [p.relative_to(luigi_config.work).parent.as_posix() for p in luigi_config.work.rglob("*") if p.is_file()]
+    assert written == [".checked"]  # the verdict remembered, and no trace of the probe of the folder
+
+
+def test_a_passed_model_check_is_remembered_until_what_it_read_changes(luigi_config, monkeypatch, tmp_path):
+    """A rerun of the same configuration builds no model (a no-op command skips seconds); a
+    changed spec or teacher weights file is checked again."""
+    weights = tmp_path / "init.safetensors"
+    models.save_weights(models.create(TEACHER, 3), weights)
+    luigi_config("teacher", "init", str(weights))
+    assert config_problems() == []
+
+    def fresh_check() -> list:
+        monkeypatch.setattr(tasks.check, "_checked", {})
+        return config_problems()
+
+    def build(*args, **kwargs):
+        raise ValueError("built")
+
+    monkeypatch.setattr(models, "check_build", build)
+    assert fresh_check() == []  # remembered: no model built
+    luigi_config("students", "vit", TINY_VIT + " depth=2")
+    assert [(p.key, p.fix) for p in fresh_check()] == [("vit", "ValueError: built")]  # a new spec is built
+    monkeypatch.undo()
+    luigi_config("students", "vit", TINY_VIT)
+    assert fresh_check() == []
+    models.save_weights(models.create(TEACHER, 3, depths=(1, 1, 1, 1)), weights)
+    assert [(p.section, p.key) for p in fresh_check()] == [("teacher", "init")]  # the file changed
 
 
 @pytest.mark.parametrize("section, key, value, meant", [

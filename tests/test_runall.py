@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from luigi.configuration import get_config
 from support.build import build
 from support.config import TINY_CONVIT
 
@@ -23,6 +24,7 @@ from tasks.student import TrainStudent
 from tasks.teacher import CacheTeacher, FineTuneTeacher
 
 pytestmark = pytest.mark.slow  # builds whole graphs
+REPO = Path(__file__).resolve().parents[1]
 
 
 def kinds(tasks) -> Counter:
@@ -53,6 +55,7 @@ def test_runall_reports_every_student_and_reruns_only_what_is_new(luigi_config):
 
     ok, ran = build(RunAll())
     assert ok and ran == []  # nothing changed: nothing runs
+    assert no_op_imports() == []  # and a fresh process finds it so without timm's or torchvision's import
 
     luigi_config("students", "convit", TINY_CONVIT)
     ok, ran = build(RunAll())
@@ -90,12 +93,25 @@ def test_changed_kd_setting_retrains_only_kd_students(luigi_config):
         ("TrainStudent", "kd"), ("EvaluateStudent", "kd"), ("Report", None), ("RunAll", None)}
 
 
+def no_op_imports() -> list[str]:
+    """timm and torchvision if a fresh process's RunAll, under this test's configuration,
+    imports them: a no-op builds no model and renders no view, and their imports take seconds."""
+    config = get_config()
+    settings = {section: dict(config.items(section)) for section in config.sections()}
+    script = ("import json, sys, luigi; from luigi.configuration import get_config; config = get_config(); "
+              "[config.remove_section(s) for s in config.sections()]; config.read_dict(json.loads(sys.argv[1])); "
+              "from tasks import RunAll; assert luigi.build([RunAll()], local_scheduler=True); "
+              "print(json.dumps(sorted({'timm', 'torchvision'} & set(sys.modules))))")
+    proc = subprocess.run([sys.executable, "-c", script, json.dumps(settings)], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, check=True)
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
 def test_failed_task_exits_nonzero(tmp_path):
     cfg = tmp_path / "bad.cfg"
     cfg.write_text(f"[paths]\nwork = {tmp_path}/work\n[datasets]\nbroken = imagefolder:{tmp_path}/missing\n")
-    repo = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, "-m", "luigi", "--module", "tasks", "PrepareDataset",
-                           "--dataset", "broken"], cwd=repo, env={"LUIGI_CONFIG_PATH": str(cfg), "PATH": ""},
+                           "--dataset", "broken"], cwd=REPO, env={"LUIGI_CONFIG_PATH": str(cfg), "PATH": ""},
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "missing" in proc.stderr + proc.stdout

@@ -12,7 +12,7 @@ from typing import Any
 
 from pipeline.checks.datasets import check_dataset
 from pipeline.checks.machine import machine_problems
-from pipeline.checks.models import student_problems, teacher_problems
+from pipeline.checks.models import model_problems, models_passed
 from pipeline.checks.problems import Problem, Range
 from pipeline.checks.values import (
     cache_study_problems,
@@ -34,7 +34,8 @@ def check(settings: dict[str, dict[str, Any]], ranges: dict[str, dict[str, Range
     [cache_study], and the spec strings of [datasets] and [students]; `ranges`: section ->
     key -> the Range its value must lie in. A missing section is not checked (the caller
     reports why it is missing). Data sets are judged by their item lists (no image is
-    decoded), weights files by their keys and shapes."""
+    decoded), weights files by their keys and shapes. A check without problems is remembered
+    in the work folder (models.models_passed): the same models are not built again."""
     problems = range_problems(settings, ranges) + machine_problems(settings)
     size = settings.get("train", {}).get("image_size")
     size = size if isinstance(size, int) and size >= 1 else None
@@ -44,16 +45,22 @@ def check(settings: dict[str, dict[str, Any]], ranges: dict[str, dict[str, Range
         problems += found
         if count is not None:
             classes[name] = count
-    for name, spec in settings.get("students", {}).items():
-        problems += student_problems(name, spec, size)
+    passed = models_passed(settings, size, classes)
+    if passed is None or not passed.exists():
+        problems += model_problems(settings, size, classes)
     for section in ("datasets", "students"):
         if section in settings and not settings[section]:
             problems.append(Problem(section, "(none)", "", f"add at least one line to [{section}]"))
-    if "teacher" in settings:
-        problems += teacher_problems(settings["teacher"], size, classes)
     problems += mode_problems(settings.get("train", {}).get("modes"))
     if "cache_study" in settings:
         problems += cache_study_problems(settings["cache_study"], settings.get("students", {}), classes,
                                          settings.get("teacher"))
-    return (problems + feature_problems(settings) + chunk_problems(settings) + endpoint_problems(settings)
-            + recipe_problems(settings, "train") + recipe_problems(settings, "teacher"))
+    problems += (feature_problems(settings) + chunk_problems(settings) + endpoint_problems(settings)
+                 + recipe_problems(settings, "train") + recipe_problems(settings, "teacher"))
+    if passed is not None and not problems:
+        try:
+            passed.parent.mkdir(parents=True, exist_ok=True)
+            passed.touch()
+        except OSError:
+            pass  # not remembered (e.g. a full disk): the next check builds the models again
+    return problems

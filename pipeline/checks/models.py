@@ -6,12 +6,48 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import torch
+
 import models
 from cache.schema import LogitCoding
+from cache.storage.fingerprint import digest, file_sha256
 from pipeline.checks.problems import Problem, failure
 from pipeline.checks.values import cache_key_problem, coding_problem
 from pipeline.spec import parse_spec, parse_stages
 from pipeline.training.build import INITS
+
+
+def model_problems(settings: dict[str, dict[str, Any]], image_size: int | None, classes: dict[str, int]
+                   ) -> list[Problem]:
+    """The problems of every student and the teacher."""
+    problems = [p for name, spec in settings.get("students", {}).items()
+                for p in student_problems(name, spec, image_size)]
+    if "teacher" in settings:
+        problems += teacher_problems(settings["teacher"], image_size, classes)
+    return problems
+
+
+def models_passed(settings: dict[str, dict[str, Any]], image_size: int | None, classes: dict[str, int]
+                  ) -> Path | None:
+    """Where a check without problems remembers that model_problems found none, so a rerun of
+    the same configuration (a no-op command) neither builds a model nor imports timm, which
+    take seconds: <work>/.checked/models-<digest of all the verdict depends on: the specs and
+    the teacher's settings, the image size, the class counts, the teacher's weights files
+    (their sizes and mtimes), the versions of torch and timm and the code that builds and
+    checks the models>. None without a work folder."""
+    work = settings.get("paths", {}).get("work")
+    if not work:
+        return None
+    teacher = settings.get("teacher", {})
+    files = {}
+    for key in ("init", "checkpoint"):
+        if teacher.get(key) and Path(teacher[key]).is_file():
+            stat = Path(teacher[key]).stat()
+            files[key] = [stat.st_size, stat.st_mtime_ns]
+    code = [file_sha256(path) for path in (*sorted(Path(models.__file__).parent.glob("*.py")), Path(__file__))]
+    key = digest(settings.get("students"), teacher, image_size, classes, files, code,
+                 torch.__version__, models.timm_version())
+    return Path(work) / ".checked" / f"models-{key[:16]}"
 
 
 def student_problems(name: str, spec: str, image_size: int | None) -> list[Problem]:

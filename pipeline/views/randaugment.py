@@ -13,7 +13,6 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.v2 import functional as TF
 
 from pipeline.runtime.device import to_device
 
@@ -65,16 +64,23 @@ def _posterize(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     return (x * levels).floor_().clamp_(max=levels - 1) / levels
 
 
+def _tf():
+    """torchvision's v2 functional ops, imported at first use: torchvision's import takes seconds
+    (torch._dynamo comes with it), which a command that renders no view, a no-op run, skips."""
+    from torchvision.transforms.v2 import functional
+    return functional
+
+
 # name -> operation(images (n, 3, H, W), signed magnitudes (n, 1, 1, 1)), but for the geometric ones.
 _OPS = {
-    "autocontrast": lambda x, m: TF.autocontrast(x),
-    "equalize": lambda x, m: TF.equalize(x),
+    "autocontrast": lambda x, m: _tf().autocontrast(x),
+    "equalize": lambda x, m: _tf().equalize(x),
     "posterize": _posterize,
     "solarize": lambda x, m: torch.where(x >= 1 - m.abs(), 1 - x, x),
-    "color": lambda x, m: _blend(x, TF.rgb_to_grayscale(x), m),
-    "contrast": lambda x, m: _blend(x, TF.rgb_to_grayscale(x).mean((-3, -2, -1), keepdim=True), m),
+    "color": lambda x, m: _blend(x, _tf().rgb_to_grayscale(x), m),
+    "contrast": lambda x, m: _blend(x, _tf().rgb_to_grayscale(x).mean((-3, -2, -1), keepdim=True), m),
     "brightness": lambda x, m: _blend(x, torch.zeros_like(x), m),
-    "sharpness": lambda x, m: _blend(x, TF.adjust_sharpness(x, 0.0), m),  # factor 0: the smoothed image
+    "sharpness": lambda x, m: _blend(x, _tf().adjust_sharpness(x, 0.0), m),  # factor 0: the smoothed image
 }
 
 

@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from torchvision.ops import roi_align
 
 from cache.storage.fingerprint import changed_settings
 from pipeline.runtime.device import to_device
@@ -199,6 +198,7 @@ def _view(x: torch.Tensor, params: np.ndarray, image_of: np.ndarray, out: int) -
     p = to_device(torch.from_numpy(np.ascontiguousarray(params[:, :VIEW])), x.device)
     index = to_device(torch.from_numpy(image_of.astype(np.float32)), x.device)
     boxes = torch.stack([index, p[:, 1], p[:, 0], p[:, 1] + p[:, 3], p[:, 0] + p[:, 2]], dim=1)
+    from torchvision.ops import roi_align  # at first use: see randaugment._tf
     crops = roi_align(x, boxes, output_size=out, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
     # Not a masked assignment: indexing by a mask waits for the device (it counts the flips on the host).
     crops = torch.where((p[:, 4] > 0.5)[:, None, None, None], crops.flip(-1), crops)

@@ -17,7 +17,7 @@ from PIL import Image
 from support.hdf5 import write_h5
 
 from pipeline.checks import check_dataset
-from pipeline.data.files import read_image, tree_stats
+from pipeline.data.files import read_image, source_fingerprint, tree_stats
 from pipeline.data.hdf5 import HDF5Source
 from pipeline.data.imagefolder import ImageFolder
 from pipeline.data.readers import carve_validation, open_source, split_counts
@@ -201,19 +201,33 @@ def test_imagefolder_is_checked_by_its_counts_without_making_items(tmp_path: Pat
     assert check_dataset("mine", f"imagefolder:{tmp_path} holdout=0.3") == ([], 3)
 
 
-def test_imagefolder_counts_once_a_process_until_a_folder_changes(tmp_path: Path, monkeypatch) -> None:
+def test_imagefolder_walks_once_a_process_until_a_folder_changes(tmp_path: Path, monkeypatch) -> None:
+    """The check's count, the store's fingerprint and the auto order: one walk of the files a
+    command, the fingerprint as its own walk makes it."""
     image_tree(tmp_path / "train")
     image_tree(tmp_path / "val")
-    listings = []
-    listed = ImageFolder._class_images
-    monkeypatch.setattr(ImageFolder, "_class_images", lambda self: listings.append(1) or listed(self))
+    walks = []
+    walk = ImageFolder._walk
+    monkeypatch.setattr(ImageFolder, "_walk", lambda self: walks.append(1) or walk(self))
     counts = ImageFolder(tmp_path).split_counts()
-    assert ImageFolder(tmp_path).split_counts() == counts and len(listings) == 2  # folders changed just now
+    assert ImageFolder(tmp_path).split_counts() == counts and len(walks) == 2  # folders changed just now
     for folder in [tmp_path, *tmp_path.iterdir(), *tmp_path.glob("*/*")]:
         os.utime(folder, ns=(10 ** 18, 10 ** 18))  # as a data set's folders, unchanged for days
-    assert [ImageFolder(tmp_path).split_counts() for _ in range(2)] == [counts] * 2 and len(listings) == 3
+    assert [ImageFolder(tmp_path).split_counts() for _ in range(2)] == [counts] * 2 and len(walks) == 3
+    assert ImageFolder(tmp_path).fingerprint() == source_fingerprint(
+        "imagefolder", {"holdout": 0.25, "seed": 0}, tree_stats(tmp_path)) and len(walks) == 3
     save(tmp_path / "val" / "a.b" / "new.png", noise((4, 4)))
-    assert ImageFolder(tmp_path).split_counts() == counts + Counter({("test", 0): 1}) and len(listings) == 4
+    assert ImageFolder(tmp_path).split_counts() == counts + Counter({("test", 0): 1}) and len(walks) == 4
+
+
+def test_imagefolder_counts_a_linked_class_folder(tmp_path: Path) -> None:
+    """The walk does not follow links; a class folder that is one is counted as items() lists it."""
+    image_tree(tmp_path / "elsewhere")
+    (tmp_path / "data").mkdir()
+    for folder in (tmp_path / "elsewhere").iterdir():
+        (tmp_path / "data" / folder.name).symlink_to(folder, target_is_directory=True)
+    source = ImageFolder(tmp_path / "data", holdout=0.3)
+    assert split_counts(source) == Counter((item.split, item.label) for item in source.items())
 
 
 def test_imagefolder_empty_class_folder(tmp_path: Path) -> None:

@@ -62,8 +62,16 @@ def collector_paused() -> Iterator[None]:
 def tree_stats(root: Path) -> Iterator[str]:
     """"<relative name> <size> <mtime_ns>" for every file under root, in a stable order: a
     folder's files by name, then its subfolders by name, depth first (os.walk's order; links
-    to folders are not followed). One scandir per folder, and each file's stat relative to
-    its folder's descriptor (no path to resolve): most of the time is the stat calls'."""
+    to folders are not followed)."""
+    for _, _, lines in tree_files(root):
+        yield from lines
+
+
+def tree_files(root: Path) -> Iterator[tuple[str, list[str], list[str]]]:
+    """For every folder under root in tree_stats' order: its path relative to root ("" for
+    root, else ending in "/"), the names of its regular files, and its lines of tree_stats.
+    One scandir per folder, and each file's stat relative to its folder's descriptor (no path
+    to resolve): most of the time is the stat calls'."""
     stack = [""]
     while stack:
         rel = stack.pop()
@@ -73,11 +81,12 @@ def tree_stats(root: Path) -> Iterator[str]:
                 entries = sorted(found, key=lambda entry: entry.name)
             lines = [f"{rel}{entry.name} {stat.st_size} {stat.st_mtime_ns}"
                      for entry in entries if not entry.is_dir() for stat in [entry.stat()]]
+            files = [entry.name for entry in entries if entry.is_file()]
             stack.extend(f"{rel}{entry.name}/" for entry in reversed(entries)
                          if entry.is_dir() and not entry.is_symlink())
         finally:
             os.close(folder)
-        yield from lines
+        yield rel, files, lines
 
 
 def source_fingerprint(kind: str, options: dict[str, Any], lines: Iterable[str]) -> str:

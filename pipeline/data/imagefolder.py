@@ -11,14 +11,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.data.files import collector_paused, read_image, source_fingerprint, tree_stats
+from pipeline.data.files import collector_paused, read_image, source_fingerprint, tree_files
 from pipeline.data.source import SPLITS, BadSource, Item, Items, strings
 from pipeline.data.splits import move_fraction, moved_count
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-_counted: dict[tuple, tuple[list[int], Counter]] = {}  # (root, holdout, seed) -> (folder mtimes, split_counts)
+# (root, holdout, seed) -> (folder mtimes, _walk()'s fingerprint and files)
+_walked: dict[tuple, tuple[list[int], tuple[str, dict[str, tuple[int, int]]]]] = {}
 RECENT_NS = 2 * 10 ** 9  # a folder changed this recently may change again within its mtime's tick
 
 
@@ -59,33 +60,56 @@ class ImageFolder:
         return move_fraction(items, "train", "test", self.holdout, self.seed) if self._one_tree() else items
 
     def split_counts(self) -> Counter[tuple[str, int]]:
-        """Images per (split, label), as items() has them, without making the items. Counted
-        once a process (the configuration check asks, then the auto order) while no folder's
-        mtime moves, which adding, removing or renaming a file does; not kept while a folder
-        is new, as a second change within its clock's tick would leave its mtime as it was."""
-        key, mtimes = (self.root, self.holdout, self.seed), self._folder_mtimes()
-        if key not in _counted or _counted[key][0] != mtimes:
-            counts = self._count()
-            if max(mtimes) > time.time_ns() - RECENT_NS:
-                return counts
-            _counted[key] = mtimes, counts
-        return Counter(_counted[key][1])
-
-    def load(self, item: Item) -> Image.Image:
-        return read_image(self.root / str(item.key))
-
-    def fingerprint(self) -> str:
-        return source_fingerprint("imagefolder", {"holdout": self.holdout, "seed": self.seed},
-                                  tree_stats(self.root))
-
-    def _count(self) -> Counter[tuple[str, int]]:
-        """split_counts, counted from the class folders' listings."""
-        counts = Counter({(split, label): len(images) for split, label, _, images in self._class_images()})
+        """Images per (split, label), as items() has them, without making the items: counted
+        from the walk that makes the fingerprint, once a process (_walked)."""
+        files = self._walked()[1]
+        counts, ignored = Counter(), 0
+        for split, label, folder in self._class_folders():
+            rel = folder.relative_to(self.root).as_posix() + "/"
+            images, found = files[rel] if rel in files else _tally(_file_names(folder))  # a link: not walked
+            if not images:
+                raise _no_images(folder)
+            counts[split, label] = images
+            ignored += found - images
+        _log_ignored(self.root, ignored)
         if self._one_tree():
             for (_, label), n in list(counts.items()):
                 test = moved_count(n, self.holdout)
                 counts["train", label], counts["test", label] = n - test, test
         return +counts  # no zero counts, as counted from the items
+
+    def load(self, item: Item) -> Image.Image:
+        return read_image(self.root / str(item.key))
+
+    def fingerprint(self) -> str:
+        return self._walked()[0]
+
+    def _walked(self) -> tuple[str, dict[str, tuple[int, int]]]:
+        """_walk(), once a process (the configuration check counts, then the store's fingerprint
+        and the auto order ask: one walk of a million files, not three) while no folder's mtime
+        moves, which adding, removing or renaming a file does; not kept while a folder is new,
+        as a second change within its clock's tick would leave its mtime as it was."""
+        key, mtimes = (self.root, self.holdout, self.seed), self._folder_mtimes()
+        if key not in _walked or _walked[key][0] != mtimes:
+            walked = self._walk()
+            if max(mtimes) > time.time_ns() - RECENT_NS:
+                return walked
+            _walked[key] = mtimes, walked
+        return _walked[key][1]
+
+    def _walk(self) -> tuple[str, dict[str, tuple[int, int]]]:
+        """The content fingerprint (every file's name, size and mtime), and for every folder
+        (relative to root, ending in "/") its image files and all its files, counted."""
+        files: dict[str, tuple[int, int]] = {}
+
+        def lines() -> Iterator[str]:
+            for rel, names, stats in tree_files(self.root):
+                files[rel] = _tally(names)
+                yield from stats
+
+        with collector_paused():
+            fingerprint = source_fingerprint("imagefolder", {"holdout": self.holdout, "seed": self.seed}, lines())
+        return fingerprint, files
 
     def _folder_mtimes(self) -> list[int]:
         """The mtimes of root, the split folders and the class folders."""
@@ -111,21 +135,24 @@ class ImageFolder:
                             f"val/, or train/ and val/ (val/ is then the test split), or no split folders at all")
         return [(split, self.root / split) for split in present]
 
+    def _class_folders(self) -> Iterator[tuple[str, int, Path]]:
+        """(split, label, folder) of each class folder."""
+        for split, folder in self._split_folders():
+            for label, name in enumerate(self.classes):
+                yield split, label, folder / name
+
     def _class_images(self) -> Iterator[tuple[str, int, str, list[str]]]:
         """(split, label, class folder relative to root, its image names) for each class
         folder; a folder without images raises BadSource. Logs the files ignored."""
         ignored = 0
-        for split, folder in self._split_folders():
-            for label, name in enumerate(self.classes):
-                files = [entry.name for entry in os.scandir(folder / name) if entry.is_file()]
-                # String operations, not pathlib: a million files cost seconds in Path objects.
-                images = [f for f in files if not f.startswith(".") and f[f.rfind("."):].lower() in IMAGE_SUFFIXES]
-                ignored += len(files) - len(images)
-                if not images:
-                    raise BadSource(f"{folder / name}: class folder holds no images; add some, or remove the folder")
-                yield split, label, (folder / name).relative_to(self.root).as_posix(), images
-        if ignored:
-            log.info("%s: ignored %d hidden or non-image files", self.root, ignored)
+        for split, label, folder in self._class_folders():
+            files = _file_names(folder)
+            images = _images(files)
+            if not images:
+                raise _no_images(folder)
+            ignored += len(files) - len(images)
+            yield split, label, folder.relative_to(self.root).as_posix(), images
+        _log_ignored(self.root, ignored)
 
     def _classes(self) -> list[str]:
         found = {split: sorted(entry.name for entry in os.scandir(folder)
@@ -140,3 +167,27 @@ class ImageFolder:
                 raise BadSource(f"{self.root / first} and {self.root / split} hold different "
                                 f"class folders: {', '.join(differ)}")
         return classes
+
+
+def _images(names: list[str]) -> list[str]:
+    """The image files among `names`, by suffix; hidden ones left out."""
+    # String operations, not pathlib: a million files cost seconds in Path objects.
+    return [f for f in names if not f.startswith(".") and f[f.rfind("."):].lower() in IMAGE_SUFFIXES]
+
+
+def _file_names(folder: Path) -> list[str]:
+    return [entry.name for entry in os.scandir(folder) if entry.is_file()]
+
+
+def _tally(names: list[str]) -> tuple[int, int]:
+    """(images, files) among a folder's file `names`."""
+    return len(_images(names)), len(names)
+
+
+def _no_images(folder: Path) -> BadSource:
+    return BadSource(f"{folder}: class folder holds no images; add some, or remove the folder")
+
+
+def _log_ignored(root: Path, ignored: int) -> None:
+    if ignored:
+        log.info("%s: ignored %d hidden or non-image files", root, ignored)

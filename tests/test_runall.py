@@ -55,7 +55,7 @@ def test_runall_reports_every_student_and_reruns_only_what_is_new(luigi_config):
 
     ok, ran = build(RunAll())
     assert ok and ran == []  # nothing changed: nothing runs
-    assert no_op_imports() == []  # and a fresh process finds it so without timm's or torchvision's import
+    assert no_op_imports() == []  # and a fresh process finds it so without importing what only work needs
 
     luigi_config("students", "convit", TINY_CONVIT)
     ok, ran = build(RunAll())
@@ -94,14 +94,15 @@ def test_changed_kd_setting_retrains_only_kd_students(luigi_config):
 
 
 def no_op_imports() -> list[str]:
-    """timm and torchvision if a fresh process's RunAll, under this test's configuration,
-    imports them: a no-op builds no model and renders no view, and their imports take seconds."""
+    """timm, torchvision and matplotlib if a fresh process's RunAll, under this test's
+    configuration, imports them: a no-op builds no model, renders no view and draws no chart,
+    and their imports take seconds."""
     config = get_config()
     settings = {section: dict(config.items(section)) for section in config.sections()}
     script = ("import json, sys, luigi; from luigi.configuration import get_config; config = get_config(); "
               "[config.remove_section(s) for s in config.sections()]; config.read_dict(json.loads(sys.argv[1])); "
               "from tasks import RunAll; assert luigi.build([RunAll()], local_scheduler=True); "
-              "print(json.dumps(sorted({'timm', 'torchvision'} & set(sys.modules))))")
+              "print(json.dumps(sorted({'timm', 'torchvision', 'matplotlib'} & set(sys.modules))))")
     proc = subprocess.run([sys.executable, "-c", script, json.dumps(settings)], cwd=REPO, capture_output=True,
                           text=True, timeout=300, check=True)
     return json.loads(proc.stdout.splitlines()[-1])

@@ -11,7 +11,6 @@ import numpy as np
 
 from cache.storage.files import atomic_write_text
 from pipeline.evaluation.bootstrap import bootstrap_values, interval, paired_interval
-from pipeline.evaluation.charts import cache_figure, curves_figure, save_png, summary_figure
 from pipeline.spec import MODES
 
 PAIRS = (("kd", "baseline"), ("online", "baseline"), ("kd", "online"), ("teacher", "baseline"))
@@ -38,6 +37,9 @@ def write_report(out_dir: Path, title: str, notes: list[str], teacher: dict, lab
       "forwards", "pass_seconds", "students": {name: {"metrics", "logits"}}}] (kd runs from
       caches of other settings, each gain against the student's kd run from the main cache,
       "main": True), or None."""
+    # matplotlib imported here, not at the top: every command imports the tasks, few draw
+    from pipeline.evaluation.charts import cache_figure, curves_figure, save_png, summary_figure
+
     out_dir.mkdir(parents=True, exist_ok=True)
     modes = [m for m in MODES if m == "baseline" or any(m in s["runs"] for s in students)]
     # The teacher is compared with each student as one more run of it.

@@ -139,8 +139,8 @@ def test_store_bench_sizes_raw_and_jpeg(tmp_path):
 @pytest.mark.slow
 def test_loader_bench_measures_every_path_at_each_size(tmp_path):
     out = tmp_path / "loader.json"
-    result = bench_loader.main(["--images", "300", "600", "--classes", "10", "--views", "2", "--samples", "64",
-                                "--steps", "1", "--reps", "1", "--threads", "1", "--chunk-rows", "4",
+    result = bench_loader.main(["--images", "300", "600", "--classes", "10", "--size", "16", "--views", "2",
+                                "--samples", "64", "--steps", "1", "--reps", "1", "--threads", "1", "--chunk-rows", "4",
                                 "--out", str(tmp_path / "data"), "--json", str(out)])
     paths = {f"{fmt}_{way}" for fmt in ("raw", "jpeg") for way in ("disk_random", "disk_shards", "c4_disk_shards")}
     for r in result["results"].values():

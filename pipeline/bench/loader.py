@@ -42,6 +42,7 @@ from pipeline.bench.harness import (
 from pipeline.bench.runs import Settings, StudentRun
 from pipeline.data.hdf5 import HDF5Source
 from pipeline.data.imagestore import ImageStore, write_image_store
+from pipeline.spec import parse_spec
 from pipeline.training.loader import TrainLoader
 
 MEMORY = 1 << 40  # a memory budget every array fits
@@ -139,13 +140,19 @@ def serving_peak_rss(paths: dict[str, Path], cache: Path, args: argparse.Namespa
     return {"before_mb": memory["before_mb"], "work_mb": memory["work_mb"]}
 
 
+def shipped_student(size: int) -> str:
+    """luigi.cfg's vit (whose kwargs are numbers) taking `size` px images."""
+    name, kwargs = parse_spec(shipped_config()["students"]["vit"])
+    return " ".join([name, *(f"{key}={value}" for key, value in {**kwargs, "img_size": size}.items())])
+
+
 def student_samples_per_s(paths: dict[str, Path], cache: Path, args: argparse.Namespace) -> float:
     """A kd student's training samples/s on one in-memory batch (pipeline.bench.runs's StudentRun.steps)."""
     s = Settings(image_size=args.size, batch_size=args.batch_size, threads=args.threads, seed=args.seed,
                  device="cpu", precision="fp32")
     store, teacher = ImageStore(paths["raw"], MEMORY), TeacherCache(cache, MEMORY)
     batch = next(TrainLoader(store, args.size, args.batch_size, args.seed, teacher).epoch(0))
-    run = StudentRun(s, args.student, store, "kd", 1, teacher)
+    run = StudentRun(s, args.student or shipped_student(args.size), store, "kd", 1, teacher)
     run.steps(batch, 2)  # warm-up
     return args.batch_size / float(np.median([run.steps(batch, args.steps) for _ in range(args.reps)]))
 
@@ -216,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="[data] chunk_rows of the stores read in shards order beside one image a chunk; 1 = none")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--samples", type=int, default=8192, help="served per timed repetition")
-    parser.add_argument("--student", default=shipped_config()["students"]["vit"], help="default: luigi.cfg's vit")
+    parser.add_argument("--student", help="default: luigi.cfg's vit at --size")
     parser.add_argument("--steps", type=int, default=5, help="student steps per timed repetition")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)

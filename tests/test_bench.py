@@ -154,9 +154,9 @@ def test_cost_table_shows_each_task_per_run_and_its_per_image_growth():
         return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": 500.0, "children_peak_rss_mb": 700.0,
                 "bytes": 2e6}
     small = (1_000, {"TrainStudent kd vit": {**cost(10.0, 15.0), "start_rss_mb": 380.0}})
-    large = (10_000, {"TrainStudent kd vit": cost(120.0, 150.0), "Report": cost(5.0, 5.0)})
+    large = (10_000, {"TrainStudent kd vit": {**cost(120.0, 150.0), "runs": 3}, "Report": cost(5.0, 5.0)})
     header, _, train, report = cost_table([small, large]).splitlines()
     assert header.startswith("| task | s @ 1,000 | CPU s | img/s | peak MB | disk MB | s @ 10,000 |")
-    assert train == ("| TrainStudent kd vit | 10.0 | 15.0 | 100 | 700 (+120) | 2.0 | 120.0 | 150.0 | 83 | 700 | 2.0 "
-                     "| 1.20x (1.00x) |")
+    assert train == ("| TrainStudent kd vit | 10.0 | 15.0 | 100 | 700 (+120) | 2.0 | 120.0 (3 runs) | 150.0 | 83 | 700 "
+                     "| 2.0 | 1.20x (1.00x) |")
     assert report == "| Report |  |  |  |  |  | 5.0 | 5.0 | 2,000 | 700 | 2.0 |  |"

@@ -1,9 +1,9 @@
 """What each task of finished runs cost, as one markdown table: a row per task, and for each
-run (a work folder, its data set at N images) the task's wall and CPU seconds, images/s (the
-data set's N over the wall seconds), peak resident MB (its process's or a child's, from the
-cost.json every task leaves; in brackets, how far its process rose above its start) and the
-MB its output folder holds; then how the cost per image grew from the previous run's N to
-the last one's.
+run (a work folder, its data set at N images) the task's wall and CPU seconds (of every run
+a task resumed after stops took), images/s (the data set's N over the wall seconds), peak
+resident MB (its process's or a child's, from the cost.json every task leaves; in brackets,
+how far its process rose above its start) and the MB its output folder holds; then how the
+cost per image grew from the previous run's N to the last one's.
 
     python -m pipeline.bench.costs /work/scale/runs-200k /work/scale/runs-1.28M --dataset imagenet
 
@@ -51,7 +51,8 @@ def cost_table(runs: list[tuple[int, dict[str, dict]]]) -> str:
         row = [name]
         for n, costs in runs:
             c = costs.get(name)
-            row += ([f"{c['seconds']:,.1f}", f"{c['cpu_seconds']:,.1f}" if "cpu_seconds" in c else "",
+            stops = f" ({c['runs']} runs)" if c and c.get("runs", 1) > 1 else ""  # resumed after stops
+            row += ([f"{c['seconds']:,.1f}{stops}", f"{c['cpu_seconds']:,.1f}" if "cpu_seconds" in c else "",
                      f"{n / c['seconds']:,.0f}", peak(c), f"{c['bytes'] / 1e6:,.1f}"] if c else [""] * 5)
         if len(runs) > 1:
             row.append(growth(name, *runs[-2:]))

@@ -1,8 +1,11 @@
-"""What a piece of work cost, kept beside its output: wall seconds and peak resident memory."""
+"""What a piece of work cost, kept beside its output: wall and CPU seconds and peak resident
+memory, over every run it took."""
 from __future__ import annotations
 
+import json
 import resource
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,26 +14,58 @@ from pathlib import Path
 
 from cache.storage.files import atomic_write_json
 
+EVERY = 60.0  # seconds between the records a run leaves in case it is stopped
+
 
 @contextmanager
-def recorded_cost(path: Path, **fields) -> Iterator[None]:
+def recorded_cost(path: Path, every: float = EVERY, **fields) -> Iterator[None]:
     """Write `path` (JSON) when the block ends without an exception: `fields`, wall seconds,
     CPU seconds (this process's and its waited-for children's: what a shared or paused machine
     does not inflate), this process's resident MB at the start and at its peak during the block
     (its high-water mark is reset first, on Linux) and the largest peak of any child process
     this process has waited for (read processes, dask workers, torchrun), which is the block's
     own where the process ran only this block (Luigi with --workers above 1 runs each task in a
-    process of its own)."""
+    process of its own).
+
+    Work resumed after a stop costs every run it took: a run records its totals so far in
+    `<path>.partial` every `every` seconds, and the run that finishes adds them to its own
+    (`runs` counts them; the seconds of a stopped run's last `every` are not seen)."""
+    partial = path.with_name(path.name + ".partial")
+    earlier = json.loads(partial.read_text()) if partial.exists() else {}
     _reset_peak()
     start_mb = _peak_mb(resource.RUSAGE_SELF)  # the resident MB now, once the peak is reset
     started, tic, cpu = datetime.now(timezone.utc), time.perf_counter(), _cpu_seconds()
-    yield
-    seconds = time.perf_counter() - tic
-    atomic_write_json(path, {**fields, "seconds": round(seconds, 3), "cpu_seconds": round(_cpu_seconds() - cpu, 3),
-                             "start_rss_mb": start_mb, "peak_rss_mb": _peak_mb(resource.RUSAGE_SELF),
-                             "children_peak_rss_mb": _peak_mb(resource.RUSAGE_CHILDREN),
-                             "started": started.isoformat(timespec="seconds"), "host": socket.gethostname()},
-                      indent=1)
+
+    def totals() -> dict:
+        peaks = {"start_rss_mb": start_mb, "peak_rss_mb": _peak_mb(resource.RUSAGE_SELF)}
+        if earlier.get("peak_rss_mb", 0) > peaks["peak_rss_mb"]:
+            peaks = {key: earlier[key] for key in peaks}  # the run that rose highest, with its start
+        children = max(earlier.get("children_peak_rss_mb", 0), _peak_mb(resource.RUSAGE_CHILDREN))
+        return {**fields, "seconds": round(earlier.get("seconds", 0) + time.perf_counter() - tic, 3),
+                "cpu_seconds": round(earlier.get("cpu_seconds", 0) + _cpu_seconds() - cpu, 3), **peaks,
+                "children_peak_rss_mb": children, "runs": earlier.get("runs", 0) + 1,
+                "started": earlier.get("started", started.isoformat(timespec="seconds")), "host": socket.gethostname()}
+
+    stop = threading.Event()
+
+    def keep() -> None:
+        while not stop.wait(every):
+            try:
+                atomic_write_json(partial, totals(), indent=1)
+            except OSError:  # e.g. a full disk: a record missed costs only its minute
+                pass
+
+    keeper = threading.Thread(target=keep, name="cost record", daemon=True)
+    keeper.start()
+    failed = True  # by an exception; a SIGTERM ends the process at once, leaving the last record
+    try:
+        yield
+        failed = False
+    finally:
+        stop.set()
+        keeper.join()
+        atomic_write_json(partial if failed else path, totals(), indent=1)
+    partial.unlink(missing_ok=True)
 
 
 def _reset_peak() -> None:

@@ -18,6 +18,7 @@ import torch
 import zarr
 
 import models
+from pipeline.runtime.cost import reset_peak
 
 _T0 = time.perf_counter()
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: luigi reads luigi.cfg from where it starts
@@ -116,7 +117,7 @@ def _status_mb(key: str) -> float:
 def peak_rss(fn: Callable[[], object]) -> dict:
     """Resident memory (MB) of this process before fn(), and at its peak during it."""
     before = _status_mb("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # peak (VmHWM) counts from here, not from the imports
+    reset_peak()  # the peak counts from here, not from the imports
     fn()
     peak = _status_mb("VmHWM")
     return {"before_mb": before, "peak_mb": peak, "work_mb": peak - before}

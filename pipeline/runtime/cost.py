@@ -32,7 +32,7 @@ def recorded_cost(path: Path, every: float = EVERY, **fields) -> Iterator[None]:
     (`runs` counts them; the seconds of a stopped run's last `every` are not seen)."""
     partial = path.with_name(path.name + ".partial")
     earlier = json.loads(partial.read_text()) if partial.exists() else {}
-    _reset_peak()
+    reset_peak()
     start_mb = _peak_mb(resource.RUSAGE_SELF)  # the resident MB now, once the peak is reset
     started, tic, cpu = datetime.now(timezone.utc), time.perf_counter(), _cpu_seconds()
 
@@ -68,7 +68,8 @@ def recorded_cost(path: Path, every: float = EVERY, **fields) -> Iterator[None]:
     partial.unlink(missing_ok=True)
 
 
-def _reset_peak() -> None:
+def reset_peak() -> None:
+    """This process's peak resident memory (VmHWM, ru_maxrss) counts from now."""
     try:  # "5" resets the peak RSS (VmHWM, ru_maxrss) since Linux 4.0
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:  # elsewhere the peak is the process's so far

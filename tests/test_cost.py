@@ -16,7 +16,7 @@ def busy(seconds: float) -> None:
 
 
 def test_resumed_work_costs_every_run_it_took(tmp_path):
-    path, partial = tmp_path / "cost.json", tmp_path / "cost.json.partial"
+    path, partial = tmp_path / "cost.json", tmp_path / "cost-so-far.json"
     with pytest.raises(RuntimeError):
         with recorded_cost(path, every=0.02, task="t"):
             busy(0.2)

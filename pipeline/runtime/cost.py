@@ -28,9 +28,9 @@ def recorded_cost(path: Path, every: float = EVERY, **fields) -> Iterator[None]:
     process of its own).
 
     Work resumed after a stop costs every run it took: a run records its totals so far in
-    `<path>.partial` every `every` seconds, and the run that finishes adds them to its own
+    `<path stem>-so-far.json` every `every` seconds, and the run that finishes adds them to its own
     (`runs` counts them; the seconds of a stopped run's last `every` are not seen)."""
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f"{path.stem}-so-far.json")  # not *.partial: zarr's unfinished writes
     earlier = json.loads(partial.read_text()) if partial.exists() else {}
     reset_peak()
     start_mb = _peak_mb(resource.RUSAGE_SELF)  # the resident MB now, once the peak is reset

@@ -11,7 +11,7 @@ from pipeline.training import train as train_module
 from pipeline.training.build import Distill, TrainSetup, build_run
 from pipeline.training.job import OnlineTeacher, TrainJob
 from pipeline.training.settings import TrainSettings
-from pipeline.training.train import fit, noted
+from pipeline.training.train import StepLosses, fit, noted
 from pipeline.views.records import Recipe
 from tasks.config import train_settings
 
@@ -109,3 +109,12 @@ def test_an_epoch_under_way_notes_its_batches_and_time_left():
     resumed = []
     assert list(noted(iter(range(2)), resumed.append, 5, every=0, start=3)) == [0, 1]  # a resumed epoch's last two
     assert [note.split(",")[0] for note in resumed] == ["batches 4/5"]
+
+
+def test_step_losses_are_kept_in_blocks_not_a_tensor_a_step():
+    """A tensor held a step for the epoch fragmented the CPU's heap (docs/results.md)."""
+    losses, steps = StepLosses(block=4), [torch.tensor(float(v), requires_grad=True) * 2 for v in range(10)]
+    for loss in steps:
+        losses.add(loss)
+    assert len(losses) == 10 and len(losses.blocks) == 3
+    assert losses.values() == [2.0 * v for v in range(10)] and StepLosses().values() == []

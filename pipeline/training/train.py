@@ -70,16 +70,38 @@ class Underway(NamedTuple):
     seconds: float = 0.0
 
 
+class StepLosses:
+    """Each step's loss, kept where it was computed and read once (`values`), at the end: a GPU
+    runs ahead meanwhile. Kept in preallocated blocks, not a tensor a step: those small blocks,
+    held for the epoch, land between a CPU step's large ones in glibc's heap, which could then
+    reuse none of them (a student's memory grew about 1 MB a step, docs/results.md)."""
+
+    def __init__(self, block: int = 1024):
+        self.block, self.blocks, self.count = block, [], 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        if self.count % self.block == 0:
+            self.blocks.append(torch.empty(self.block, device=loss.device))
+        self.blocks[-1][self.count % self.block] = loss.detach()
+        self.count += 1
+
+    def __len__(self) -> int:
+        return self.count
+
+    def values(self) -> list[float]:
+        return torch.cat(self.blocks)[:self.count].tolist() if self.blocks else []
+
+
 def train_epoch(loss_of: Callable[[Batch], torch.Tensor], opt: torch.optim.Optimizer,
                 batches: Iterable[Batch], lr: Callable[[int], float],
                 scaler: torch.amp.GradScaler | None = None, start: int = 0,
-                after_step: Callable[[list[torch.Tensor]], object] | None = None) -> list[float]:
+                after_step: Callable[[StepLosses], object] | None = None) -> list[float]:
     """One optimizer step per batch, the batches being steps `start`, start + 1, ... of the
     epoch, step i at learning rate lr(i); returns their losses. `scaler` (fp16) scales the
     loss; None steps plainly. `after_step` hears of the losses so far after each step. Shared
     by fit and the benchmark, so both time the same step."""
     scaler = scaler or torch.amp.GradScaler("cpu", enabled=False)
-    losses = []
+    losses = StepLosses()
     for i, batch in enumerate(batches, start):
         for group in opt.param_groups:
             group["lr"] = lr(i)
@@ -88,10 +110,10 @@ def train_epoch(loss_of: Callable[[Batch], torch.Tensor], opt: torch.optim.Optim
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
-        losses.append(loss.detach())  # read once at the end: a GPU runs ahead meanwhile
+        losses.add(loss)
         if after_step:
             after_step(losses)
-    return torch.stack(losses).tolist() if losses else []
+    return losses.values()
 
 
 def fit(run: TrainRun, workdir: Path, progress: Callable[..., object] | None = None) -> list[dict]:
@@ -162,9 +184,9 @@ def epoch_losses(run: TrainRun, loss_of: Callable[[Batch], torch.Tensor], epoch:
 
     due = every(60 * run.setup.checkpoint_minutes, run.ranks, run.device)
 
-    def saved(losses: list[torch.Tensor]) -> None:
+    def saved(losses: StepLosses) -> None:
         if save and due(len(losses)):
-            save(so_far(torch.stack(losses).tolist()))
+            save(so_far(losses.values()))
 
     return so_far(train_epoch(loss_of, run.opt, batches, schedule(run, epoch), run.scaler,
                                start=done, after_step=saved))

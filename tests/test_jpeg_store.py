@@ -14,6 +14,7 @@ from support.kills import Blocks, kill_after_first_block
 from support.slow_runs import SIZE, assert_same_files, save_teacher, teacher_job, write_cache, write_store
 
 from cache.storage import blocks
+from cache.storage import rows as rows_module
 from cache.storage.integrity import DamagedData
 from pipeline import inference
 from pipeline.data.imagestore import ImageStore, JpegRows, pixels
@@ -61,8 +62,7 @@ def test_encoded_bytes_in_memory_and_on_disk_decode_alike(stores):
 
 def test_a_store_read_from_disk_is_not_listed(stores, monkeypatch):
     """Budget 0 (each block of the teacher pass) never sums the shard files' sizes: a listing
-    of the whole store, 0.1 s a block at 1.33 M images."""
-    import cache.storage.rows as rows_module
+    of the whole store, which grows with N."""
 
     def listed(array):
         raise AssertionError(f"{array} listed")

@@ -74,7 +74,7 @@ class StepLosses:
     """Each step's loss, kept where it was computed and read once (`values`), at the end: a GPU
     runs ahead meanwhile. Kept in preallocated blocks, not a tensor a step: those small blocks,
     held for the epoch, land between a CPU step's large ones in glibc's heap, which could then
-    reuse none of them (a student's memory grew about 1 MB a step, docs/results.md)."""
+    reuse none of them: a student's memory grew with its steps (docs/results.md)."""
 
     def __init__(self, block: int = 1024):
         self.block, self.blocks, self.count = block, [], 0
